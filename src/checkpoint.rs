@@ -1,0 +1,480 @@
+//! The three ways into a backup, all ending in one immutable checkpoint directory
+//! opened read-only at a known sequence number:
+//!
+//! - [`Source::Db`]: a database directory no process holds. Opened read-only (no
+//!   flush, no new MANIFEST or OPTIONS: nothing is written into it), checkpointed
+//!   into the work directory, and its WAL files copied too — a read-only checkpoint
+//!   has none, and after a normal shutdown the newest writes often live only there.
+//! - [`Source::Checkpoint`]: a checkpoint the application made; never written to.
+//! - [`Source::Live`]: the application's own open database (library mode);
+//!   `Checkpoint::create_checkpoint` flushes and is consistent by itself.
+//!
+//! Also the [`WorkDir`]: rockup's own directory, locked while a run uses it and
+//! removed when it ends (success, error, or unwinding from a signal); a directory
+//! left by a crashed run is removed by the next run.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Cache, Env, Options, DB};
+
+use crate::error::{Error, Result};
+use crate::manifest::{is_rocksdb_file_name, SourceInfo};
+
+/// Files the read-only instance keeps open at most, so memory does not grow with
+/// the size of the database.
+const MAX_OPEN_FILES: i32 = 256;
+const CHECKPOINT_ATTEMPTS: usize = 3;
+const BUILTIN_COMPARATORS: [&str; 2] = [
+    "leveldb.BytewiseComparator",
+    "rocksdb.ReverseBytewiseComparator",
+];
+
+/// Where the database to back up comes from.
+pub enum Source<'a> {
+    /// A database directory that no process holds open.
+    Db(PathBuf),
+    /// A checkpoint directory the application made. `options` are the
+    /// application's own (comparator, merge operators); `None` reads them from the
+    /// checkpoint's OPTIONS file, which works for RocksDB's built-in comparators.
+    Checkpoint {
+        path: PathBuf,
+        options: Option<Options>,
+    },
+    /// The application's own open database (library mode).
+    Live {
+        db: &'a DB,
+        options: Option<Options>,
+    },
+}
+
+impl Source<'_> {
+    /// The directory the source lives in.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Db(path) | Source::Checkpoint { path, .. } => path,
+            Source::Live { db, .. } => db.path(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Db(_) => "db",
+            Source::Checkpoint { .. } => "checkpoint",
+            Source::Live { .. } => "live",
+        }
+    }
+}
+
+/// A checkpoint ready to be scanned and uploaded.
+pub struct Prepared {
+    /// The checkpoint directory (in the work directory, or the user's own).
+    pub dir: PathBuf,
+    /// The checkpoint opened read-only, its WAL directory forced to `dir`.
+    pub db: DB,
+    /// The sequence number the checkpoint holds the database at.
+    pub sequence_number: u64,
+    pub column_families: Vec<String>,
+    pub source: SourceInfo,
+    /// Database files to upload, by name (RocksDB file names only).
+    pub files: Vec<String>,
+}
+
+/// Makes the checkpoint for `source` (into `<work>/checkpoint` where one is made)
+/// and opens it.
+pub fn prepare(source: Source<'_>, work: &Path) -> Result<Prepared> {
+    let origin = source.path().to_path_buf();
+    let kind = source.kind();
+    let (dir, options) = match source {
+        Source::Db(path) => {
+            let options = check_database(&path)?;
+            let dir = work.join("checkpoint");
+            checkpoint_closed_db(&path, options, &dir)?;
+            (dir, None)
+        }
+        Source::Checkpoint { path, options } => {
+            if options.is_none() {
+                check_database(&path)?;
+            } else {
+                require_current(&path)?;
+            }
+            (path, options)
+        }
+        Source::Live { db, options } => {
+            let dir = work.join("checkpoint");
+            rocksdb::checkpoint::Checkpoint::new(db)
+                .and_then(|c| c.create_checkpoint(&dir))
+                .map_err(|e| Error::rocks(format!("checkpoint of {}", db.path().display()), e))?;
+            (dir, options)
+        }
+    };
+    let (db, column_families) = open_checkpoint(&dir, options)?;
+    let sequence_number = db.latest_sequence_number();
+    let files = database_files(&dir)?;
+    let db_identity = std::fs::read_to_string(dir.join("IDENTITY"))
+        .or_else(|_| std::fs::read_to_string(origin.join("IDENTITY")))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let source = SourceInfo {
+        host: hostname(),
+        kind: kind.to_string(),
+        path: origin.display().to_string(),
+        db_identity,
+    };
+    Ok(Prepared {
+        dir,
+        db,
+        sequence_number,
+        column_families,
+        source,
+        files,
+    })
+}
+
+fn require_current(path: &Path) -> Result<()> {
+    match std::fs::metadata(path.join("CURRENT")) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::DatabaseNotFound {
+            path: path.to_path_buf(),
+            reason: if path.exists() {
+                "no CURRENT file".into()
+            } else {
+                "directory does not exist".into()
+            },
+        }),
+        Err(e) => Err(Error::io(path.join("CURRENT"), e)),
+    }
+}
+
+/// Settings read from a database's newest OPTIONS file.
+#[derive(Debug, Default, PartialEq)]
+struct OptionsFile {
+    wal_dir: Option<String>,
+    /// (column family, comparator)
+    comparators: Vec<(String, String)>,
+    multiple_paths: bool,
+}
+
+fn read_options_file(dir: &Path) -> Result<OptionsFile> {
+    let newest = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| Some((name.strip_prefix("OPTIONS-")?.parse::<u64>().ok()?, name)))
+        .max();
+    let Some((_, name)) = newest else {
+        return Ok(OptionsFile::default());
+    };
+    let text =
+        std::fs::read_to_string(dir.join(&name)).map_err(|e| Error::io(dir.join(&name), e))?;
+    Ok(parse_options_file(&text))
+}
+
+fn parse_options_file(text: &str) -> OptionsFile {
+    let mut parsed = OptionsFile::default();
+    let mut cf: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            cf = line
+                .strip_prefix("[CFOptions \"")
+                .and_then(|rest| rest.strip_suffix("\"]"))
+                .map(str::to_string);
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match (key.trim(), value.trim(), &cf) {
+            ("wal_dir", v, None) if !v.is_empty() => parsed.wal_dir = Some(v.to_string()),
+            ("db_paths" | "cf_paths", v, _) if !v.is_empty() && v != "{}" => {
+                parsed.multiple_paths = true
+            }
+            ("comparator", v, Some(cf)) => parsed.comparators.push((cf.clone(), v.to_string())),
+            _ => {}
+        }
+    }
+    parsed
+}
+
+/// Checks what the CLI needs to open a database without the application's help.
+fn check_database(path: &Path) -> Result<OptionsFile> {
+    require_current(path)?;
+    let options = read_options_file(path)?;
+    if options.multiple_paths {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            reason: "it spreads files over db_paths/cf_paths; back it up with --checkpoint".into(),
+        });
+    }
+    if let Some((cf, comparator)) = options
+        .comparators
+        .iter()
+        .find(|(_, c)| !BUILTIN_COMPARATORS.contains(&c.as_str()))
+    {
+        return Err(Error::UnsupportedComparator {
+            path: path.to_path_buf(),
+            column_family: cf.clone(),
+            comparator: comparator.clone(),
+        });
+    }
+    Ok(options)
+}
+
+/// Options and column families from the newest OPTIONS file, or `options` for all.
+fn load_options(
+    dir: &Path,
+    options: Option<Options>,
+) -> Result<(Options, Vec<rocksdb::ColumnFamilyDescriptor>)> {
+    match options {
+        Some(options) => {
+            let names = DB::list_cf(&options, dir).map_err(|e| {
+                Error::rocks(format!("listing column families of {}", dir.display()), e)
+            })?;
+            let cfs = names
+                .into_iter()
+                .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, options.clone()))
+                .collect();
+            Ok((options, cfs))
+        }
+        None => {
+            let env = Env::new().map_err(|e| Error::rocks("creating a RocksDB environment", e))?;
+            Options::load_latest(dir, env, true, Cache::new_lru_cache(8 << 20)).map_err(|e| {
+                Error::rocks(format!("reading the OPTIONS file of {}", dir.display()), e)
+            })
+        }
+    }
+}
+
+fn open_read_only(
+    dir: &Path,
+    options: Option<Options>,
+    wal_dir: Option<&Path>,
+) -> Result<(DB, Vec<String>)> {
+    let (mut opts, cfs) = load_options(dir, options)?;
+    opts.create_if_missing(false);
+    opts.set_max_open_files(MAX_OPEN_FILES);
+    if let Some(wal_dir) = wal_dir {
+        opts.set_wal_dir(wal_dir);
+    }
+    let names = cfs.iter().map(|cf| cf.name().to_string()).collect();
+    let db = DB::open_cf_descriptors_read_only(&opts, dir, cfs, false)
+        .map_err(|e| Error::rocks(format!("opening {} read-only", dir.display()), e))?;
+    Ok((db, names))
+}
+
+/// Opens a checkpoint read-only with its own directory as WAL directory, so no
+/// live WAL elsewhere is replayed.
+pub fn open_checkpoint(dir: &Path, options: Option<Options>) -> Result<(DB, Vec<String>)> {
+    open_read_only(dir, options, Some(dir))
+}
+
+fn checkpoint_closed_db(path: &Path, options_file: OptionsFile, dir: &Path) -> Result<()> {
+    if let Some(holder) = lock_holder(path)? {
+        return Err(Error::DatabaseHeld {
+            path: path.to_path_buf(),
+            holder,
+        });
+    }
+    let wal_dir = options_file
+        .wal_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path.to_path_buf());
+    let mut last_error = None;
+    for _ in 0..CHECKPOINT_ATTEMPTS {
+        let _ = std::fs::remove_dir_all(dir);
+        let (db, _) = open_read_only(path, None, None)?;
+        let made = rocksdb::checkpoint::Checkpoint::new(&db).and_then(|c| c.create_checkpoint(dir));
+        match made {
+            Ok(()) => {
+                copy_wal_files(&wal_dir, dir)?;
+                return Ok(());
+            }
+            // A file deleted between open and link (compaction): try again.
+            Err(e) if e.kind() == rocksdb::ErrorKind::NotFound => last_error = Some(e),
+            Err(e) => return Err(Error::rocks(format!("checkpoint of {}", path.display()), e)),
+        }
+    }
+    Err(Error::rocks(
+        format!(
+            "checkpoint of {} (after {CHECKPOINT_ATTEMPTS} attempts)",
+            path.display()
+        ),
+        last_error.expect("an attempt failed"),
+    ))
+}
+
+fn copy_wal_files(wal_dir: &Path, checkpoint: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(wal_dir).map_err(|e| Error::io(wal_dir, e))? {
+        let entry = entry.map_err(|e| Error::io(wal_dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".log") && is_rocksdb_file_name(name) && !checkpoint.join(name).exists() {
+            std::fs::copy(entry.path(), checkpoint.join(name))
+                .map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Who holds the database's LOCK (RocksDB takes a POSIX record lock on it), if
+/// anybody other than this process.
+fn lock_holder(path: &Path) -> Result<Option<String>> {
+    use std::os::fd::AsRawFd;
+    let lock_path = path.join("LOCK");
+    let file = match File::open(&lock_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(lock_path, e)),
+    };
+    // SAFETY: a zeroed flock is a valid value; fcntl(F_GETLK) only writes into it.
+    let mut query: libc::flock = unsafe { std::mem::zeroed() };
+    query.l_type = libc::F_WRLCK as _;
+    query.l_whence = libc::SEEK_SET as _;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut query) } != 0 {
+        return Err(Error::io(lock_path, io::Error::last_os_error()));
+    }
+    let unlocked = query.l_type == libc::F_UNLCK as libc::c_short;
+    Ok((!unlocked).then(|| format!("process {} holds its LOCK", query.l_pid)))
+}
+
+/// RocksDB files in a checkpoint directory, sorted; anything else (other
+/// bindings' files, LOG) is left out with a note.
+fn database_files(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry
+            .file_type()
+            .map_err(|e| Error::io(entry.path(), e))?
+            .is_file();
+        if is_file && is_rocksdb_file_name(&name) {
+            files.push(name);
+        } else if name != "LOCK" {
+            tracing::info!(file = %entry.path().display(), "not a RocksDB file; not backed up");
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// rockup's working directory for one run: `<base>/run-<id>`, holding a lock
+/// file for as long as the run lives, removed on drop.
+pub struct WorkDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl WorkDir {
+    /// Creates a fresh run directory under `base`, first removing run directories
+    /// that no live run holds (left by a crash).
+    pub fn create(base: &Path, run_id: &str) -> Result<Self> {
+        std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
+        remove_stale_runs(base);
+        let path = base.join(format!("run-{run_id}"));
+        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        let lock = File::create(path.join("lock")).map_err(|e| Error::io(path.join("lock"), e))?;
+        lock.try_lock()
+            .map_err(|e| Error::io(path.join("lock"), io::Error::other(e.to_string())))?;
+        Ok(Self { path, _lock: lock })
+    }
+
+    /// The run directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove the work directory");
+        }
+        if let Some(base) = self.path.parent() {
+            let _ = std::fs::remove_dir(base); // only if empty
+        }
+    }
+}
+
+fn remove_stale_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("run-") {
+            continue;
+        }
+        let held = File::open(entry.path().join("lock")).is_ok_and(|f| f.try_lock().is_err());
+        if !held {
+            tracing::info!(path = %entry.path().display(), "removing a work directory left by an earlier run");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The default work directory base: beside the database, but never inside the
+/// database directory or the blob root.
+pub fn default_work_base(db: &Path, blob_root: Option<&Path>) -> PathBuf {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let db = absolute(db);
+    let root = blob_root.map(absolute);
+    let inside =
+        |dir: &Path| dir.starts_with(&db) || root.as_ref().is_some_and(|r| dir.starts_with(r));
+    let candidates = [db.parent(), root.as_deref().and_then(Path::parent)];
+    let base = candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| !inside(dir))
+        .unwrap_or_else(|| Path::new("/tmp"));
+    base.join(".rockup-work")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_file_parsing() {
+        let text = "[DBOptions]\n  wal_dir=/wal\n  db_paths=\n[CFOptions \"default\"]\n  comparator=leveldb.BytewiseComparator\n[CFOptions \"meta\"]\n  comparator=rocksdict\n  cf_paths=\n";
+        let parsed = parse_options_file(text);
+        assert_eq!(parsed.wal_dir.as_deref(), Some("/wal"));
+        assert!(!parsed.multiple_paths);
+        assert_eq!(
+            parsed.comparators[1],
+            ("meta".to_string(), "rocksdict".to_string())
+        );
+        assert!(parse_options_file("[DBOptions]\n db_paths={/a,1}\n").multiple_paths);
+    }
+
+    #[test]
+    fn work_dir_is_removed_and_stale_runs_are_cleaned() {
+        let base = tempfile::tempdir().unwrap();
+        let stale = base.path().join("run-crashed");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("lock"), b"").unwrap();
+        let live = WorkDir::create(base.path(), "a").unwrap();
+        assert!(!stale.exists(), "stale run removed");
+        let second = WorkDir::create(base.path(), "b").unwrap();
+        assert!(live.path().exists(), "a live run is never removed");
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists());
+        drop(second);
+        assert!(!base.path().join(".rockup-work").exists());
+    }
+
+    #[test]
+    fn default_work_base_stays_out_of_db_and_blob_root() {
+        let base = default_work_base(Path::new("/data/db"), Some(Path::new("/data")));
+        assert_eq!(base, Path::new("/.rockup-work"));
+        let base = default_work_base(Path::new("/data/db"), Some(Path::new("/data/files")));
+        assert_eq!(base, Path::new("/data/.rockup-work"));
+    }
+}

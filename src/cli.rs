@@ -1,0 +1,220 @@
+//! Command-line definitions (clap) and their translation into the library's
+//! option structs. Nothing here does work; `main.rs` runs what this parses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::scan::{parse_pointer, ExternalFiles, RefSource, ResolverConfig};
+use crate::store::parse_store_option;
+use crate::upload::DEFAULT_MEMORY_BUDGET;
+use crate::{BackupOptions, RestoreOptions, VerifyOptions};
+
+/// Consistent backups of a live RocksDB database and the external files its
+/// records point to, to S3, GCS, Azure Blob or a local directory.
+#[derive(Debug, Parser)]
+#[command(name = "rockup", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print one JSON document on stdout (also on failure); logs stay on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail in the logs (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a database (and the external files its records reference).
+    Backup(BackupArgs),
+    /// List the backups in a repository.
+    List(RepoArgs),
+    /// Restore a backup into fresh directories, verified.
+    Restore(RestoreArgs),
+    /// Check that a backup's objects are present (and, with --deep, intact).
+    Verify(VerifyArgs),
+    /// Back up, verify and restore a sample database with external files.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// file:///abs/path or a local path.
+    #[arg(long, env = "ROCKUP_REPO")]
+    pub repo: String,
+    /// Store setting as key=value (object_store config keys, e.g. region=eu-west-1);
+    /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
+    pub store_options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Database directory (opened read-only; no process may hold it).
+    #[arg(
+        long,
+        conflicts_with = "checkpoint",
+        required_unless_present = "checkpoint"
+    )]
+    pub db: Option<PathBuf>,
+    /// A checkpoint the application made (never written to or deleted).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub blobs: BlobArgs,
+    /// Files uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Bytes of file content held in memory at once, across all uploads.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BUDGET)]
+    pub memory_budget: u64,
+    /// Tag the backup (repeatable).
+    #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Commit even if references are missing or invalid (recorded; exit code 3).
+    #[arg(long)]
+    pub allow_missing_blobs: bool,
+    /// Re-read every external file even if unchanged since the previous backup.
+    #[arg(long)]
+    pub rehash: bool,
+    /// Base directory for rockup's working files (default: beside the database).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BlobArgs {
+    /// Directory the records' external file paths are relative to.
+    #[arg(long, requires = "blob_ref")]
+    pub blob_root: Option<PathBuf>,
+    /// Column family holding the records that reference external files.
+    #[arg(long, default_value = "default")]
+    pub blob_cf: String,
+    /// Where the path is: key, value, or json:/pointer into a JSON value.
+    #[arg(long, requires = "blob_root")]
+    pub blob_ref: Option<RefSource>,
+    /// Only keys with this prefix reference files (stripped with --blob-ref key).
+    #[arg(long)]
+    pub blob_key_prefix: Option<String>,
+    /// json:/pointer to the file's expected SHA-256 (hex) in the value.
+    #[arg(long, value_parser = parse_json_pointer)]
+    pub blob_sha256: Option<String>,
+    /// json:/pointer to the file's expected size in the value.
+    #[arg(long, value_parser = parse_json_pointer)]
+    pub blob_size: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Backup id, or latest.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Where to put the database (missing or empty).
+    #[arg(long)]
+    pub db_dir: PathBuf,
+    /// Where to put the external files (missing or empty).
+    #[arg(long)]
+    pub blob_root: Option<PathBuf>,
+    /// Downloads at once.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Backup id, latest, or all.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Download and re-hash every object.
+    #[arg(long)]
+    pub deep: bool,
+    /// Downloads at once (with --deep).
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory to work in (missing or empty; default: a new temporary directory).
+    pub dir: Option<PathBuf>,
+}
+
+fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("tag {text:?} is not K=V"))?;
+    if k.is_empty() {
+        return Err(format!("tag {text:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_json_pointer(text: &str) -> std::result::Result<String, String> {
+    let pointer = text
+        .strip_prefix("json:")
+        .ok_or_else(|| format!("{text:?} is not json:/pointer"))?;
+    parse_pointer(pointer)
+}
+
+impl BackupArgs {
+    /// The library's backup options.
+    pub fn options(&self) -> Result<BackupOptions> {
+        let b = &self.blobs;
+        let external = match (&b.blob_root, &b.blob_ref) {
+            (Some(root), Some(reference)) => Some(ExternalFiles::new(
+                root,
+                &b.blob_cf,
+                ResolverConfig {
+                    reference: reference.clone(),
+                    key_prefix: b.blob_key_prefix.clone(),
+                    sha256_pointer: b.blob_sha256.clone(),
+                    size_pointer: b.blob_size.clone(),
+                },
+            )),
+            _ if b.blob_key_prefix.is_some() || b.blob_sha256.is_some() || b.blob_size.is_some() => {
+                return Err(Error::Usage("--blob-key-prefix, --blob-sha256 and --blob-size need --blob-root and --blob-ref".into()))
+            }
+            _ => None,
+        };
+        Ok(BackupOptions {
+            external,
+            jobs: self.jobs.max(1),
+            memory_budget: self.memory_budget,
+            tags: self.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
+            allow_missing_blobs: self.allow_missing_blobs,
+            rehash: self.rehash,
+            work_dir: self.work_dir.clone(),
+            guard: None,
+        })
+    }
+}
+
+impl RestoreArgs {
+    pub fn options(&self) -> RestoreOptions {
+        RestoreOptions {
+            jobs: self.jobs.max(1),
+            ..RestoreOptions::new(&self.backup, &self.db_dir, self.blob_root.clone())
+        }
+    }
+}
+
+impl VerifyArgs {
+    pub fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            backup: self.backup.clone(),
+            deep: self.deep,
+            jobs: self.jobs.max(1),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The library's error type: one enum whose variants callers can match on, each
+//! carrying the context a user needs (which file, which object, which backup) and,
+//! through [`Error::exit_code`], the CLI exit code it maps to. Messages never
+//! contain credentials: store errors pass through [`redact`].
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Result alias used throughout rockup.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in rockup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments or an impossible combination of them (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The database directory does not exist or holds no RocksDB database.
+    #[error("no RocksDB database at {path}: {reason}; check the --db path")]
+    DatabaseNotFound { path: PathBuf, reason: String },
+    /// Another process holds the database's LOCK.
+    #[error(
+        "database at {path} is held by another process ({holder}); rockup 0.1 backs up a held \
+         database only from inside the application (library API, rockup::backup_live) or from \
+         a checkpoint the application made (--checkpoint DIR)"
+    )]
+    DatabaseHeld { path: PathBuf, holder: String },
+    /// A column family needs a comparator the CLI cannot provide.
+    #[error(
+        "column family {column_family:?} of {path} uses comparator {comparator:?}, which the \
+         rockup CLI cannot provide; back it up with the library API (rockup::backup_live or \
+         Source::Checkpoint with the application's own rocksdb::Options)"
+    )]
+    UnsupportedComparator {
+        path: PathBuf,
+        column_family: String,
+        comparator: String,
+    },
+    /// A database layout rockup does not support.
+    #[error("database at {path} is not supported: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    /// RocksDB refused an operation.
+    #[error("{what}: {source}")]
+    Rocks {
+        what: String,
+        source: rocksdb::Error,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The object store failed; `message` is already redacted.
+    #[error("{url}: {message}")]
+    Store { url: String, message: String },
+    /// A manifest (or part, or repository marker) is unreadable, tampered or unsupported.
+    #[error("{key}: {reason}")]
+    Manifest { key: String, reason: String },
+    /// No backup with that id (or no backup at all for `latest`).
+    #[error("backup {0} not found in the repository; `rockup list` shows the backups it holds")]
+    BackupNotFound(String),
+    /// Restore target is not empty.
+    #[error("{path} is not empty; restore only into a missing or empty directory")]
+    TargetNotEmpty { path: PathBuf },
+    /// Integrity or reference problems were found (exit code 3).
+    #[error("{summary}")]
+    Problems {
+        summary: String,
+        problems: Vec<Problem>,
+    },
+    /// Stopped by a signal.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+}
+
+impl Error {
+    /// The CLI exit code for this error (see DESIGN "Command line").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Problems { .. } => 3,
+            Error::Interrupted("SIGTERM") => 143,
+            Error::Interrupted(_) => 130,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn rocks(what: impl Into<String>, source: rocksdb::Error) -> Self {
+        Error::Rocks {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn manifest(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Manifest {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What kind of problem a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A record references a file that does not exist (or vanished before it was pinned).
+    Missing,
+    /// A reference that is not a safe relative path to a regular file under the root.
+    Invalid,
+    /// The file's size or hash contradicts what the record says it should be.
+    Mismatch,
+    /// The file changed while it was being read.
+    Changed,
+    /// An object in the repository is missing.
+    MissingObject,
+    /// An object in the repository has the wrong size or hash.
+    CorruptObject,
+}
+
+/// One problem, named by path (and record key where a record is involved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// Relative path of the external file, or object key / file name.
+    pub path: String,
+    /// Key of the record that references it (lossless: UTF-8 or `0x…` hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_key: Option<String>,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {}", self.kind, self.path)?;
+        if let Some(key) = &self.record_key {
+            write!(f, " (record {key})")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// Removes query strings (SAS tokens, presigned signatures) from text that may
+/// contain URLs, so store errors can be shown without leaking credentials.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    for c in text.chars() {
+        if in_query {
+            if c.is_whitespace() || c == '"' || c == ')' || c == ',' {
+                in_query = false;
+                out.push(c);
+            }
+            continue;
+        }
+        if c == '?' && out.contains("://") {
+            out.push_str("?<redacted>");
+            in_query = true;
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_strips_query_strings() {
+        let text = "error sending request for url (https://acct.blob.core.windows.net/c/x?sv=2020&sig=SECRET): timeout";
+        let redacted = redact(text);
+        assert!(!redacted.contains("SECRET"), "{redacted}");
+        assert!(redacted.contains("/c/x?<redacted>): timeout"), "{redacted}");
+        assert_eq!(redact("is this fine?"), "is this fine?");
+    }
+}

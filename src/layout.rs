@@ -1,0 +1,143 @@
+//! Every object key in a repository, formatted and parsed in one place
+//! (docs/FORMAT.md describes the same layout for humans):
+//!
+//! ```text
+//! rockup.json                        repository marker
+//! backups/<backup-id>/manifest.json  the commit point, written once
+//! backups/<backup-id>/parts/<sha256> sorted NDJSON file lists, hash-named
+//! backups/<backup-id>/files/<name>   per-backup small DB files (MANIFEST, CURRENT, OPTIONS, WAL)
+//! sst/<unique-name>                  SST and RocksDB blob files, shared across backups
+//! blobs/sha256/<aa>/<sha256>         external files, content-addressed, shared
+//! ```
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use object_store::path::Path;
+use rand::Rng;
+
+/// Key of the repository marker.
+pub const MARKER: &str = "rockup.json";
+/// Prefix of every backup's own objects.
+pub const BACKUPS: &str = "backups";
+/// Prefix of shared RocksDB table and blob files.
+pub const SST: &str = "sst";
+/// Prefix of content-addressed external files.
+pub const BLOBS: &str = "blobs/sha256";
+
+const ID_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// A backup id: `<UTC time>-<8 hex digits>`, so ids sort by creation time.
+pub fn new_backup_id(now: DateTime<Utc>) -> String {
+    let suffix: u32 = rand::rng().random();
+    format!("{}-{suffix:08x}", now.format(ID_TIME_FORMAT))
+}
+
+/// Parses a backup id, returning its creation time; `None` when it is not an id.
+pub fn parse_backup_id(id: &str) -> Option<DateTime<Utc>> {
+    let (time, suffix) = id.split_once('-')?;
+    if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(time, ID_TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// `rockup.json`
+pub fn marker() -> Path {
+    Path::from(MARKER)
+}
+
+/// `backups/<id>/manifest.json`
+pub fn manifest(backup_id: &str) -> Path {
+    Path::from(format!("{BACKUPS}/{backup_id}/manifest.json"))
+}
+
+/// `backups/<id>/parts/<sha256>`
+pub fn part(backup_id: &str, sha256: &str) -> Path {
+    Path::from(format!("{BACKUPS}/{backup_id}/parts/{sha256}"))
+}
+
+/// `backups/<id>/files/<name>`
+pub fn backup_file(backup_id: &str, name: &str) -> Path {
+    Path::from(format!("{BACKUPS}/{backup_id}/files/{name}"))
+}
+
+/// `sst/<unique-name>`
+pub fn shared_table_file(unique_name: &str) -> Path {
+    Path::from(format!("{SST}/{unique_name}"))
+}
+
+/// `blobs/sha256/<aa>/<sha256>`
+pub fn external_blob(sha256: &str) -> Path {
+    Path::from(format!("{BLOBS}/{}/{sha256}", &sha256[..2]))
+}
+
+/// The backup id of a `backups/<id>/manifest.json` key, if it is one.
+pub fn parse_manifest_key(key: &Path) -> Option<String> {
+    let parts: Vec<_> = key.parts().collect();
+    match parts.as_slice() {
+        [b, id, m] if b.as_ref() == BACKUPS && m.as_ref() == "manifest.json" => {
+            parse_backup_id(id.as_ref()).map(|_| id.as_ref().to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The unique name a shared table file gets in the repository.
+///
+/// SST files carry the id of the DB session that wrote them in their properties
+/// block: `<number>_s<session-id>_<size>.sst` is unique across databases and across
+/// divergent histories of one database (the scheme of RocksDB's BackupEngine).
+/// Files without a session id (blob files, very old SSTs) are named by content:
+/// `<number>_x<sha256>_<size>.<ext>`.
+pub fn unique_table_name(file_name: &str, size: u64, naming: &TableNaming) -> String {
+    let (stem, ext) = file_name.rsplit_once('.').unwrap_or((file_name, ""));
+    match naming {
+        TableNaming::Session(session) => format!("{stem}_s{session}_{size}.{ext}"),
+        TableNaming::Content(sha256) => format!("{stem}_x{sha256}_{size}.{ext}"),
+    }
+}
+
+/// What makes a shared table file's object name unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableNaming {
+    /// The `rocksdb.creating.session.identity` table property.
+    Session(String),
+    /// The SHA-256 of the whole file.
+    Content(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_ids_round_trip_and_sort_by_time() {
+        let t1 = DateTime::parse_from_rfc3339("2026-11-25T13:05:00Z")
+            .unwrap()
+            .to_utc();
+        let t2 = DateTime::parse_from_rfc3339("2026-11-25T13:05:01Z")
+            .unwrap()
+            .to_utc();
+        let (a, b) = (new_backup_id(t1), new_backup_id(t2));
+        assert!(a.starts_with("20261125T130500Z-"));
+        assert!(a < b);
+        assert_eq!(parse_backup_id(&a), Some(t1));
+        assert_eq!(parse_manifest_key(&manifest(&a)), Some(a.clone()));
+        assert_eq!(parse_backup_id("../etc"), None);
+        assert_eq!(parse_backup_id("20261125T130500Z-zzzzzzzz"), None);
+        assert_eq!(
+            parse_manifest_key(&Path::from("backups/x/manifest.json")),
+            None
+        );
+    }
+
+    #[test]
+    fn table_names() {
+        let s = unique_table_name("000012.sst", 4096, &TableNaming::Session("ABC".into()));
+        assert_eq!(s, "000012_sABC_4096.sst");
+        let b = unique_table_name("000013.blob", 7, &TableNaming::Content("ff".into()));
+        assert_eq!(b, "000013_xff_7.blob");
+        assert_eq!(external_blob("abcdef").as_ref(), "blobs/sha256/ab/abcdef");
+    }
+}

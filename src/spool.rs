@@ -1,0 +1,71 @@
+//! A sorted, on-disk map in the work directory — a scratch RocksDB with the WAL
+//! off — so that file lists of any length are sorted, de-duplicated and looked up
+//! without holding them in memory (the current backup's external entries, and the
+//! previous backup's for change detection).
+
+use std::path::Path;
+
+use rocksdb::{IteratorMode, Options, WriteOptions, DB};
+
+use crate::error::{Error, Result};
+
+/// A scratch sorted map, removed with the work directory.
+pub struct Spool {
+    db: DB,
+    write: WriteOptions,
+}
+
+impl Spool {
+    /// Creates an empty spool at `dir`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_write_buffer_size(32 << 20);
+        opts.set_max_open_files(64);
+        let db = DB::open(&opts, dir)
+            .map_err(|e| Error::rocks(format!("creating scratch index {}", dir.display()), e))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(Self { db, write })
+    }
+
+    /// Inserts or replaces an entry.
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db
+            .put_opt(key, value, &self.write)
+            .map_err(|e| Error::rocks("writing scratch index", e))
+    }
+
+    /// Looks an entry up.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get(key)
+            .map_err(|e| Error::rocks("reading scratch index", e))
+    }
+
+    /// Every value, in key order.
+    pub fn values(&self) -> impl Iterator<Item = Result<Box<[u8]>>> + '_ {
+        self.db.iterator(IteratorMode::Start).map(|item| {
+            item.map(|(_, v)| v)
+                .map_err(|e| Error::rocks("reading scratch index", e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_and_deduplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path()).unwrap();
+        for key in ["b", "a", "c", "a"] {
+            spool.put(key, key.as_bytes()).unwrap();
+        }
+        let values: Vec<_> = spool.values().map(|v| v.unwrap().to_vec()).collect();
+        assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(spool.get("b").unwrap(), Some(b"b".to_vec()));
+        assert_eq!(spool.get("z").unwrap(), None);
+    }
+}

@@ -1,0 +1,421 @@
+//! The one place object stores are built: a repository URL plus options becomes a
+//! [`Repository`] (an `Arc<dyn ObjectStore>` scoped to the URL's prefix). Also the
+//! repository-level primitives every stage shares: reads, overwriting writes of
+//! immutable objects, the write-once create used for commits, listing, the marker,
+//! and turning store errors into one-line messages that name the URL (never a
+//! secret) and the likely fix.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions, PutPayload,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{redact, Error, Result};
+use crate::layout;
+
+/// Request timeout applied unless the user sets `timeout`: generous enough for a
+/// 128 MiB multipart part over a slow link (object_store's default of 30 s covers
+/// the whole request, body included).
+const DEFAULT_TIMEOUT: &str = "600s";
+const DEFAULT_CONNECT_TIMEOUT: &str = "15s";
+
+/// Repository format name and version, stored in `rockup.json`.
+pub const REPOSITORY_FORMAT: &str = "rockup-repository";
+/// Major version of the repository layout this build reads and writes.
+pub const REPOSITORY_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    version: u32,
+}
+
+/// A backup repository: an object store scoped to the repository URL's prefix.
+#[derive(Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    name: String,
+}
+
+/// Outcome of a write-once create.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The object did not exist and now holds our bytes.
+    New,
+    /// The object already held exactly our bytes (an earlier attempt of ours).
+    AlreadyOurs,
+}
+
+/// Shows the redacted URL only: object_store's builders keep credentials in
+/// their `Debug` output.
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Opens the repository at `url` (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///abs/path`, `memory://`, or a plain local path, created if missing).
+    /// Store settings come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) and
+    /// from `options` (`key=value` pairs as object_store's config keys name them),
+    /// which take precedence.
+    pub fn open(url: &str, options: &[(String, String)]) -> Result<Self> {
+        let name = redact(url);
+        let usage = |reason: String| Error::Usage(format!("repository URL {name}: {reason}"));
+        if url.is_empty() {
+            return Err(Error::Usage(
+                "no repository given: pass --repo URL or set ROCKUP_REPO".into(),
+            ));
+        }
+        if !url.contains("://") {
+            let scheme_like = url.split_once(':').is_some_and(|(scheme, _)| {
+                scheme.len() > 1
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            });
+            if scheme_like {
+                return Err(usage("looks like a URL but lacks \"://\" (e.g. s3://bucket/prefix); use ./ for a local path with a colon".into()));
+            }
+            return Self::local(PathBuf::from(url), name);
+        }
+        let parsed = Url::parse(url).map_err(|e| usage(e.to_string()))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|_| {
+            usage("unknown scheme; use s3://, gs://, az://, file:// or a local path".into())
+        })?;
+        let cloud_options = with_default_timeouts(options);
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::Local => {
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|_| usage("a file:// URL needs an absolute path".into()))?;
+                return Self::local(path, name);
+            }
+            ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
+            ObjectStoreScheme::AmazonS3 => {
+                let mut builder = AmazonS3Builder::from_env().with_url(url);
+                for (key, value) in &cloud_options {
+                    let key = AmazonS3ConfigKey::from_str(key)
+                        .map_err(|_| usage(format!("unknown S3 store option {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(url);
+                for (key, value) in &cloud_options {
+                    let key = GoogleConfigKey::from_str(key)
+                        .map_err(|_| usage(format!("unknown GCS store option {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let mut builder = MicrosoftAzureBuilder::from_env().with_url(url);
+                for (key, value) in &cloud_options {
+                    let key = AzureConfigKey::from_str(key)
+                        .map_err(|_| usage(format!("unknown Azure store option {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
+            }
+            _ => return Err(usage("this scheme is not supported as a repository".into())),
+        };
+        Ok(Self::from_store(scoped(store, prefix), name))
+    }
+
+    fn local(path: PathBuf, name: String) -> Result<Self> {
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let store = LocalFileSystem::new_with_prefix(&path)
+            .map_err(|e| Error::Store {
+                url: name.clone(),
+                message: e.to_string(),
+            })?
+            .with_fsync(true);
+        Ok(Self::from_store(Arc::new(store), name))
+    }
+
+    /// Wraps an already-built store (e.g. `InMemory` in tests, or a store the
+    /// application configured itself). `name` is used in messages.
+    pub fn from_store(store: Arc<dyn ObjectStore>, name: impl Into<String>) -> Self {
+        Self {
+            store,
+            name: name.into(),
+        }
+    }
+
+    /// The store, scoped to the repository prefix.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The repository URL as shown to users (query strings redacted).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Turns a store error into a one-line message naming the repository and a fix.
+    pub(crate) fn error(&self, err: object_store::Error) -> Error {
+        let text = redact(&err.to_string());
+        let lower = text.to_ascii_lowercase();
+        let hint = if lower.contains("nosuchbucket")
+            || lower.contains("containernotfound")
+            || lower.contains("bucket does not exist")
+            || lower.contains("the specified bucket")
+        {
+            "; the bucket or container does not exist: create it first (rockup never creates buckets)"
+        } else if matches!(err, object_store::Error::Unauthenticated { .. })
+            || lower.contains("invalidaccesskeyid")
+            || lower.contains("signaturedoesnotmatch")
+            || lower.contains("authenticationfailed")
+        {
+            "; the credentials were rejected: check AWS_*/AZURE_*/GOOGLE_* variables"
+        } else if matches!(err, object_store::Error::PermissionDenied { .. }) {
+            "; access denied: the credentials lack permission for this bucket and prefix"
+        } else if lower.contains("error sending request") || lower.contains("connect") {
+            "; the endpoint is unreachable: check the URL and AWS_ENDPOINT/AZURE_* endpoint settings"
+        } else {
+            ""
+        };
+        Error::Store {
+            url: self.name.clone(),
+            message: format!("{text}{hint}"),
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &Path) -> Result<Bytes> {
+        let result = self.store.get(key).await.map_err(|e| self.error(e))?;
+        result.bytes().await.map_err(|e| self.error(e))
+    }
+
+    /// Reads a whole object, `None` when it does not exist.
+    pub async fn get_if_exists(&self, key: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(key).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Writes an immutable object whose key is derived from its content or
+    /// identity (so overwriting it with the same bytes is harmless).
+    pub async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `key` once. Safe on stores that ignore `If-None-Match` and
+    /// across retries: an existing object is checked first, and after
+    /// `AlreadyExists` or a failed request the object is read back and compared,
+    /// so an earlier attempt of ours is recognised and anybody else's is never
+    /// overwritten silently.
+    pub async fn create(&self, key: &Path, bytes: Bytes) -> Result<Created> {
+        if let Some(existing) = self.get_if_exists(key).await? {
+            return self.compare_existing(key, &existing, &bytes);
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(key, PutPayload::from(bytes.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(Created::New),
+            Err(err) => match self.get_if_exists(key).await? {
+                Some(existing) => self.compare_existing(key, &existing, &bytes),
+                None => Err(self.error(err)),
+            },
+        }
+    }
+
+    fn compare_existing(&self, key: &Path, existing: &[u8], ours: &[u8]) -> Result<Created> {
+        if existing == ours {
+            Ok(Created::AlreadyOurs)
+        } else {
+            Err(Error::manifest(
+                key.to_string(),
+                "already exists with other content; refusing to overwrite it",
+            ))
+        }
+    }
+
+    /// Lists every object under `prefix` (one LIST, paginated by the store).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = Path::from(prefix);
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Checks the repository marker; with `create`, writes it in a new repository.
+    /// A repository of an unknown major version is refused.
+    pub async fn check_marker(&self, create: bool) -> Result<()> {
+        let key = layout::marker();
+        let bytes = match self.get_if_exists(&key).await? {
+            Some(bytes) => bytes,
+            None if create => {
+                let marker = Marker {
+                    format: REPOSITORY_FORMAT.into(),
+                    version: REPOSITORY_VERSION,
+                };
+                let bytes =
+                    Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"));
+                match self.create(&key, bytes).await {
+                    Ok(_) => return Ok(()),
+                    // Another run created it concurrently: read theirs below.
+                    Err(Error::Manifest { .. }) => self.get(&key).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                return Err(Error::Usage(format!(
+                    "{} is not a rockup repository (no {}); check --repo",
+                    self.name,
+                    layout::MARKER
+                )))
+            }
+        };
+        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
+        })?;
+        if marker.format != REPOSITORY_FORMAT {
+            return Err(Error::manifest(
+                layout::MARKER,
+                format!("not a rockup repository (format {:?})", marker.format),
+            ));
+        }
+        if marker.version != REPOSITORY_VERSION {
+            return Err(Error::manifest(
+                layout::MARKER,
+                format!(
+                    "repository format version {} is not supported by rockup {} (reads version {REPOSITORY_VERSION}); upgrade rockup",
+                    marker.version,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn scoped(store: Arc<dyn ObjectStore>, prefix: Path) -> Arc<dyn ObjectStore> {
+    if prefix.as_ref().is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+fn with_default_timeouts(options: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = Vec::with_capacity(options.len() + 2);
+    let set = |name: &str| {
+        options.iter().any(|(k, _)| {
+            k.trim_start_matches("aws_")
+                .trim_start_matches("azure_")
+                .trim_start_matches("google_")
+                == name
+        }) || ["AWS", "AZURE", "GOOGLE"].iter().any(|cloud| {
+            std::env::var_os(format!("{cloud}_{}", name.to_ascii_uppercase())).is_some()
+        })
+    };
+    if !set("timeout") {
+        all.push(("timeout".to_string(), DEFAULT_TIMEOUT.to_string()));
+    }
+    if !set("connect_timeout") {
+        all.push((
+            "connect_timeout".to_string(),
+            DEFAULT_CONNECT_TIMEOUT.to_string(),
+        ));
+    }
+    all.extend(options.iter().cloned());
+    all
+}
+
+/// Parses `key=value` store options as given on the command line.
+pub fn parse_store_option(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("store option {text:?} is not key=value"))?;
+    Ok((key.trim().to_ascii_lowercase(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_is_write_once_and_recognises_our_own_retry() {
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        let key = Path::from("backups/x/manifest.json");
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+            Created::AlreadyOurs
+        );
+        let err = repo
+            .create(&key, Bytes::from_static(b"b"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"a"));
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors() {
+        for url in ["nope://x", "s3:/bucket", "", "ftp://host/x"] {
+            let err = Repository::open(url, &[]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{url}: {err}");
+        }
+        assert!(
+            !std::path::Path::new("s3:").exists(),
+            "a mistyped URL creates no local directory"
+        );
+        let err = Repository::open("s3://bucket/p", &[("no_such_option".into(), "1".into())])
+            .unwrap_err();
+        assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn marker_rejects_unknown_versions() {
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        assert!(repo.check_marker(false).await.is_err());
+        repo.check_marker(true).await.unwrap();
+        repo.check_marker(false).await.unwrap();
+        repo.put(
+            &layout::marker(),
+            Bytes::from_static(br#"{"format":"rockup-repository","version":9}"#),
+        )
+        .await
+        .unwrap();
+        let err = repo.check_marker(false).await.unwrap_err();
+        assert!(err.to_string().contains("version 9"), "{err}");
+    }
+}

@@ -1,0 +1,416 @@
+//! Streaming upload with hashing, deduplication, multipart and a global memory
+//! budget. Small files are read once, hashed and sent in one PUT; large ones go
+//! through a multipart upload in chunks of max(8 MiB, size / 9000) — so 100 GiB
+//! fits in 10,000 parts — read and hashed on blocking threads. Every chunk in
+//! memory holds bytes of one shared [`Semaphore`], which bounds memory across all
+//! concurrent uploads. A multipart upload is aborted on every error, on a hash
+//! mismatch (so a content-addressed key never receives the wrong bytes), and —
+//! best effort, from a spawned task — when the upload is cancelled.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use object_store::path::Path as ObjectPath;
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::store::Repository;
+
+/// Smallest multipart chunk, and the largest file sent in a single PUT.
+pub const MIN_CHUNK: u64 = 8 << 20;
+/// Most parts of one multipart upload (S3's limit is 10,000).
+const MAX_PARTS: u64 = 9_000;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Default memory budget for file contents in flight.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// Chunk size for a file of `size` bytes: max(8 MiB, size / 9000), in whole MiB.
+pub fn chunk_size(size: u64) -> u64 {
+    let chunk = MIN_CHUNK.max(size.div_ceil(MAX_PARTS));
+    chunk.div_ceil(1 << 20) << 20
+}
+
+/// Counters of what was actually sent.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub objects: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A file's content, loaded or hashed.
+pub enum Content {
+    /// Small enough to hold: the bytes, their hash, and the budget they use.
+    Small {
+        bytes: Bytes,
+        sha256: String,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// Large: only hashed; upload it with [`Uploader::upload_file`].
+    Large { sha256: String, size: u64 },
+}
+
+impl Content {
+    pub fn sha256(&self) -> &str {
+        match self {
+            Content::Small { sha256, .. } | Content::Large { sha256, .. } => sha256,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::Small { bytes, .. } => bytes.len() as u64,
+            Content::Large { size, .. } => *size,
+        }
+    }
+}
+
+/// Uploads files to one repository within one memory budget.
+#[derive(Clone)]
+pub struct Uploader {
+    repo: Repository,
+    budget: Arc<Semaphore>,
+    budget_bytes: u64,
+    stats: Arc<UploadStats>,
+}
+
+impl Uploader {
+    pub fn new(repo: Repository, memory_budget: u64) -> Self {
+        let budget_bytes = memory_budget.clamp(MIN_CHUNK, u32::MAX as u64);
+        Self {
+            repo,
+            budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+            budget_bytes,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &UploadStats {
+        &self.stats
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    async fn reserve(&self, bytes: u64) -> OwnedSemaphorePermit {
+        let permits = bytes.clamp(1, self.budget_bytes) as u32;
+        self.budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .expect("budget semaphore is never closed")
+    }
+
+    /// Reads a small file into memory (within the budget) or hashes a large one.
+    pub async fn load(&self, path: &Path, size: u64) -> Result<Content> {
+        if size <= MIN_CHUNK {
+            let permit = self.reserve(size).await;
+            let path = path.to_path_buf();
+            let (bytes, sha256) = blocking(move || {
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                Ok((Bytes::from(bytes), sha256))
+            })
+            .await?;
+            return Ok(Content::Small {
+                bytes,
+                sha256,
+                _permit: permit,
+            });
+        }
+        let mut reader = ChunkReader::open(path)?;
+        let chunk = chunk_size(size);
+        loop {
+            let permit = self.reserve(chunk).await;
+            let more = reader.next(chunk).await?;
+            drop(permit);
+            if more.is_none() {
+                break;
+            }
+        }
+        let (sha256, size) = reader.finish();
+        Ok(Content::Large { sha256, size })
+    }
+
+    /// Stores small content at `key` in one PUT.
+    pub async fn put_small(&self, key: &ObjectPath, content: &Content) -> Result<()> {
+        let Content::Small { bytes, .. } = content else {
+            unreachable!("put_small takes small content")
+        };
+        self.repo.put(key, bytes.clone()).await?;
+        self.count(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Streams the file at `path` to `key` — one PUT when small, multipart when
+    /// large — and returns its SHA-256 and size. With `expect`, content that does
+    /// not hash to it is never committed to `key`: the error is a
+    /// [`HashMismatchError`] wrapped in [`Error::Io`] with kind `InvalidData`.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        key: &ObjectPath,
+        expect: Option<&str>,
+    ) -> Result<(String, u64)> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if size <= MIN_CHUNK {
+            let content = self.load(path, size).await?;
+            check_expected(path, content.sha256(), expect)?;
+            self.put_small(key, &content).await?;
+            return Ok((content.sha256().to_string(), content.size()));
+        }
+        let upload = self
+            .repo
+            .store()
+            .put_multipart(key)
+            .await
+            .map_err(|e| self.repo.error(e))?;
+        let mut guard = AbortOnDrop(Some(upload));
+        let result = self
+            .send_parts(
+                path,
+                size,
+                guard.0.as_mut().expect("upload present"),
+                expect,
+            )
+            .await;
+        let mut upload = guard.0.take().expect("upload present");
+        match result {
+            Ok(done) => match upload.complete().await {
+                Ok(_) => {
+                    self.count(done.1);
+                    Ok(done)
+                }
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    Err(self.repo.error(e))
+                }
+            },
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_parts(
+        &self,
+        path: &Path,
+        size: u64,
+        upload: &mut Box<dyn MultipartUpload>,
+        expect: Option<&str>,
+    ) -> Result<(String, u64)> {
+        let chunk = chunk_size(size);
+        let mut reader = ChunkReader::open(path)?;
+        // Parts run as tasks so they progress (and return their budget) while this
+        // loop waits for budget; dropping the set on an error cancels them.
+        let mut in_flight = JoinSet::new();
+        loop {
+            let permit = self.reserve(chunk).await;
+            let Some(bytes) = reader.next(chunk).await? else {
+                break;
+            };
+            let part = upload.put_part(PutPayload::from(bytes));
+            in_flight.spawn(async move {
+                let result = part.await;
+                drop(permit);
+                result
+            });
+            while in_flight.len() >= PARTS_IN_FLIGHT {
+                self.part_done(in_flight.join_next().await.expect("non-empty"))?;
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            self.part_done(done)?;
+        }
+        let (sha256, read) = reader.finish();
+        check_expected(path, &sha256, expect)?;
+        Ok((sha256, read))
+    }
+
+    fn part_done(
+        &self,
+        joined: std::result::Result<object_store::Result<()>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        joined
+            .map_err(|e| Error::io("<upload task>", std::io::Error::other(e)))?
+            .map_err(|e| self.repo.error(e))
+    }
+
+    fn count(&self, bytes: u64) {
+        self.stats.objects.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, key: &ObjectPath) -> Result<bool> {
+        match self.repo.store().head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.repo.error(e)),
+        }
+    }
+}
+
+fn check_expected(path: &Path, actual: &str, expect: Option<&str>) -> Result<()> {
+    match expect {
+        Some(expected) if expected != actual => Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                HashMismatchError(actual.to_string()),
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The error inside an `InvalidData` I/O error for a hash mismatch.
+#[derive(Debug)]
+pub struct HashMismatchError(pub String);
+
+impl std::fmt::Display for HashMismatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "content hashes to {}, not the expected SHA-256", self.0)
+    }
+}
+
+impl std::error::Error for HashMismatchError {}
+
+/// The actual hash, when `err` is a hash mismatch from [`Uploader::upload_file`].
+pub fn hash_mismatch(err: &Error) -> Option<&str> {
+    match err {
+        Error::Io { source, .. } => source
+            .get_ref()?
+            .downcast_ref::<HashMismatchError>()
+            .map(|m| m.0.as_str()),
+        _ => None,
+    }
+}
+
+/// Aborts a multipart upload that is dropped before completion (cancellation).
+struct AbortOnDrop(Option<Box<dyn MultipartUpload>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.0.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = upload.abort().await;
+                });
+            }
+        }
+    }
+}
+
+/// Reads a file chunk by chunk on blocking threads, hashing as it goes.
+struct ChunkReader {
+    path: PathBuf,
+    state: Option<(File, Sha256)>,
+    read: u64,
+}
+
+impl ChunkReader {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            state: Some((file, Sha256::new())),
+            read: 0,
+        })
+    }
+
+    /// The next chunk of at most `len` bytes; `None` at the end of the file.
+    async fn next(&mut self, len: u64) -> Result<Option<Bytes>> {
+        let (mut file, mut hasher) = self.state.take().expect("reader used after an error");
+        let path = self.path.clone();
+        let (file, hasher, chunk) = blocking(move || {
+            let mut buf = BytesMut::zeroed(len as usize);
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                }
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            Ok((file, hasher, buf.freeze()))
+        })
+        .await?;
+        self.state = Some((file, hasher));
+        self.read += chunk.len() as u64;
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+
+    fn finish(self) -> (String, u64) {
+        let (_, hasher) = self.state.expect("reader finished after an error");
+        (hex::encode(hasher.finalize()), self.read)
+    }
+}
+
+/// Runs blocking work (file I/O, hashing) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[test]
+    fn chunks_fit_ten_thousand_parts() {
+        assert_eq!(chunk_size(1), MIN_CHUNK);
+        let hundred_gib = 100u64 << 30;
+        let chunk = chunk_size(hundred_gib);
+        assert!(hundred_gib.div_ceil(chunk) <= 10_000);
+        assert_eq!(chunk % (1 << 20), 0);
+    }
+
+    #[tokio::test]
+    async fn large_files_go_multipart_and_mismatches_never_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let data: Vec<u8> = (0..(MIN_CHUNK * 2 + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        let uploader = Uploader::new(repo.clone(), 16 << 20);
+        let key = ObjectPath::from("x/big");
+        let (sha, size) = uploader.upload_file(&path, &key, None).await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+        assert_eq!(repo.get(&key).await.unwrap().as_ref(), data.as_slice());
+        assert_eq!(uploader.load(&path, size).await.unwrap().sha256(), sha);
+
+        let wrong = ObjectPath::from("x/wrong");
+        let err = uploader
+            .upload_file(&path, &wrong, Some(&"0".repeat(64)))
+            .await
+            .unwrap_err();
+        assert_eq!(hash_mismatch(&err), Some(sha.as_str()));
+        assert!(
+            !uploader.exists(&wrong).await.unwrap(),
+            "aborted upload left no object"
+        );
+        assert_eq!(uploader.stats().objects.load(Ordering::Relaxed), 1);
+    }
+}
