@@ -1,0 +1,199 @@
+//! The binary's contract: exit codes, `--json` on stdout (also on failure),
+//! human output on stderr, and the demo.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use super::fixture::*;
+
+fn rockup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rockup"))
+        .args(args)
+        .env_remove("ROCKUP_REPO")
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn demo_backs_up_restores_and_compares() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = rockup(&["demo", demo.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json_of(&out);
+    assert!(
+        report["records_compared"].as_u64().unwrap() > 500,
+        "{report}"
+    );
+    assert_eq!(report["files_compared"], report["external_files"]);
+    assert!(report["external_files"].as_u64().unwrap() > 250);
+    assert_eq!(
+        tree(&demo.join("source/files")),
+        tree(&demo.join("restored/files"))
+    );
+    assert_eq!(
+        read_all(&demo.join("source/db")),
+        read_all(&demo.join("restored/db"))
+    );
+    assert!(stderr(&out).contains("identical"));
+}
+
+#[test]
+fn exit_codes_and_json_documents() {
+    let fx = Fixture::new(5);
+    let repo = fx.path("repo");
+    let repo = repo.to_str().unwrap();
+    let db = fx.db.to_str().unwrap();
+    let files = fx.files.to_str().unwrap();
+    let blob_args = [
+        "--blob-root",
+        files,
+        "--blob-cf",
+        "files",
+        "--blob-ref",
+        "json:/path",
+        "--blob-key-prefix",
+        "file:",
+        "--blob-sha256",
+        "json:/sha256",
+    ];
+
+    // usage errors: 2
+    assert_eq!(rockup(&[]).status.code(), Some(2));
+    assert_eq!(
+        rockup(&["backup", "--repo", repo]).status.code(),
+        Some(2),
+        "needs --db or --checkpoint"
+    );
+    let bad_url = rockup(&["backup", "--repo", "nope://x", "--db", db, "--json"]);
+    assert_eq!(bad_url.status.code(), Some(2));
+    assert!(json_of(&bad_url)["error"]
+        .as_str()
+        .unwrap()
+        .contains("nope://x"));
+    assert_eq!(
+        rockup(&[
+            "backup",
+            "--repo",
+            repo,
+            "--db",
+            db,
+            "--blob-ref",
+            "json:path"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+
+    // operational error: 1, named
+    let missing = rockup(&[
+        "backup",
+        "--repo",
+        repo,
+        "--db",
+        "/nonexistent/db",
+        "--json",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(json_of(&missing)["error"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/db"));
+
+    // success: 0, one JSON document
+    let mut args = vec![
+        "backup", "--repo", repo, "--db", db, "--tag", "env=test", "--json",
+    ];
+    args.extend(blob_args);
+    let ok = rockup(&args);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let doc = json_of(&ok);
+    assert_eq!(doc["header"]["tags"]["env"], "test");
+    assert_eq!(doc["header"]["stats"]["external_files"], 5);
+    let id = doc["header"]["backup_id"].as_str().unwrap().to_string();
+
+    let list = rockup(&["list", "--repo", repo, "--json"]);
+    assert_eq!(list.status.code(), Some(0));
+    assert_eq!(json_of(&list)["backups"][0]["backup_id"], id.as_str());
+    assert!(stderr(&list).contains(&id), "human list on stderr");
+
+    // restore without --blob-root: usage
+    let target = fx.path("restored");
+    let db_dir = target.join("db");
+    let no_root = rockup(&[
+        "restore",
+        "--repo",
+        repo,
+        "--db-dir",
+        db_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(no_root.status.code(), Some(2), "{}", stderr(&no_root));
+    let restored = rockup(&[
+        "restore",
+        "--repo",
+        repo,
+        "--backup",
+        &id,
+        "--db-dir",
+        db_dir.to_str().unwrap(),
+        "--blob-root",
+        target.join("files").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(restored.status.code(), Some(0), "{}", stderr(&restored));
+    assert_eq!(json_of(&restored)["references_checked"], 5);
+    assert_eq!(read_all(&fx.db), read_all(&db_dir));
+
+    // problems: 3 (not committed), and with --allow-missing-blobs (committed)
+    std::fs::remove_file(fx.files.join("d2/f-2.bin")).unwrap();
+    let mut args = vec!["backup", "--repo", repo, "--db", db, "--json"];
+    args.extend(blob_args);
+    let problems = rockup(&args);
+    assert_eq!(problems.status.code(), Some(3), "{}", stderr(&problems));
+    let doc = json_of(&problems);
+    assert_eq!(doc["problems"][0]["path"], "d2/f-2.bin");
+    assert_eq!(doc["problems"][0]["record_key"], "file:000002");
+    args.push("--allow-missing-blobs");
+    let allowed = rockup(&args);
+    assert_eq!(allowed.status.code(), Some(3));
+    assert_eq!(json_of(&allowed)["problems"][0]["kind"], "missing");
+    assert_eq!(
+        json_of(&rockup(&["list", "--repo", repo, "--json"]))["backups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // verify: 0 when intact, 3 when an object is gone
+    assert_eq!(
+        rockup(&["verify", "--repo", repo, "--backup", "all", "--deep"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let blob = walkdir::WalkDir::new(fx.path("repo/blobs"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap();
+    std::fs::remove_file(blob.path()).unwrap();
+    let broken = rockup(&["verify", "--repo", repo, "--json"]);
+    assert_eq!(broken.status.code(), Some(3));
+    assert_eq!(json_of(&broken)["problems"][0]["kind"], "missing_object");
+}

@@ -1,0 +1,174 @@
+//! A sample database with external files, and independent comparison helpers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
+use sha2::{Digest, Sha256};
+
+use rockup::{ExternalFiles, RefSource, Repository, ResolverConfig};
+
+pub type Records = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub files: PathBuf,
+}
+
+pub fn resolver() -> ResolverConfig {
+    ResolverConfig {
+        reference: RefSource::Json("/path".into()),
+        key_prefix: Some("file:".into()),
+        sha256_pointer: Some("/sha256".into()),
+        size_pointer: Some("/size".into()),
+    }
+}
+
+pub fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts
+}
+
+pub fn open_rw(path: &Path) -> DB {
+    let cfs = ["default", "files", "meta"].map(|n| {
+        let mut o = Options::default();
+        if n == "meta" {
+            o.set_compression_type(rocksdb::DBCompressionType::Zstd);
+        } else {
+            o.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        }
+        ColumnFamilyDescriptor::new(n, o)
+    });
+    DB::open_cf_descriptors(&db_options(), path, cfs).unwrap()
+}
+
+pub fn content(i: usize, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|j| ((i * 131 + j * 17 + j / 7) % 256) as u8)
+        .collect()
+}
+
+/// Writes an external file and the record that references it (file first).
+pub fn add_file(db: &DB, files: &Path, i: usize, size: usize) {
+    let rel = format!("d{}/f-{i}.bin", i % 5);
+    let data = content(i, size);
+    let path = files.join(&rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &data).unwrap();
+    let cf = db.cf_handle("files").unwrap();
+    let value = serde_json::json!({"path": rel, "size": size, "sha256": hex::encode(Sha256::digest(&data))});
+    db.put_cf(&cf, format!("file:{i:06}"), value.to_string())
+        .unwrap();
+}
+
+impl Fixture {
+    /// `n` external files; half the records flushed, the rest only in the WAL.
+    pub fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("db");
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        {
+            let db = open_rw(&db_path);
+            let meta = db.cf_handle("meta").unwrap();
+            for i in 0..n {
+                add_file(&db, &files, i, 10 + (i * 7919) % 20_000);
+                db.put_cf(&meta, format!("m{i}"), format!("meta-{i}"))
+                    .unwrap();
+                db.put(format!("user{i}"), vec![i as u8; 100]).unwrap();
+                if i == n / 2 {
+                    db.flush_cf(&db.cf_handle("files").unwrap()).unwrap();
+                    db.flush_cf(&meta).unwrap();
+                    db.flush().unwrap();
+                }
+            }
+            db.put_cf(&meta, b"wal-only", b"this record lives only in the WAL")
+                .unwrap();
+        }
+        Fixture {
+            dir,
+            db: db_path,
+            files,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn external(&self) -> ExternalFiles {
+        ExternalFiles::new(&self.files, "files", resolver())
+    }
+
+    pub fn options(&self) -> rockup::BackupOptions {
+        rockup::BackupOptions {
+            external: Some(self.external()),
+            work_dir: Some(self.path("work")),
+            ..Default::default()
+        }
+    }
+
+    pub fn local_repo(&self) -> Repository {
+        Repository::open(&self.path("repo").display().to_string(), &[]).unwrap()
+    }
+}
+
+pub fn memory_repo() -> Repository {
+    Repository::from_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        "memory://test",
+    )
+}
+
+/// Every record of every column family, read-only.
+pub fn read_all(path: &Path) -> Records {
+    let opts = Options::default();
+    let names = DB::list_cf(&opts, path).unwrap();
+    let db = DB::open_cf_for_read_only(&opts, path, &names, false).unwrap();
+    names
+        .iter()
+        .map(|name| {
+            let cf = db.cf_handle(name).unwrap();
+            let records = db.iterator_cf(&cf, IteratorMode::Start).map(|r| {
+                let (k, v) = r.unwrap();
+                (k.to_vec(), v.to_vec())
+            });
+            (name.clone(), records.collect())
+        })
+        .collect()
+}
+
+/// Every regular file under `root`, relative path → bytes (empty when missing).
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    if !root.exists() {
+        return BTreeMap::new();
+    }
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// Lists a directory's entry names (empty when missing).
+pub fn entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

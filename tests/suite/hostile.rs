@@ -1,0 +1,208 @@
+//! Manifests crafted to escape the restore target or to lie: every one is
+//! rejected before anything is written, and nothing lands outside the target.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use rockup::manifest::{self, sha256_hex, PartKind};
+use rockup::{layout, Repository, RestoreOptions, Source};
+
+use super::fixture::*;
+
+/// Copies the original backup under a new id, letting `edit` change one part's
+/// lines (re-hashed, so only the content checks can catch it) and the header.
+async fn forge(
+    repo: &Repository,
+    original: &str,
+    kind: PartKind,
+    edit_line: impl Fn(&mut Value),
+    edit_header: impl Fn(&mut Value),
+) -> String {
+    let header = manifest::load(repo, original).await.unwrap();
+    let new_id = layout::new_backup_id(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let mut doc = serde_json::to_value(&header).unwrap();
+    doc["backup_id"] = Value::from(new_id.clone());
+    for part in doc["parts"].as_array_mut().unwrap() {
+        let sha = part["sha256"].as_str().unwrap().to_string();
+        let bytes = repo
+            .get(&layout::part(&header.backup_id, &sha))
+            .await
+            .unwrap();
+        let is_kind = serde_json::to_value(kind).unwrap() == part["kind"];
+        let mut lines: Vec<Value> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        if is_kind {
+            edit_line(&mut lines[0]);
+        }
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        // per-backup DB files move with the id
+        let text = text.replace(
+            &format!("backups/{}/", header.backup_id),
+            &format!("backups/{new_id}/"),
+        );
+        let new_sha = sha256_hex(text.as_bytes());
+        repo.put(&layout::part(&new_id, &new_sha), Bytes::from(text))
+            .await
+            .unwrap();
+        part["sha256"] = Value::from(new_sha);
+    }
+    edit_header(&mut doc);
+    repo.put(
+        &layout::manifest(&new_id),
+        Bytes::from(serde_json::to_vec(&doc).unwrap()),
+    )
+    .await
+    .unwrap();
+    new_id
+}
+
+async fn backed_up() -> (Fixture, Repository, String) {
+    let fx = Fixture::new(4);
+    let repo = memory_repo();
+    let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    (fx, repo, report.header.backup_id)
+}
+
+async fn restore_fails(fx: &Fixture, repo: &Repository, id: &str, expect: &str) {
+    let target = fx.path("target");
+    let options = RestoreOptions::new(id, target.join("db"), Some(target.join("files")));
+    let err = rockup::restore(repo, &options).await.unwrap_err();
+    assert!(
+        err.to_string().contains(expect),
+        "expected {expect:?} in: {err}"
+    );
+    assert!(
+        tree(&target).is_empty(),
+        "nothing written: {:?}",
+        tree(&target).keys().collect::<Vec<_>>()
+    );
+    assert!(!fx.path("evil").exists() && !std::path::Path::new("/tmp/rockup-evil").exists());
+}
+
+#[tokio::test]
+async fn external_paths_that_escape_are_rejected() {
+    let (fx, repo, original) = backed_up().await;
+    for path in ["../../evil", "/tmp/rockup-evil", "d0/../../evil", "./d0/x"] {
+        let id = forge(
+            &repo,
+            &original,
+            PartKind::External,
+            |l| l["path"] = Value::from(path),
+            |_| {},
+        )
+        .await;
+        restore_fails(&fx, &repo, &id, "rejected entry").await;
+    }
+}
+
+#[tokio::test]
+async fn database_names_must_be_rocksdb_files() {
+    let (fx, repo, original) = backed_up().await;
+    for name in ["../CURRENT", "LOG", "/etc/passwd", "sub/000001.sst"] {
+        let id = forge(
+            &repo,
+            &original,
+            PartKind::Db,
+            |l| l["name"] = Value::from(name),
+            |_| {},
+        )
+        .await;
+        restore_fails(&fx, &repo, &id, "not a RocksDB file name").await;
+    }
+    let id = forge(
+        &repo,
+        &original,
+        PartKind::Db,
+        |l| l["object"] = Value::from("sst/../rockup.json"),
+        |_| {},
+    )
+    .await;
+    restore_fails(&fx, &repo, &id, "outside its place").await;
+}
+
+#[tokio::test]
+async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
+    let (fx, repo, original) = backed_up().await;
+    let id = forge(
+        &repo,
+        &original,
+        PartKind::Db,
+        |_| {},
+        |h| h["version"] = Value::from(2),
+    )
+    .await;
+    restore_fails(&fx, &repo, &id, "manifest version 2 is not supported").await;
+
+    let id = forge(
+        &repo,
+        &original,
+        PartKind::Db,
+        |_| {},
+        |h| {
+            let part = &mut h["parts"][0]["sha256"];
+            let sha = part.as_str().unwrap().to_string();
+            *part = Value::from(format!(
+                "{}{}",
+                if sha.starts_with('0') { "1" } else { "0" },
+                &sha[1..]
+            ));
+        },
+    )
+    .await;
+    restore_fails(&fx, &repo, &id, "not found").await;
+
+    let id = layout::new_backup_id(chrono::Utc::now() + chrono::Duration::seconds(60));
+    repo.put(
+        &layout::manifest(&id),
+        Bytes::from_static(b"{\"format\": \"rockup-manifest\", \"vers"),
+    )
+    .await
+    .unwrap();
+    restore_fails(&fx, &repo, &id, "not a rockup manifest").await;
+    let listed = rockup::list(&repo).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|b| b.backup_id == id && b.error.is_some()),
+        "list shows the broken one"
+    );
+    let verify = rockup::verify(
+        &repo,
+        &rockup::VerifyOptions {
+            backup: "all".into(),
+            deep: false,
+            jobs: 2,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        verify.problems.iter().any(|p| p.path.contains(&id)),
+        "{:?}",
+        verify.problems
+    );
+}
+
+#[tokio::test]
+async fn a_part_whose_bytes_do_not_match_its_name_is_rejected() {
+    let (fx, repo, original) = backed_up().await;
+    let header = manifest::load(&repo, &original).await.unwrap();
+    let part = header
+        .parts
+        .iter()
+        .find(|p| p.kind == PartKind::External)
+        .unwrap();
+    let key = layout::part(&header.backup_id, &part.sha256);
+    let mut bytes = repo.get(&key).await.unwrap().to_vec();
+    let text = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replacen("d0/", "../", 1);
+    bytes = text.into_bytes();
+    repo.put(&key, Bytes::from(bytes)).await.unwrap();
+    restore_fails(&fx, &repo, &header.backup_id, "does not match its hash").await;
+}

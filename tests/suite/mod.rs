@@ -1,0 +1,6 @@
+pub mod fixture;
+
+mod backup_restore;
+mod cli;
+mod hostile;
+mod live;
