@@ -109,33 +109,30 @@ impl Repository {
                 return Self::local(path, name);
             }
             ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
-            ObjectStoreScheme::AmazonS3 => {
-                let mut builder = AmazonS3Builder::from_env().with_url(url);
-                for (key, value) in &cloud_options {
-                    let key = AmazonS3ConfigKey::from_str(key)
-                        .map_err(|_| usage(format!("unknown S3 store option {key:?}")))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
-            }
-            ObjectStoreScheme::GoogleCloudStorage => {
-                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(url);
-                for (key, value) in &cloud_options {
-                    let key = GoogleConfigKey::from_str(key)
-                        .map_err(|_| usage(format!("unknown GCS store option {key:?}")))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
-            }
-            ObjectStoreScheme::MicrosoftAzure => {
-                let mut builder = MicrosoftAzureBuilder::from_env().with_url(url);
-                for (key, value) in &cloud_options {
-                    let key = AzureConfigKey::from_str(key)
-                        .map_err(|_| usage(format!("unknown Azure store option {key:?}")))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| usage(redact(&e.to_string())))?)
-            }
+            ObjectStoreScheme::AmazonS3 => configured(
+                AmazonS3Builder::from_env().with_url(url),
+                &cloud_options,
+                "S3",
+                |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
+                |b| b.build(),
+            )
+            .map_err(usage)?,
+            ObjectStoreScheme::GoogleCloudStorage => configured(
+                GoogleCloudStorageBuilder::from_env().with_url(url),
+                &cloud_options,
+                "GCS",
+                |b, k: GoogleConfigKey, v| b.with_config(k, v),
+                |b| b.build(),
+            )
+            .map_err(usage)?,
+            ObjectStoreScheme::MicrosoftAzure => configured(
+                MicrosoftAzureBuilder::from_env().with_url(url),
+                &cloud_options,
+                "Azure",
+                |b, k: AzureConfigKey, v| b.with_config(k, v),
+                |b| b.build(),
+            )
+            .map_err(usage)?,
             _ => return Err(usage("this scheme is not supported as a repository".into())),
         };
         Ok(Self::from_store(scoped(store, prefix), name))
@@ -321,6 +318,25 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// Applies `key=value` options to a cloud store builder (parsed as that store's
+/// config keys) and builds it; errors are redacted.
+fn configured<B, K: FromStr, S: ObjectStore>(
+    mut builder: B,
+    options: &[(String, String)],
+    cloud: &str,
+    set: fn(B, K, String) -> B,
+    build: fn(B) -> object_store::Result<S>,
+) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    for (key, value) in options {
+        let parsed =
+            K::from_str(key).map_err(|_| format!("unknown {cloud} store option {key:?}"))?;
+        builder = set(builder, parsed, value.clone());
+    }
+    Ok(Arc::new(
+        build(builder).map_err(|e| redact(&e.to_string()))?,
+    ))
 }
 
 fn scoped(store: Arc<dyn ObjectStore>, prefix: Path) -> Arc<dyn ObjectStore> {
