@@ -94,19 +94,21 @@ pub async fn backup(
         .work_dir
         .clone()
         .unwrap_or_else(|| default_work_base(source.path(), blob_root.as_deref()));
-    let work = WorkDir::create(&base, &backup_id)?;
+    // Shared with the blocking tasks that write into it, so that the directory is
+    // removed only when the last of them is done, also when the backup is cancelled.
+    let work = Arc::new(WorkDir::create(&base, &backup_id)?);
 
     // The guard is held from before the checkpoint until every reference is pinned.
     let hold = options.guard.as_ref().map(DeletionGuard::hold);
     let prepared = match source {
         Source::Live { .. } => checkpoint::prepare(source, work.path())?,
         Source::Db(path) => {
-            let work_path = work.path().to_path_buf();
-            blocking(move || checkpoint::prepare(Source::Db(path), &work_path)).await?
+            let work = work.clone();
+            blocking(move || checkpoint::prepare(Source::Db(path), work.path())).await?
         }
         Source::Checkpoint { path, options } => {
-            let work_path = work.path().to_path_buf();
-            blocking(move || checkpoint::prepare(Source::Checkpoint { path, options }, &work_path))
+            let work = work.clone();
+            blocking(move || checkpoint::prepare(Source::Checkpoint { path, options }, work.path()))
                 .await?
         }
     };
@@ -116,39 +118,23 @@ pub async fn backup(
         "checkpoint ready"
     );
 
-    let previous = previous_backup(repo, prepared.source.db_identity.as_deref()).await?;
-    let context = Arc::new(Context {
-        uploader: Uploader::new(repo.clone(), options.memory_budget),
-        backup_id: backup_id.clone(),
-        checkpoint: prepared.dir.clone(),
-        known_tables: known_tables(repo, previous.as_ref()).await?,
-        existing_tables: repo
-            .list(layout::SST)
-            .await?
-            .into_iter()
-            .map(|m| (m.location.to_string(), m.size))
-            .collect(),
-        previous_external: match (&options.external, &previous, options.rehash) {
-            (Some(_), Some(header), false) => Some(previous_external(repo, header, &work).await?),
-            _ => None,
-        },
-    });
-
+    // Pin as early as possible: the scan starts before the repository is listed.
     let Prepared {
+        dir: checkpoint,
         db,
         sequence_number,
         column_families,
         source: source_info,
         files,
-        ..
     } = prepared;
     let (sender, receiver) = mpsc::channel::<Job>(1024);
     let scan_task = {
         let external = options.external.clone();
-        let pins = work.path().join("pins");
+        let work = work.clone();
         let mut sender = sender.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let _hold = hold; // released when pinning ends
+            let pins = work.path().join("pins");
             let Some(external) = external else {
                 return Ok(());
             };
@@ -167,6 +153,24 @@ pub async fn backup(
             Ok(())
         })
     };
+    let previous = previous_backup(repo, source_info.db_identity.as_deref()).await?;
+    let context = Arc::new(Context {
+        uploader: Uploader::new(repo.clone(), options.memory_budget),
+        backup_id: backup_id.clone(),
+        checkpoint,
+        known_tables: known_tables(repo, previous.as_ref()).await?,
+        existing_tables: repo
+            .list(layout::SST)
+            .await?
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect(),
+        previous_external: match (&options.external, &previous, options.rehash) {
+            (Some(_), Some(header), false) => Some(previous_external(repo, header, &work).await?),
+            _ => None,
+        },
+    });
+
     let db_jobs = futures::stream::iter(files.into_iter().map(Job::Db));
     drop(sender);
     let jobs = db_jobs.chain(receiver);
@@ -410,12 +414,13 @@ impl Context {
                 &TableNaming::Session(session),
             ));
             let object = key.to_string();
+            let present = self.existing_tables.get(&object) == Some(&size);
             if let Some((known_size, sha256)) = self.known_tables.get(&object) {
-                if *known_size == size {
+                if present && *known_size == size {
                     return Ok(entry(object, sha256.clone()));
                 }
             }
-            let sha256 = if self.existing_tables.get(&object) == Some(&size) {
+            let sha256 = if present {
                 self.uploader.load(&path, size).await?.sha256().to_string()
             } else {
                 self.uploader.upload_file(&path, &key, None).await?.0

@@ -18,6 +18,13 @@ fn main() {
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            if code != 0 && std::env::args().any(|a| a == "--json") {
+                let message = e.kind().to_string();
+                println!(
+                    "{}",
+                    json!({"error": format!("usage: {message}"), "exit_code": code})
+                );
+            }
             std::process::exit(code);
         }
     };
@@ -25,6 +32,13 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     let json = cli.json;
     let result = runtime.block_on(run_until_signal(cli.command));
+    if matches!(result, Err(Error::Interrupted(_))) {
+        // Let cancelled work finish cleaning up: multipart aborts (spawned tasks)
+        // and blocking tasks that share the work directory, which is removed
+        // when the last of them lets go.
+        runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+        runtime.shutdown_timeout(std::time::Duration::from_secs(30));
+    }
     let code = match result {
         Ok((value, code)) => {
             if json {
@@ -58,8 +72,6 @@ fn main() {
             error.exit_code()
         }
     };
-    // Exit without waiting for blocking tasks a cancelled command left behind;
-    // the work directory was already removed when the command was dropped.
     std::process::exit(code);
 }
 
@@ -74,6 +86,7 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
