@@ -208,7 +208,8 @@ fn build_sample(db_dir: &Path, files_dir: &Path) -> Result<(u64, u64, u64)> {
 /// Compares every column family of two databases record by record; returns the
 /// number of records compared.
 pub fn compare_databases(a: &Path, b: &Path) -> Result<u64> {
-    let read = |dir: &Path| -> Result<BTreeMap<String, Vec<(Box<[u8]>, Box<[u8]>)>>> {
+    type Records = BTreeMap<String, Vec<(Box<[u8]>, Box<[u8]>)>>;
+    let read = |dir: &Path| -> Result<Records> {
         let opts = Options::default();
         let names = DB::list_cf(&opts, dir)
             .map_err(|e| Error::rocks(format!("listing {}", dir.display()), e))?;

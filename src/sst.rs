@@ -155,8 +155,7 @@ mod tests {
         let newest = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sst") && !ssts.contains(p))
-            .next()
+            .find(|p| p.extension().is_some_and(|e| e == "sst") && !ssts.contains(p))
             .unwrap();
         assert_ne!(
             session_id(&newest).unwrap(),
