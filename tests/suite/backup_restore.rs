@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use rockup::{Error, ProblemKind, RestoreOptions, Source, VerifyOptions};
+use rockup::{Error, ProblemKind, RestoreOptions, Source};
 
 use super::fixture::*;
 
@@ -247,30 +247,12 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
     bytes[0] ^= 0xff;
     std::fs::write(&on_disk, &bytes).unwrap();
 
-    let quick = rockup::verify(
-        &repo,
-        &VerifyOptions {
-            backup: "latest".into(),
-            deep: false,
-            jobs: 4,
-        },
-    )
-    .await
-    .unwrap();
+    let quick = verify(&repo, "latest", false).await;
     assert!(
         quick.problems.is_empty(),
         "same size: only --deep can see it"
     );
-    let deep = rockup::verify(
-        &repo,
-        &VerifyOptions {
-            backup: "all".into(),
-            deep: true,
-            jobs: 4,
-        },
-    )
-    .await
-    .unwrap();
+    let deep = verify(&repo, "all", true).await;
     assert_eq!(deep.problems.len(), 1, "{:?}", deep.problems);
     assert_eq!(deep.problems[0].path, victim);
     assert_eq!(deep.problems[0].kind, ProblemKind::CorruptObject);
@@ -296,16 +278,7 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
         .location
         .to_string();
     std::fs::remove_file(fx.path("repo").join(&sst)).unwrap();
-    let quick = rockup::verify(
-        &repo,
-        &VerifyOptions {
-            backup: "latest".into(),
-            deep: false,
-            jobs: 4,
-        },
-    )
-    .await
-    .unwrap();
+    let quick = verify(&repo, "latest", false).await;
     assert!(
         quick
             .problems
@@ -474,4 +447,41 @@ async fn a_held_database_is_refused_with_a_clear_message() {
     assert!(text.contains("--checkpoint"), "{text}");
     assert!(entries(&fx.path("work")).is_empty());
     std::fs::write(format!("{}.stop", fx.db.display()), b"").unwrap();
+}
+
+#[tokio::test]
+async fn rocksdb_blob_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    {
+        let mut opts = db_options();
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(64);
+        let db = rocksdb::DB::open(&opts, &db_dir).unwrap();
+        for i in 0..200u32 {
+            db.put(i.to_be_bytes(), vec![i as u8; 1000 + i as usize])
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    assert!(
+        entries(&db_dir).iter().any(|n| n.ends_with(".blob")),
+        "the fixture has blob files"
+    );
+    let repo = memory_repo();
+    let report = rockup::backup(&repo, Source::Db(db_dir.clone()), &Default::default())
+        .await
+        .unwrap();
+    let entries_: Vec<rockup::manifest::DbFileEntry> = report.header.entries(&repo).await.unwrap();
+    let blob = entries_.iter().find(|e| e.name.ends_with(".blob")).unwrap();
+    assert!(
+        blob.object.contains(&format!("_x{}_", blob.sha256)),
+        "blob files are named by content: {}",
+        blob.object
+    );
+    let target = dir.path().join("restored");
+    rockup::restore(&repo, &RestoreOptions::new("latest", &target, None))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&db_dir), read_all(&target));
 }

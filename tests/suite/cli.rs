@@ -197,3 +197,71 @@ fn exit_codes_and_json_documents() {
     assert_eq!(broken.status.code(), Some(3));
     assert_eq!(json_of(&broken)["problems"][0]["kind"], "missing_object");
 }
+
+#[test]
+fn sigterm_mid_backup_exits_143_and_removes_the_work_directory() {
+    let fx = Fixture::new(3000);
+    let work = fx.path("work");
+    let repo = fx.path("repo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rockup"))
+        .args([
+            "backup",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--db",
+            fx.db.to_str().unwrap(),
+            "--jobs",
+            "1",
+        ])
+        .args([
+            "--blob-root",
+            fx.files.to_str().unwrap(),
+            "--blob-cf",
+            "files",
+            "--blob-ref",
+            "json:/path",
+        ])
+        .args(["--work-dir", work.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the backup is pinning files, i.e. in the middle of its work.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pinning = || {
+        entries(&work)
+            .iter()
+            .any(|run| entries(&work.join(run).join("pins")).len() > 10)
+    };
+    while !pinning() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backup never started pinning"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        entries(&work).is_empty(),
+        "work directory removed: {:?}",
+        entries(&work)
+    );
+    assert!(
+        json_of(&rockup(&[
+            "list",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--json"
+        ]))["backups"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing committed"
+    );
+}

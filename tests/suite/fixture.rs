@@ -172,3 +172,13 @@ pub fn entries(dir: &Path) -> Vec<String> {
         Err(_) => Vec::new(),
     }
 }
+
+/// Verifies `backup` (`latest`, `all` or an id), quick or deep.
+pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::VerifyReport {
+    let options = rockup::VerifyOptions {
+        backup: backup.into(),
+        deep,
+        jobs: 4,
+    };
+    rockup::verify(repo, &options).await.unwrap()
+}

@@ -171,20 +171,11 @@ async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
             .any(|b| b.backup_id == id && b.error.is_some()),
         "list shows the broken one"
     );
-    let verify = rockup::verify(
-        &repo,
-        &rockup::VerifyOptions {
-            backup: "all".into(),
-            deep: false,
-            jobs: 2,
-        },
-    )
-    .await
-    .unwrap();
+    let report = verify(&repo, "all", false).await;
     assert!(
-        verify.problems.iter().any(|p| p.path.contains(&id)),
+        report.problems.iter().any(|p| p.path.contains(&id)),
         "{:?}",
-        verify.problems
+        report.problems
     );
 }
 
