@@ -23,9 +23,10 @@ pub const SST: &str = "sst";
 /// Prefix of content-addressed external files.
 pub const BLOBS: &str = "blobs/sha256";
 
-const ID_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+const ID_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
-/// A backup id: `<UTC time>-<8 hex digits>`, so ids sort by creation time.
+/// A backup id: `<UTC time to the millisecond>-<8 hex digits>`, so ids sort by
+/// creation time (also two backups in one second).
 pub fn new_backup_id(now: DateTime<Utc>) -> String {
     let suffix: u32 = rand::rng().random();
     format!("{}-{suffix:08x}", now.format(ID_TIME_FORMAT))
@@ -34,7 +35,8 @@ pub fn new_backup_id(now: DateTime<Utc>) -> String {
 /// Parses a backup id, returning its creation time; `None` when it is not an id.
 pub fn parse_backup_id(id: &str) -> Option<DateTime<Utc>> {
     let (time, suffix) = id.split_once('-')?;
-    if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // `%Y%m%dT%H%M%S.mmmZ` is 20 characters (chrono would also accept fewer).
+    if time.len() != 20 || suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     NaiveDateTime::parse_from_str(time, ID_TIME_FORMAT)
@@ -113,19 +115,20 @@ mod tests {
 
     #[test]
     fn backup_ids_round_trip_and_sort_by_time() {
-        let t1 = DateTime::parse_from_rfc3339("2026-11-25T13:05:00Z")
+        let t1 = DateTime::parse_from_rfc3339("2026-11-25T13:05:00.998Z")
             .unwrap()
             .to_utc();
-        let t2 = DateTime::parse_from_rfc3339("2026-11-25T13:05:01Z")
+        let t2 = DateTime::parse_from_rfc3339("2026-11-25T13:05:00.999Z")
             .unwrap()
             .to_utc();
         let (a, b) = (new_backup_id(t1), new_backup_id(t2));
-        assert!(a.starts_with("20261125T130500Z-"));
+        assert!(a.starts_with("20261125T130500.998Z-"), "{a}");
         assert!(a < b);
         assert_eq!(parse_backup_id(&a), Some(t1));
         assert_eq!(parse_manifest_key(&manifest(&a)), Some(a.clone()));
         assert_eq!(parse_backup_id("../etc"), None);
-        assert_eq!(parse_backup_id("20261125T130500Z-zzzzzzzz"), None);
+        assert_eq!(parse_backup_id("20261125T130500.000Z-zzzzzzzz"), None);
+        assert_eq!(parse_backup_id("20261125T130500Z-0000000a"), None);
         assert_eq!(
             parse_manifest_key(&Path::from("backups/x/manifest.json")),
             None

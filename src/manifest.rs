@@ -446,7 +446,7 @@ pub async fn resolve(repo: &Repository, id: &str) -> Result<String> {
     }
     if layout::parse_backup_id(id).is_none() {
         return Err(Error::Usage(format!(
-            "{id:?} is not a backup id (like 20261125T130500Z-1a2b3c4d) or \"latest\""
+            "{id:?} is not a backup id (like 20261125T130500.123Z-1a2b3c4d) or \"latest\""
         )));
     }
     Ok(id.to_string())
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn db_entries_must_point_into_the_layout() {
-        let id = "20261125T130500Z-0000000a";
+        let id = "20261125T130500.000Z-0000000a";
         let entry = |name: &str, object: &str| DbFileEntry {
             name: name.into(),
             size: 1,
