@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use sha2::{Digest, Sha256};
 
-use rockup::{ExternalFiles, RefSource, Repository, ResolverConfig};
+use rockup::{ExternalFiles, Repository, ResolverConfig};
 
 pub type Records = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
@@ -17,13 +17,9 @@ pub struct Fixture {
     pub files: PathBuf,
 }
 
+/// `file:<n>` records with JSON values `{"path", "size", "sha256"}`, as in the demo.
 pub fn resolver() -> ResolverConfig {
-    ResolverConfig {
-        reference: RefSource::Json("/path".into()),
-        key_prefix: Some("file:".into()),
-        sha256_pointer: Some("/sha256".into()),
-        size_pointer: Some("/size".into()),
-    }
+    rockup::demo::demo_resolver()
 }
 
 pub fn db_options() -> Options {
