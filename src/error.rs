@@ -153,19 +153,23 @@ impl std::fmt::Display for Problem {
 /// contain URLs, so store errors can be shown without leaking credentials.
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut word_start = 0; // where the current whitespace-separated word begins in `out`
     let mut in_query = false;
     for c in text.chars() {
         if in_query {
             if c.is_whitespace() || c == '"' || c == ')' || c == ',' {
                 in_query = false;
-                out.push(c);
+            } else {
+                continue;
             }
-            continue;
         }
-        if c == '?' && out.contains("://") {
+        if c == '?' && out[word_start..].contains("://") {
             out.push_str("?<redacted>");
             in_query = true;
             continue;
+        }
+        if c.is_whitespace() {
+            word_start = out.len() + c.len_utf8();
         }
         out.push(c);
     }
@@ -183,5 +187,9 @@ mod tests {
         assert!(!redacted.contains("SECRET"), "{redacted}");
         assert!(redacted.contains("/c/x?<redacted>): timeout"), "{redacted}");
         assert_eq!(redact("is this fine?"), "is this fine?");
+        assert_eq!(
+            redact("GET http://h/b?list-type=2 - <?xml version"),
+            "GET http://h/b?<redacted> - <?xml version"
+        );
     }
 }

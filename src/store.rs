@@ -170,7 +170,11 @@ impl Repository {
 
     /// Turns a store error into a one-line message naming the repository and a fix.
     pub(crate) fn error(&self, err: object_store::Error) -> Error {
-        let text = redact(&err.to_string());
+        // One line, whatever the server's error body looked like.
+        let text = redact(&err.to_string())
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let lower = text.to_ascii_lowercase();
         let hint = if lower.contains("nosuchbucket")
             || lower.contains("containernotfound")
@@ -290,11 +294,17 @@ impl Repository {
                 }
             }
             None => {
+                // Tell a missing bucket (or wrong credentials) from a prefix that
+                // simply holds no repository: one LIST request.
+                self.store
+                    .list_with_delimiter(None)
+                    .await
+                    .map_err(|e| self.error(e))?;
                 return Err(Error::Usage(format!(
                     "{} is not a rockup repository (no {}); check --repo",
                     self.name,
                     layout::MARKER
-                )))
+                )));
             }
         };
         let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
