@@ -25,6 +25,9 @@ use crate::sst;
 use crate::store::Repository;
 use crate::upload::{self, blocking, hash_mismatch, Content, Uploader};
 
+/// How often a long backup logs its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to run a backup.
 #[derive(Clone)]
 pub struct BackupOptions {
@@ -185,7 +188,17 @@ pub async fn backup(
     let mut db_entries = Vec::new();
     let mut problems = Vec::new();
     let mut stats = Stats::default();
+    let mut last_progress = Instant::now();
     while let Some(outcome) = outcomes.next().await {
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            tracing::info!(
+                db_files = stats.db_files,
+                external_files = stats.external_files,
+                uploaded_bytes = context.uploader.stats().bytes.load(Ordering::Relaxed),
+                "progress"
+            );
+        }
         match outcome? {
             Outcome::Db(entry) => {
                 stats.db_files += 1;
