@@ -245,8 +245,9 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
     let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
-    let entries: Vec<rockup::manifest::ExternalEntry> = report.header.entries(&repo).await.unwrap();
-    let victim = rockup::layout::external_blob(&entries[3].sha256).to_string();
+    let external: Vec<rockup::manifest::ExternalEntry> =
+        report.header.entries(&repo).await.unwrap();
+    let victim = rockup::layout::external_blob(&external[3].sha256).to_string();
     let on_disk = fx.path("repo").join(&victim);
     let mut bytes = std::fs::read(&on_disk).unwrap();
     bytes[0] ^= 0xff;
@@ -269,10 +270,10 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
     assert_eq!(err.exit_code(), 3, "{err}");
     assert!(err.to_string().contains("nothing was placed"), "{err}");
     assert!(
-        entries_of(&fx.path("restored/db")).is_empty(),
+        entries(&fx.path("restored/db")).is_empty(),
         "no partial restore"
     );
-    assert!(entries_of(&fx.path("restored/files")).is_empty());
+    assert!(entries(&fx.path("restored/files")).is_empty());
 
     // A missing SST is found by the quick check (one LIST).
     let sst = repo
@@ -292,10 +293,6 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
         "{:?}",
         quick.problems
     );
-}
-
-fn entries_of(dir: &Path) -> Vec<String> {
-    entries(dir)
 }
 
 #[tokio::test]
@@ -477,8 +474,8 @@ async fn rocksdb_blob_files_round_trip() {
     let report = rockup::backup(&repo, Source::Db(db_dir.clone()), &Default::default())
         .await
         .unwrap();
-    let entries_: Vec<rockup::manifest::DbFileEntry> = report.header.entries(&repo).await.unwrap();
-    let blob = entries_.iter().find(|e| e.name.ends_with(".blob")).unwrap();
+    let db_files: Vec<rockup::manifest::DbFileEntry> = report.header.entries(&repo).await.unwrap();
+    let blob = db_files.iter().find(|e| e.name.ends_with(".blob")).unwrap();
     assert!(
         blob.object.contains(&format!("_x{}_", blob.sha256)),
         "blob files are named by content: {}",
