@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The second command: install what the build and the tests need, then run the
-# whole suite (formatting, unit, integration and doc tests).
+# The second command: install what the build and the tests need, start the
+# object-store emulators on 127.0.0.1, run the whole suite (formatting, unit,
+# integration and doc tests, the conformance suite against every backend), and
+# stop the emulators, also when tests fail.
 #   bash scripts/test.sh
+#
+# Already-running stores are used instead of emulators when their URLs are set,
+# e.g. MinIO from `docker compose up -d` (see README, "Running the tests"):
+#   ROCKUP_TEST_S3=s3://rockup AWS_ENDPOINT=http://127.0.0.1:9000 ... bash scripts/test.sh
+# ROCKUP_TEST_SKIP=s3,azure skips backends explicitly; ROCKUP_TEST_GCS=gs://… runs
+# the GCS conformance test against a real bucket.
 #
 # Lints are a developer step, not part of this script: `cargo clippy` builds
 # dependencies in check mode, which compiles RocksDB's C++ a second time (most of
@@ -9,10 +17,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/emulators.sh
 
 if cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt >/dev/null 2>&1; then
   cargo fmt --check
 else
   echo "rustfmt is not installed and could not be added: format check SKIPPED" >&2
+fi
+
+trap stop_emulators EXIT
+start_emulators
+if [ -n "${ROCKUP_TEST_GCS:-}" ]; then
+  cargo test --test tests -- --ignored --exact suite::conformance::gcs
 fi
 cargo test
