@@ -33,6 +33,17 @@ use crate::layout;
 const DEFAULT_TIMEOUT: &str = "600s";
 const DEFAULT_CONNECT_TIMEOUT: &str = "15s";
 
+/// Retries of one request (connection errors, 5xx, throttling), with
+/// object_store's exponential backoff: up to 10 attempts within 10 minutes, so a
+/// backup rides out a store restarting or throttling instead of failing at once.
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 10,
+        retry_timeout: std::time::Duration::from_secs(600),
+        ..Default::default()
+    }
+}
+
 /// Repository format name and version, stored in `rockup.json`.
 pub const REPOSITORY_FORMAT: &str = "rockup-repository";
 /// Major version of the repository layout this build reads and writes.
@@ -116,7 +127,9 @@ impl Repository {
             }
             ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
             ObjectStoreScheme::AmazonS3 => configured(
-                AmazonS3Builder::from_env().with_url(url),
+                AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config()),
                 &cloud_options,
                 &settings,
                 |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
@@ -124,7 +137,9 @@ impl Repository {
             )
             .map_err(usage)?,
             ObjectStoreScheme::GoogleCloudStorage => configured(
-                GoogleCloudStorageBuilder::from_env().with_url(url),
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config()),
                 &cloud_options,
                 &settings,
                 |b, k: GoogleConfigKey, v| b.with_config(k, v),
@@ -132,7 +147,9 @@ impl Repository {
             )
             .map_err(usage)?,
             ObjectStoreScheme::MicrosoftAzure => configured(
-                MicrosoftAzureBuilder::from_env().with_url(url),
+                MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config()),
                 &cloud_options,
                 &settings,
                 |b, k: AzureConfigKey, v| b.with_config(k, v),
