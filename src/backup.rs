@@ -15,11 +15,11 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
-use crate::checkpoint::{self, default_work_base, Prepared, Source, WorkDir};
+use crate::checkpoint::{self, default_work_base, CheckpointStats, Prepared, Source, WorkDir};
 use crate::error::{Error, Problem, ProblemKind, Result};
 use crate::layout::{self, TableNaming};
 use crate::manifest::{self, DbFileEntry, ExternalEntry, Header, PartBuffer, PartKind, Stats};
-use crate::scan::{self, file_stamp, DeletionGuard, ExternalFiles, Pin, Pinned, Pinner};
+use crate::scan::{self, file_stamp, DeletionGuard, ExternalFiles, Pin, Pinned, Pinner, Prelinks};
 use crate::spool::Spool;
 use crate::sst;
 use crate::store::Repository;
@@ -46,6 +46,10 @@ pub struct BackupOptions {
     pub work_dir: Option<PathBuf>,
     /// The application's deletion guard (library mode).
     pub guard: Option<DeletionGuard>,
+    /// For a `--db` source: hard-link the blob tree into the work directory the
+    /// moment the point in time is fixed, so that files the application deletes
+    /// meanwhile are still captured (one link per file per backup).
+    pub prelink: bool,
 }
 
 impl Default for BackupOptions {
@@ -59,6 +63,7 @@ impl Default for BackupOptions {
             rehash: false,
             work_dir: None,
             guard: None,
+            prelink: true,
         }
     }
 }
@@ -70,6 +75,11 @@ pub struct BackupReport {
     pub header: Header,
     /// Every problem found (also recorded in the manifest).
     pub problems: Vec<Problem>,
+    /// How the checkpoint was taken.
+    pub checkpoint: CheckpointStats,
+    /// Referenced files deleted from the blob tree after the point in time and
+    /// captured from their pre-links.
+    pub rescued_by_prelinks: u64,
 }
 
 /// Backs up `source` (and, with `options.external`, the files its records
@@ -103,16 +113,42 @@ pub async fn backup(
 
     // The guard is held from before the checkpoint until every reference is pinned.
     let hold = options.guard.as_ref().map(DeletionGuard::hold);
-    let prepared = match source {
-        Source::Live { .. } => checkpoint::prepare(source, work.path())?,
+    let (prepared, prelinks) = match source {
+        Source::Live { .. } => (
+            checkpoint::prepare(source, work.path(), &mut || Ok(()))?,
+            None,
+        ),
         Source::Db(path) => {
             let work = work.clone();
-            blocking(move || checkpoint::prepare(Source::Db(path), work.path())).await?
+            let prelink_root = match &options.external {
+                Some(external) if options.prelink => Some(external.blob_root.clone()),
+                _ => None,
+            };
+            blocking(move || {
+                let mut prelinks = None;
+                let prepared = checkpoint::prepare(Source::Db(path), work.path(), &mut || {
+                    if let Some(root) = &prelink_root {
+                        let links = match &mut prelinks {
+                            Some(links) => links,
+                            None => prelinks.insert(Prelinks::new(work.path().join("prelinks"))?),
+                        };
+                        links.link_tree(root)?;
+                    }
+                    Ok(())
+                })?;
+                if let Some(links) = &prelinks {
+                    tracing::info!(files = links.files, "blob tree pre-linked");
+                }
+                Ok((prepared, prelinks))
+            })
+            .await?
         }
         Source::Checkpoint { path, options } => {
             let work = work.clone();
-            blocking(move || checkpoint::prepare(Source::Checkpoint { path, options }, work.path()))
-                .await?
+            let source = Source::Checkpoint { path, options };
+            let prepared =
+                blocking(move || checkpoint::prepare(source, work.path(), &mut || Ok(()))).await?;
+            (prepared, None)
         }
     };
     tracing::info!(
@@ -121,7 +157,6 @@ pub async fn backup(
         "checkpoint ready"
     );
 
-    // Pin as early as possible: the scan starts before the repository is listed.
     let Prepared {
         dir: checkpoint,
         db,
@@ -129,31 +164,62 @@ pub async fn backup(
         column_families,
         source: source_info,
         files,
+        stats: checkpoint_stats,
     } = prepared;
+    // Pin every reference first (links are cheap, and the guard or the writer's
+    // deletions wait on it), into a spool in scan order; then feed the uploads.
     let (sender, receiver) = mpsc::channel::<Job>(1024);
     let scan_task = {
         let external = options.external.clone();
         let work = work.clone();
         let mut sender = sender.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let _hold = hold; // released when pinning ends
-            let pins = work.path().join("pins");
+        tokio::task::spawn_blocking(move || -> Result<u64> {
             let Some(external) = external else {
-                return Ok(());
+                return Ok(0);
             };
-            let mut pinner = Pinner::new(&external.blob_root, pins)?;
+            let pinned = Spool::create(&work.path().join("pinned"))?;
+            let mut pinner =
+                Pinner::new(&external.blob_root, work.path().join("pins"))?.with_prelinks(prelinks);
+            let mut problems = Vec::new();
+            let mut spool_error = None;
+            let mut count = 0u64;
             scan::for_each_reference(&db, &external, |key, item| {
-                let job = match item {
-                    Ok(reference) => match pinner.pin(key, reference) {
-                        Pin::Captured(pinned) => Job::External(pinned),
-                        Pin::Duplicate => return true,
-                        Pin::Problem(problem) => Job::Problem(problem),
-                    },
-                    Err(problem) => Job::Problem(problem),
-                };
-                futures::executor::block_on(sender.send(job)).is_ok()
+                match item.map(|reference| pinner.pin(key, reference)) {
+                    Ok(Pin::Captured(file)) => {
+                        let value = serde_json::to_vec(&file).expect("pins serialize");
+                        if let Err(e) = pinned.put(&format!("{count:016x}"), &value) {
+                            spool_error = Some(e);
+                            return false;
+                        }
+                        count += 1;
+                    }
+                    Ok(Pin::Duplicate) => {}
+                    Ok(Pin::Problem(problem)) | Err(problem) => problems.push(problem),
+                }
+                true
             })?;
-            Ok(())
+            drop(hold); // every reference is pinned
+            drop(db);
+            if let Some(e) = spool_error {
+                return Err(e);
+            }
+            tracing::info!(
+                files = count,
+                problems = problems.len(),
+                rescued = pinner.rescued,
+                "references pinned"
+            );
+            let problems = problems.into_iter().map(|p| Ok(Job::Problem(p)));
+            let files = pinned.values().map(|value| {
+                let file: Pinned = serde_json::from_slice(&value?).expect("pins deserialize");
+                Ok(Job::External(file))
+            });
+            for job in problems.chain(files) {
+                if futures::executor::block_on(sender.send(job?)).is_err() {
+                    break;
+                }
+            }
+            Ok(pinner.rescued)
         })
     };
     let previous = previous_backup(repo, source_info.db_identity.as_deref()).await?;
@@ -222,7 +288,7 @@ pub async fn backup(
         }
     }
     drop(outcomes);
-    scan_task
+    let rescued_by_prelinks = scan_task
         .await
         .map_err(|e| Error::io("<scan task>", std::io::Error::other(e)))??;
 
@@ -265,7 +331,12 @@ pub async fn backup(
     .with_problems(&problems);
     manifest::commit(repo, &header).await?;
     tracing::info!(id = %header.backup_id, "committed");
-    Ok(BackupReport { header, problems })
+    Ok(BackupReport {
+        header,
+        problems,
+        checkpoint: checkpoint_stats,
+        rescued_by_prelinks,
+    })
 }
 
 /// Backs up the application's own open database, holding `guard` (if given) from

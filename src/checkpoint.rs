@@ -1,10 +1,15 @@
 //! The three ways into a backup, all ending in one immutable checkpoint directory
 //! opened read-only at a known sequence number:
 //!
-//! - [`Source::Db`]: a database directory no process holds. Opened read-only (no
-//!   flush, no new MANIFEST or OPTIONS: nothing is written into it), checkpointed
-//!   into the work directory, and its WAL files copied too — a read-only checkpoint
-//!   has none, and after a normal shutdown the newest writes often live only there.
+//! - [`Source::Db`]: a database directory, closed or held open and written by
+//!   another process. Its WAL files are pinned (opened) first, then it is opened
+//!   read-only (no flush, no new MANIFEST or OPTIONS: nothing is written into it)
+//!   and that instance checkpointed into the work directory; a read-only
+//!   checkpoint has no WAL, so the pinned WALs from the MANIFEST's minimum log
+//!   number on are copied in, each up to its last complete record, and checked to
+//!   form one gap-free run of sequence numbers. When the writer deleted a needed
+//!   WAL or an SST meanwhile, the whole attempt is repeated (a bounded number of
+//!   times).
 //! - [`Source::Checkpoint`]: a checkpoint the application made; never written to.
 //! - [`Source::Live`]: the application's own open database (library mode);
 //!   `Checkpoint::create_checkpoint` flushes and is consistent by itself.
@@ -17,15 +22,20 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rocksdb::{Cache, Env, Options, DB};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rocksdb::{Cache, DBRecoveryMode, Env, Options, DB};
 
 use crate::error::{Error, Result};
 use crate::manifest::{is_rocksdb_file_name, SourceInfo};
+use crate::wal::{self, WalSummary};
 
 /// Files the read-only instance keeps open at most, so memory does not grow with
 /// the size of the database.
 const MAX_OPEN_FILES: i32 = 256;
-const CHECKPOINT_ATTEMPTS: usize = 3;
+/// Attempts at a consistent checkpoint of a database a writer keeps changing.
+const CHECKPOINT_ATTEMPTS: usize = 10;
 const BUILTIN_COMPARATORS: [&str; 2] = [
     "leveldb.BytewiseComparator",
     "rocksdb.ReverseBytewiseComparator",
@@ -67,6 +77,18 @@ impl Source<'_> {
     }
 }
 
+/// How the checkpoint of a `--db` source was taken (all zero for the others).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Attempts until the checkpoint and its WAL copy were consistent.
+    pub attempts: usize,
+    /// WAL files copied into the checkpoint, and their bytes.
+    pub wal_files: usize,
+    pub wal_bytes: u64,
+    /// Bytes left out at the ends of WAL files: records still being appended.
+    pub wal_cut_bytes: u64,
+}
+
 /// A checkpoint ready to be scanned and uploaded.
 pub struct Prepared {
     /// The checkpoint directory (in the work directory, or the user's own).
@@ -79,18 +101,26 @@ pub struct Prepared {
     pub source: SourceInfo,
     /// Database files to upload, by name (RocksDB file names only).
     pub files: Vec<String>,
+    pub stats: CheckpointStats,
 }
 
 /// Makes the checkpoint for `source` (into `<work>/checkpoint` where one is made)
-/// and opens it.
-pub fn prepare(source: Source<'_>, work: &Path) -> Result<Prepared> {
+/// and opens it. For a `--db` source, `at_point_in_time` runs right before and
+/// right after the backup's point in time is fixed by the WAL copy (before the
+/// checkpoint is opened and read), and again before each retry's copy.
+pub fn prepare(
+    source: Source<'_>,
+    work: &Path,
+    at_point_in_time: &mut dyn FnMut() -> Result<()>,
+) -> Result<Prepared> {
     let origin = source.path().to_path_buf();
     let kind = source.kind();
+    let mut stats = CheckpointStats::default();
     let (dir, options) = match source {
         Source::Db(path) => {
             let options = check_database(&path)?;
             let dir = work.join("checkpoint");
-            checkpoint_closed_db(&path, options, &dir)?;
+            stats = checkpoint_database(&path, options, &dir, at_point_in_time)?;
             (dir, None)
         }
         Source::Checkpoint { path, options } => {
@@ -129,6 +159,7 @@ pub fn prepare(source: Source<'_>, work: &Path) -> Result<Prepared> {
         column_families,
         source,
         files,
+        stats,
     })
 }
 
@@ -245,16 +276,26 @@ fn load_options(
     }
 }
 
+/// How a read-only instance finds its WAL files.
+enum WalSource<'a> {
+    /// The database's own (live) WAL directory, whose newest record may be
+    /// half-written: replayed up to the last intact record.
+    Live,
+    /// A checkpoint's own copies, replayed in the application's recovery mode.
+    Copied(&'a Path),
+}
+
 fn open_read_only(
     dir: &Path,
     options: Option<Options>,
-    wal_dir: Option<&Path>,
+    wal: WalSource<'_>,
 ) -> Result<(DB, Vec<String>)> {
     let (mut opts, cfs) = load_options(dir, options)?;
     opts.create_if_missing(false);
     opts.set_max_open_files(MAX_OPEN_FILES);
-    if let Some(wal_dir) = wal_dir {
-        opts.set_wal_dir(wal_dir);
+    match wal {
+        WalSource::Live => opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime),
+        WalSource::Copied(wal_dir) => opts.set_wal_dir(wal_dir),
     }
     let names = cfs.iter().map(|cf| cf.name().to_string()).collect();
     let db = DB::open_cf_descriptors_read_only(&opts, dir, cfs, false)
@@ -265,55 +306,167 @@ fn open_read_only(
 /// Opens a checkpoint read-only with its own directory as WAL directory, so no
 /// live WAL elsewhere is replayed.
 pub fn open_checkpoint(dir: &Path, options: Option<Options>) -> Result<(DB, Vec<String>)> {
-    open_read_only(dir, options, Some(dir))
+    open_read_only(dir, options, WalSource::Copied(dir))
 }
 
-fn checkpoint_closed_db(path: &Path, options_file: OptionsFile, dir: &Path) -> Result<()> {
+/// Checkpoints a database another process may be writing (see the module docs).
+fn checkpoint_database(
+    path: &Path,
+    options_file: OptionsFile,
+    dir: &Path,
+    at_point_in_time: &mut dyn FnMut() -> Result<()>,
+) -> Result<CheckpointStats> {
     if let Some(holder) = lock_holder(path)? {
-        return Err(Error::DatabaseHeld {
-            path: path.to_path_buf(),
-            holder,
-        });
+        tracing::info!(path = %path.display(), %holder, "database is open in another process: checkpointing a read-only instance and copying its WAL");
     }
     let wal_dir = options_file
         .wal_dir
         .map(PathBuf::from)
         .unwrap_or_else(|| path.to_path_buf());
-    let mut last_error = None;
-    for _ in 0..CHECKPOINT_ATTEMPTS {
+    let mut reason = String::new();
+    for attempt in 1..=CHECKPOINT_ATTEMPTS {
         let _ = std::fs::remove_dir_all(dir);
-        let (db, _) = open_read_only(path, None, None)?;
-        let made = rocksdb::checkpoint::Checkpoint::new(&db).and_then(|c| c.create_checkpoint(dir));
-        match made {
-            Ok(()) => {
-                copy_wal_files(&wal_dir, dir)?;
-                return Ok(());
+        match checkpoint_attempt(path, &wal_dir, dir, at_point_in_time)? {
+            Ok(wals) => {
+                at_point_in_time()?;
+                let stats = CheckpointStats {
+                    attempts: attempt,
+                    wal_files: wals.len(),
+                    wal_bytes: wals.iter().map(|w| w.copied_bytes).sum(),
+                    wal_cut_bytes: wals.iter().map(|w| w.cut_bytes).sum(),
+                };
+                tracing::info!(?stats, "checkpoint with WAL copied");
+                return Ok(stats);
             }
-            // A file deleted between open and link (compaction): try again.
-            Err(e) if e.kind() == rocksdb::ErrorKind::NotFound => last_error = Some(e),
-            Err(e) => return Err(Error::rocks(format!("checkpoint of {}", path.display()), e)),
+            Err(why) => {
+                tracing::info!(attempt, reason = %why, "the writer changed the database during the checkpoint; trying again");
+                reason = why;
+                std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+            }
         }
     }
-    Err(Error::rocks(
-        format!(
-            "checkpoint of {} (after {CHECKPOINT_ATTEMPTS} attempts)",
-            path.display()
-        ),
-        last_error.expect("an attempt failed"),
-    ))
+    Err(Error::CheckpointUnstable {
+        path: path.to_path_buf(),
+        attempts: CHECKPOINT_ATTEMPTS,
+        reason,
+    })
 }
 
-fn copy_wal_files(wal_dir: &Path, checkpoint: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(wal_dir).map_err(|e| Error::io(wal_dir, e))? {
-        let entry = entry.map_err(|e| Error::io(wal_dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".log") && is_rocksdb_file_name(name) && !checkpoint.join(name).exists() {
-            std::fs::copy(entry.path(), checkpoint.join(name))
-                .map_err(|e| Error::io(entry.path(), e))?;
+/// One attempt. `Ok(Err(reason))` when the writer moved under it (try again).
+fn checkpoint_attempt(
+    path: &Path,
+    wal_dir: &Path,
+    dir: &Path,
+    before_wal_copy: &mut dyn FnMut() -> Result<()>,
+) -> Result<std::result::Result<Vec<WalSummary>, String>> {
+    // A file the writer deleted meanwhile (compaction, WAL recycling) shows up as
+    // NotFound or as an IO error "No such file or directory"; a MANIFEST read
+    // while it was being written as Corruption.
+    let retry = |what: &str, e: rocksdb::Error| {
+        let vanished = e.kind() == rocksdb::ErrorKind::NotFound
+            || e.kind() == rocksdb::ErrorKind::Corruption
+            || (e.kind() == rocksdb::ErrorKind::IOError
+                && e.to_string().contains("No such file or directory"));
+        if vanished {
+            Ok(Err(format!("{what}: {e}")))
+        } else {
+            Err(Error::rocks(format!("{what} of {}", path.display()), e))
         }
+    };
+    // Pinned before the open, so none of the WALs the instance will need can
+    // vanish; WALs created after this are pinned after the checkpoint.
+    let mut wals = PinnedWals::default();
+    let manifest_before = manifest_state(path);
+    wals.pin_new(wal_dir)?;
+    let newest_before_open = wals.files.keys().next_back().copied().unwrap_or(0);
+    let db = match open_read_only(path, None, WalSource::Live) {
+        Ok((db, _)) => db,
+        Err(Error::Rocks { source, .. }) => return retry("read-only open", source),
+        Err(e) => return Err(e),
+    };
+    // A lower bound: WALs below it are obsolete (RocksDB deletes them lazily).
+    let keep = db
+        .property_int_value("rocksdb.min-log-number-to-keep")
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    if let Err(e) = rocksdb::checkpoint::Checkpoint::new(&db).and_then(|c| c.create_checkpoint(dir))
+    {
+        return retry("checkpoint", e);
     }
-    Ok(())
+    drop(db);
+    before_wal_copy()?;
+    wals.pin_new(wal_dir)?;
+    let copied = wals.copy_from(keep, dir)?;
+    // A WAL the checkpoint needs can only be lost if the writer created it after
+    // the first pinning and deleted it (after a flush) before the second. With a
+    // WAL from the first pinning in the copied run, that shows as a gap in the
+    // sequence numbers; without one, only an unchanged MANIFEST (no flush
+    // recorded) rules it out.
+    let pinned_before_open = copied.first().is_some_and(|w| w.number <= newest_before_open);
+    if !pinned_before_open && manifest_state(path) != manifest_before {
+        return Ok(Err(
+            "the writer flushed while no WAL of the checkpoint's was pinned yet".into(),
+        ));
+    }
+    Ok(wal::check_contiguous(&copied).map(|()| copied))
+}
+
+/// The current MANIFEST's name and size: changes whenever the writer records a
+/// flush, a compaction or a new WAL.
+fn manifest_state(path: &Path) -> Option<(String, u64)> {
+    let current = std::fs::read_to_string(path.join("CURRENT")).ok()?;
+    let name = current.trim().to_string();
+    let size = std::fs::metadata(path.join(&name)).ok()?.len();
+    Some((name, size))
+}
+
+/// WAL files held open by number, so that deleting them does not take their
+/// content away from the copy.
+#[derive(Default)]
+struct PinnedWals {
+    files: BTreeMap<u64, (PathBuf, File)>,
+}
+
+impl PinnedWals {
+    /// Opens every WAL in `wal_dir` not pinned yet.
+    fn pin_new(&mut self, wal_dir: &Path) -> Result<()> {
+        for entry in std::fs::read_dir(wal_dir).map_err(|e| Error::io(wal_dir, e))? {
+            let entry = entry.map_err(|e| Error::io(wal_dir, e))?;
+            let name = entry.file_name();
+            let Some(number) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if self.files.contains_key(&number) {
+                continue;
+            }
+            match File::open(entry.path()) {
+                Ok(file) => {
+                    self.files.insert(number, (entry.path(), file));
+                }
+                // Deleted since the listing: it was obsolete by then.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(entry.path(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the WALs numbered `keep` or higher into `dir`, replacing any the
+    /// checkpoint holds.
+    fn copy_from(&self, keep: u64, dir: &Path) -> Result<Vec<WalSummary>> {
+        self.files
+            .range(keep..)
+            .map(|(&number, (path, file))| {
+                let name = path.file_name().expect("a WAL file name");
+                wal::copy(file, number, path, &dir.join(name))
+            })
+            .collect()
+    }
 }
 
 /// Who holds the database's LOCK (RocksDB takes a POSIX record lock on it), if

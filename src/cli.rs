@@ -87,6 +87,11 @@ pub struct BackupArgs {
     /// Base directory for rockup's working files (default: beside the database).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// With --db: do not hard-link the blob tree into the work directory at the
+    /// point in time (saves one link per file; files the application deletes
+    /// during the backup are then more likely to be missed).
+    #[arg(long)]
+    pub no_prelink: bool,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +201,7 @@ impl BackupArgs {
             rehash: self.rehash,
             work_dir: self.work_dir.clone(),
             guard: None,
+            prelink: !self.no_prelink,
         })
     }
 }

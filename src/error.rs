@@ -19,13 +19,19 @@ pub enum Error {
     /// The database directory does not exist or holds no RocksDB database.
     #[error("no RocksDB database at {path}: {reason}; check the --db path")]
     DatabaseNotFound { path: PathBuf, reason: String },
-    /// Another process holds the database's LOCK.
+    /// The writer kept changing the database faster than a consistent
+    /// out-of-process checkpoint could be taken.
     #[error(
-        "database at {path} is held by another process ({holder}); rockup 0.1 backs up a held \
-         database only from inside the application (library API, rockup::backup_live) or from \
-         a checkpoint the application made (--checkpoint DIR)"
+        "no consistent checkpoint of {path} after {attempts} attempts (last: {reason}); the \
+         process writing it deletes WAL files faster than rockup can pin them. Back it up from \
+         inside the application (library API, rockup::backup_live) or from a checkpoint the \
+         application makes (--checkpoint DIR)"
     )]
-    DatabaseHeld { path: PathBuf, holder: String },
+    CheckpointUnstable {
+        path: PathBuf,
+        attempts: usize,
+        reason: String,
+    },
     /// A column family needs a comparator the CLI cannot provide.
     #[error(
         "column family {column_family:?} of {path} uses comparator {comparator:?}, which the \

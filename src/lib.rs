@@ -56,6 +56,7 @@ pub mod sst;
 pub mod store;
 pub mod upload;
 pub mod verify;
+pub mod wal;
 
 pub use backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use checkpoint::Source;

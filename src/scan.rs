@@ -6,6 +6,12 @@
 //! before/after size+mtime check. What cannot be captured becomes a [`Problem`]
 //! naming the path and the record key, never a silent skip.
 //!
+//! Out of process, where nothing can hold the application's deletions back,
+//! [`Prelinks`] hard-link the whole blob tree into the work directory just before
+//! and just after the backup's point in time is fixed (before the slow part:
+//! opening the checkpoint and reading its records); a referenced file deleted
+//! after that is pinned from its pre-link.
+//!
 //! The [`DeletionGuard`] lets an application that backs itself up in-process defer
 //! its removals of external files while a backup is between its checkpoint and
 //! the end of pinning, which makes the captured file set exact.
@@ -247,7 +253,7 @@ pub fn display_key(key: &[u8]) -> String {
 }
 
 /// An external file captured at the backup's point in time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pinned {
     /// Normalized path relative to the blob root.
     pub path: String,
@@ -288,6 +294,9 @@ pub struct Pinner {
     pins: PathBuf,
     link: bool,
     seen_unlinked: HashSet<String>,
+    prelinks: Option<Prelinks>,
+    /// Files pinned from their pre-link because the live file was gone.
+    pub rescued: u64,
 }
 
 /// What became of one reference.
@@ -317,7 +326,23 @@ impl Pinner {
             pins,
             link: root_dev == pins_dev,
             seen_unlinked: HashSet::new(),
+            prelinks: None,
+            rescued: 0,
         })
+    }
+
+    /// Resolves references from `prelinks` first, then from the live tree.
+    pub fn with_prelinks(mut self, prelinks: Option<Prelinks>) -> Self {
+        self.prelinks = prelinks.filter(|p| p.files > 0);
+        self
+    }
+
+    /// The pre-link of `path`, if the tree had a regular file there.
+    fn prelinked(&self, path: &str) -> Option<PathBuf> {
+        let link = self.prelinks.as_ref()?.dir.join(path);
+        std::fs::symlink_metadata(&link)
+            .is_ok_and(|m| m.is_file())
+            .then_some(link)
     }
 
     /// Checks one reference against the rules and pins the file.
@@ -335,20 +360,29 @@ impl Pinner {
             Ok(path) => path,
             Err(reason) => return problem(ProblemKind::Invalid, &reference.path, reason),
         };
-        let real = match self.root.join(&path).canonicalize() {
-            Ok(real) => real,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        // A pre-link holds the file as it was at the point in time (regular files
+        // only, reached without symlinks); the live tree may have lost it since.
+        let prelinked = self.prelinked(&path);
+        let real = match (prelinked, self.root.join(&path).canonicalize()) {
+            (Some(link), live) => {
+                if live.is_err() {
+                    self.rescued += 1;
+                }
+                link
+            }
+            (None, Ok(real)) if real.starts_with(&self.root) => real,
+            (None, Ok(_)) => {
+                return problem(
+                    ProblemKind::Invalid,
+                    &path,
+                    "resolves outside the blob root (symlink)".into(),
+                )
+            }
+            (None, Err(e)) if e.kind() == io::ErrorKind::NotFound => {
                 return problem(ProblemKind::Missing, &path, "file does not exist".into())
             }
-            Err(e) => return problem(ProblemKind::Missing, &path, e.to_string()),
+            (None, Err(e)) => return problem(ProblemKind::Missing, &path, e.to_string()),
         };
-        if !real.starts_with(&self.root) {
-            return problem(
-                ProblemKind::Invalid,
-                &path,
-                "resolves outside the blob root (symlink)".into(),
-            );
-        }
         let read_from = if self.link {
             let pin = self
                 .pins
@@ -445,6 +479,62 @@ impl Pinner {
             expected_sha256: reference.sha256,
             record_key,
         })
+    }
+}
+
+/// The blob tree hard-linked into the work directory at one moment: every
+/// regular file, reached without following symlinks.
+pub struct Prelinks {
+    dir: PathBuf,
+    /// Files linked.
+    pub files: u64,
+}
+
+impl Prelinks {
+    /// An empty set of pre-links in `dir` (created).
+    pub fn new(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Self { dir, files: 0 })
+    }
+
+    /// Links every regular file under `root` not linked yet. Files that vanish
+    /// during the walk are skipped; when links are impossible (another
+    /// filesystem, EPERM) nothing is linked and references resolve from the live
+    /// tree alone.
+    pub fn link_tree(&mut self, root: &Path) -> Result<()> {
+        for entry in walkdir::WalkDir::new(root).min_depth(1) {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(Error::io(root, io::Error::other(e))),
+            };
+            let rel = entry.path().strip_prefix(root).expect("under the root");
+            let target = self.dir.join(rel);
+            let made = if entry.file_type().is_dir() {
+                std::fs::create_dir_all(&target)
+            } else if entry.file_type().is_file() {
+                std::fs::hard_link(entry.path(), &target)
+            } else {
+                continue;
+            };
+            match made {
+                Ok(()) => self.files += u64::from(entry.file_type().is_file()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
+                    tracing::warn!(root = %root.display(), error = %e, "cannot hard-link the blob tree into the work directory (put --work-dir on the blob root's filesystem); files deleted during the backup may be missed");
+                    self.files = 0;
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::io(&target, e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,7 @@
 //! Round trips, incremental backups, reference problems, corruption, and the
-//! guarantees about work directories, targets and held databases.
+//! guarantees about work directories and targets.
 
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use rockup::{Error, ProblemKind, RestoreOptions, Source};
 
@@ -390,65 +388,6 @@ async fn a_missing_database_is_named() {
     .unwrap_err();
     assert!(matches!(err, Error::DatabaseNotFound { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/db"));
-}
-
-/// Not a test by itself: the child process of `a_held_database_is_refused…`.
-#[test]
-#[ignore = "helper process, started by a_held_database_is_refused_with_a_clear_message"]
-fn hold_database_helper() {
-    let Ok(path) = std::env::var("ROCKUP_TEST_HOLD_DB") else {
-        return;
-    };
-    let db = open_rw(Path::new(&path));
-    db.put(b"held", b"yes").unwrap();
-    std::fs::write(format!("{path}.ready"), b"").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !Path::new(&format!("{path}.stop")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test]
-async fn a_held_database_is_refused_with_a_clear_message() {
-    let fx = Fixture::new(3);
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "suite::backup_restore::hold_database_helper",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("ROCKUP_TEST_HOLD_DB", &fx.db)
-        .spawn()
-        .unwrap();
-    let holder = Holder(child);
-    let ready = format!("{}.ready", fx.db.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !Path::new(&ready).exists() {
-        assert!(Instant::now() < deadline, "holder did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let err = rockup::backup(&memory_repo(), Source::Db(fx.db.clone()), &fx.options())
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, Error::DatabaseHeld { .. }), "{text}");
-    assert!(
-        text.contains(&format!("process {}", holder.0.id())),
-        "{text}"
-    );
-    assert!(text.contains("--checkpoint"), "{text}");
-    assert!(entries(&fx.path("work")).is_empty());
-    std::fs::write(format!("{}.stop", fx.db.display()), b"").unwrap();
 }
 
 #[tokio::test]

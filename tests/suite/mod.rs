@@ -3,5 +3,6 @@ pub mod fixture;
 mod backup_restore;
 mod cli;
 mod conformance;
+mod held;
 mod hostile;
 mod live;
