@@ -403,7 +403,9 @@ fn checkpoint_attempt(
     // WAL from the first pinning in the copied run, that shows as a gap in the
     // sequence numbers; without one, only an unchanged MANIFEST (no flush
     // recorded) rules it out.
-    let pinned_before_open = copied.first().is_some_and(|w| w.number <= newest_before_open);
+    let pinned_before_open = copied
+        .first()
+        .is_some_and(|w| w.number <= newest_before_open);
     if !pinned_before_open && manifest_state(path) != manifest_before {
         return Ok(Err(
             "the writer flushed while no WAL of the checkpoint's was pinned yet".into(),
