@@ -9,8 +9,9 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`checkpoint`] | the three ways in (closed DB, app-made checkpoint, live DB), WAL copy, the work directory |
-//! | [`scan`] | records → external file references, resolver rules, pinning, the [`DeletionGuard`] |
+//! | [`checkpoint`] | the three ways in (DB directory, held or not; app-made checkpoint; live DB), the work directory |
+//! | [`wal`] | WAL files copied up to their last complete record, sequence-number gap checks |
+//! | [`scan`] | records → external file references, resolver rules, pre-links and pinning, the [`DeletionGuard`] |
 //! | [`upload`] | streaming upload with hashing, dedup, multipart and a global memory budget |
 //! | [`backup`] | orchestrates checkpoint → scan → upload → commit |
 //! | [`manifest`] | the manifest header and its sorted parts; load, validate, commit |
