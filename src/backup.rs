@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::checkpoint::{self, default_work_base, CheckpointStats, Prepared, Source, WorkDir};
 use crate::error::{Error, Problem, ProblemKind, Result};
 use crate::layout::{self, TableNaming};
+use crate::lock::{LockKind, RepoLock};
 use crate::manifest::{self, DbFileEntry, ExternalEntry, Header, PartBuffer, PartKind, Stats};
 use crate::scan::{self, file_stamp, DeletionGuard, ExternalFiles, Pin, Pinned, Pinner, Prelinks};
 use crate::spool::Spool;
@@ -94,6 +95,23 @@ pub async fn backup(
     repo.check_marker(true).await?;
     let created_at = Utc::now();
     let backup_id = layout::new_backup_id(created_at);
+    // Keeps `prune` from deleting objects this backup reuses before it commits.
+    let lock = RepoLock::acquire(repo, LockKind::Backup, &backup_id).await?;
+    let result = run(repo, source, options, started, created_at, backup_id).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");
+    }
+    result
+}
+
+async fn run(
+    repo: &Repository,
+    source: Source<'_>,
+    options: &BackupOptions,
+    started: Instant,
+    created_at: chrono::DateTime<Utc>,
+    backup_id: String,
+) -> Result<BackupReport> {
     let blob_root = options.external.as_ref().map(|e| e.blob_root.clone());
     if let Some(root) = &blob_root {
         if !root.is_dir() {

@@ -514,7 +514,8 @@ fn database_files(dir: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-fn hostname() -> String {
+/// This machine's host name, as recorded in manifests and locks.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::prune::{PruneOptions, RetentionPolicy};
 use crate::scan::{parse_pointer, ExternalFiles, RefSource, ResolverConfig};
 use crate::store::parse_store_option;
 use crate::upload::DEFAULT_MEMORY_BUDGET;
@@ -37,6 +38,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check that a backup's objects are present (and, with --deep, intact).
     Verify(VerifyArgs),
+    /// Forget backups by a retention policy and delete what no backup references.
+    Prune(PruneArgs),
+    /// Remove the locks of backups or prunes that were killed.
+    Unlock(RepoArgs),
     /// Back up, verify and restore a sample database with external files.
     Demo(DemoArgs),
 }
@@ -57,7 +62,8 @@ pub struct RepoArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Database directory (opened read-only; no process may hold it).
+    /// Database directory (opened read-only; another process may hold it open
+    /// and keep writing).
     #[arg(
         long,
         conflicts_with = "checkpoint",
@@ -147,6 +153,49 @@ pub struct VerifyArgs {
     /// Downloads at once (with --deep).
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Keep the N newest backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest backup of each of the N most recent days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest backup of each of the N most recent ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep every backup younger than this (e.g. 7d, 36h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Keep every backup with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "K=V", value_parser = parse_tag)]
+    pub keep_tags: Vec<(String, String)>,
+    /// Leave unreferenced objects younger than this (objects of interrupted backups).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Show what would be forgotten and deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl PruneArgs {
+    pub fn options(&self) -> PruneOptions {
+        PruneOptions {
+            policy: RetentionPolicy {
+                keep_last: self.keep_last,
+                keep_daily: self.keep_daily,
+                keep_weekly: self.keep_weekly,
+                keep_within: self.keep_within,
+                keep_tags: self.keep_tags.clone(),
+            },
+            grace: self.grace,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,12 @@ pub enum Error {
     /// The database directory does not exist or holds no RocksDB database.
     #[error("no RocksDB database at {path}: {reason}; check the --db path")]
     DatabaseNotFound { path: PathBuf, reason: String },
+    /// Another run's lock is in the way.
+    #[error(
+        "cannot {what}: {lock}; wait for it to finish, or, if that process is gone (killed, \
+         host lost), remove the lock with `rockup unlock --repo URL`"
+    )]
+    Locked { what: &'static str, lock: String },
     /// The writer kept changing the database faster than a consistent
     /// out-of-process checkpoint could be taken.
     #[error(

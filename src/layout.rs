@@ -8,6 +8,7 @@
 //! backups/<backup-id>/files/<name>   per-backup small DB files (MANIFEST, CURRENT, OPTIONS, WAL)
 //! sst/<unique-name>                  SST and RocksDB blob files, shared across backups
 //! blobs/sha256/<aa>/<sha256>         external files, content-addressed, shared
+//! locks/<kind>-<id>.json             locks of running backups and prunes
 //! ```
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -22,6 +23,8 @@ pub const BACKUPS: &str = "backups";
 pub const SST: &str = "sst";
 /// Prefix of content-addressed external files.
 pub const BLOBS: &str = "blobs/sha256";
+/// Prefix of the locks of running backups and prunes.
+pub const LOCKS: &str = "locks";
 
 const ID_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
@@ -62,6 +65,11 @@ pub fn part(backup_id: &str, sha256: &str) -> Path {
 /// `backups/<id>/files/<name>`
 pub fn backup_file(backup_id: &str, name: &str) -> Path {
     Path::from(format!("{BACKUPS}/{backup_id}/files/{name}"))
+}
+
+/// `locks/<name>.json`
+pub fn lock(name: &str) -> Path {
+    Path::from(format!("{LOCKS}/{name}.json"))
 }
 
 /// `sst/<unique-name>`

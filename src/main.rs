@@ -203,6 +203,36 @@ async fn run(command: Command) -> rockup::Result<(Value, i32)> {
             );
             Ok((serde_json::to_value(&report).expect("report serializes"), 0))
         }
+        Command::Prune(args) => {
+            let repo = repository(&args.repo)?;
+            let report = rockup::prune::prune(&repo, &args.options()).await?;
+            let (verb, deleted) = match report.dry_run {
+                true => ("would forget", "would delete"),
+                false => ("forgot", "deleted"),
+            };
+            eprintln!(
+                "kept {} backup(s), {verb} {}; {deleted} {} unreferenced objects ({} bytes); {} younger than --grace left",
+                report.kept.len(),
+                report.forgotten.len(),
+                report.deleted_objects,
+                report.deleted_bytes,
+                report.young_unreferenced
+            );
+            for id in &report.forgotten {
+                eprintln!("  {verb} {id}");
+            }
+            Ok((serde_json::to_value(&report).expect("report serializes"), 0))
+        }
+        Command::Unlock(args) => {
+            let repo = repository(&args)?;
+            let removed = rockup::lock::unlock(&repo).await?;
+            for lock in &removed {
+                eprintln!("removed {lock}");
+            }
+            eprintln!("{} lock(s) removed", removed.len());
+            let keys: Vec<&str> = removed.iter().map(|l| l.key.as_str()).collect();
+            Ok((serde_json::json!({ "removed": keys }), 0))
+        }
         Command::Demo(args) => {
             let dir = match args.dir {
                 Some(dir) => dir,

@@ -7,10 +7,11 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -60,6 +61,10 @@ struct Marker {
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
     name: String,
+    /// The same bucket without bulk deletes (S3 only), for servers that lack
+    /// `DeleteObjects`; switched to on the first "not implemented".
+    single_deletes: Option<Arc<dyn ObjectStore>>,
+    bulk_delete_unsupported: Arc<AtomicBool>,
 }
 
 /// Outcome of a write-once create.
@@ -126,16 +131,25 @@ impl Repository {
                 return Self::local(path, name);
             }
             ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
-            ObjectStoreScheme::AmazonS3 => configured(
-                AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry_config()),
-                &cloud_options,
-                &settings,
-                |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
-                |b| b.build(),
-            )
-            .map_err(usage)?,
+            ObjectStoreScheme::AmazonS3 => {
+                let s3 = |options: &[(String, String)]| {
+                    configured(
+                        AmazonS3Builder::from_env()
+                            .with_url(url)
+                            .with_retry(retry_config()),
+                        options,
+                        &settings,
+                        |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
+                        |b| b.build(),
+                    )
+                    .map_err(usage)
+                };
+                let mut single = cloud_options.clone();
+                single.push(("aws_disable_bulk_delete".into(), "true".into()));
+                let single_deletes = scoped(s3(&single)?, prefix.clone());
+                return Ok(Self::from_store(scoped(s3(&cloud_options)?, prefix), name)
+                    .with_single_deletes(single_deletes));
+            }
             ObjectStoreScheme::GoogleCloudStorage => configured(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
@@ -178,7 +192,58 @@ impl Repository {
         Self {
             store,
             name: name.into(),
+            single_deletes: None,
+            bulk_delete_unsupported: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The same repository as a store that deletes one object per request, used
+    /// when the main store's bulk delete is not implemented by the server
+    /// (`open` sets it up for S3).
+    pub fn with_single_deletes(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.single_deletes = Some(store);
+        self
+    }
+
+    /// Deletes `keys` (missing ones count as deleted): in bulk requests where the
+    /// store has them (S3 `DeleteObjects`, Azure blob batch), one request per
+    /// object where the server answers that bulk deletes are not implemented.
+    pub async fn delete_all(&self, keys: &[Path]) -> Result<()> {
+        let bulk_failed = match &self.single_deletes {
+            Some(single) if self.bulk_delete_unsupported.load(Ordering::Relaxed) => {
+                return self.delete_with(single, keys).await
+            }
+            _ => self.delete_with(&self.store, keys).await,
+        };
+        match (bulk_failed, &self.single_deletes) {
+            (Err(Error::Store { message, .. }), Some(single))
+                if message.contains(BULK_DELETE_UNSUPPORTED) =>
+            {
+                tracing::info!(repo = %self.name, "the server has no bulk delete; deleting one object per request");
+                self.bulk_delete_unsupported.store(true, Ordering::Relaxed);
+                self.delete_with(single, keys).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn delete_with(&self, store: &Arc<dyn ObjectStore>, keys: &[Path]) -> Result<()> {
+        let owned: Vec<object_store::Result<Path>> = keys.iter().cloned().map(Ok).collect();
+        let locations = futures::stream::iter(owned).boxed();
+        let mut deleted = store.delete_stream(locations);
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) if unsupported_by_store(&e) => {
+                    return Err(Error::Store {
+                        url: self.name.clone(),
+                        message: format!("{BULK_DELETE_UNSUPPORTED}: {e}"),
+                    })
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The store, scoped to the repository prefix.
@@ -282,7 +347,7 @@ impl Repository {
             .await;
         match written {
             Ok(_) => {}
-            Err(err) if conditional_put_unsupported(&err) => {
+            Err(err) if unsupported_by_store(&err) => {
                 tracing::debug!(%key, "store cannot create-if-absent ({err}); plain write after the existence check");
                 self.put(key, bytes.clone()).await?;
             }
@@ -466,8 +531,12 @@ impl StoreSettings {
     }
 }
 
-/// True when the store (or the server behind it) cannot do a conditional write.
-fn conditional_put_unsupported(err: &object_store::Error) -> bool {
+/// Marks the error of a bulk delete the server does not implement.
+const BULK_DELETE_UNSUPPORTED: &str = "bulk delete not implemented by the server";
+
+/// True when the store (or the server behind it) does not implement the
+/// operation (a conditional write, a bulk delete).
+fn unsupported_by_store(err: &object_store::Error) -> bool {
     if matches!(
         err,
         object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }
@@ -544,10 +613,11 @@ mod tests {
     }
 
     /// A server that accepts `If-None-Match: *` and overwrites anyway, or (with
-    /// `reject`) one that answers every conditional write with "not implemented".
+    /// `reject`) one that answers every conditional write and every bulk delete
+    /// with "not implemented".
     #[derive(Debug)]
     struct NoConditionalPut {
-        inner: InMemory,
+        inner: Arc<InMemory>,
         reject: bool,
     }
 
@@ -593,7 +663,18 @@ mod tests {
             &self,
             locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
         ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
+            if !self.reject {
+                return self.inner.delete_stream(locations);
+            }
+            let implementer = self.to_string();
+            locations
+                .map(move |_| {
+                    Err(object_store::Error::NotImplemented {
+                        operation: "bulk delete".into(),
+                        implementer: implementer.clone(),
+                    })
+                })
+                .boxed()
         }
         fn list(
             &self,
@@ -621,7 +702,7 @@ mod tests {
     async fn create_never_overwrites_on_stores_without_conditional_put() {
         for reject in [false, true] {
             let store = NoConditionalPut {
-                inner: InMemory::new(),
+                inner: Arc::new(InMemory::new()),
                 reject,
             };
             let repo = Repository::from_store(Arc::new(store), "no-conditional-put://");
@@ -660,6 +741,30 @@ mod tests {
         let err = Repository::open("s3://bucket/p", &[("no_such_option".into(), "1".into())])
             .unwrap_err();
         assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn deletes_fall_back_to_one_request_per_object() {
+        let inner = Arc::new(InMemory::new());
+        let store = NoConditionalPut {
+            inner: inner.clone(),
+            reject: true,
+        };
+        let keys: Vec<Path> = (0..5).map(|i| Path::from(format!("sst/{i}"))).collect();
+        let without_fallback = Repository::from_store(Arc::new(store), "no-bulk://");
+        for key in &keys {
+            without_fallback
+                .put(key, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let err = without_fallback.delete_all(&keys).await.unwrap_err();
+        assert!(err.to_string().contains(BULK_DELETE_UNSUPPORTED), "{err}");
+
+        let repo = without_fallback.with_single_deletes(inner.clone());
+        repo.delete_all(&keys).await.unwrap();
+        assert!(repo.list("sst").await.unwrap().is_empty());
+        repo.delete_all(&keys).await.unwrap(); // missing objects count as deleted
     }
 
     fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -265,3 +265,53 @@ fn sigterm_mid_backup_exits_143_and_removes_the_work_directory() {
         "nothing committed"
     );
 }
+
+#[tokio::test]
+async fn prune_and_unlock() {
+    let fx = Fixture::new(3);
+    let repo = fx.local_repo();
+    for _ in 0..2 {
+        rockup::backup(&repo, rockup::Source::Db(fx.db.clone()), &fx.options())
+            .await
+            .unwrap();
+    }
+    let url = fx.path("repo").display().to_string();
+    let out = rockup(&["prune", "--repo", &url, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no retention rule: {}",
+        stderr(&out)
+    );
+    assert!(json_of(&out)["error"]
+        .as_str()
+        .unwrap()
+        .contains("--keep-last"));
+
+    // A lock left by a killed backup blocks prune until `unlock` removes it.
+    let lock = rockup::lock::RepoLock::acquire(&repo, rockup::lock::LockKind::Backup, "killed")
+        .await
+        .unwrap();
+    std::mem::forget(lock);
+    let out = rockup(&["prune", "--repo", &url, "--keep-last", "1", "--grace", "0s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("rockup unlock"), "{}", stderr(&out));
+    let out = rockup(&["unlock", "--repo", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["removed"].as_array().unwrap().len(), 1);
+
+    let out = rockup(&[
+        "prune",
+        "--repo",
+        &url,
+        "--keep-last",
+        "1",
+        "--grace",
+        "0s",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json_of(&out);
+    assert_eq!(report["forgotten"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(rockup::list(&repo).await.unwrap().len(), 1);
+}

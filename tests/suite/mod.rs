@@ -6,3 +6,4 @@ mod conformance;
 mod held;
 mod hostile;
 mod live;
+mod prune;

@@ -1,0 +1,216 @@
+//! Repository locks that keep `prune` and `backup` apart: a backup may reuse an
+//! object that is unreferenced until its manifest is committed, so garbage
+//! collection must never run beside a backup.
+//!
+//! Each run writes `locks/<kind>-<id>.json`, then lists `locks/`: a backup that
+//! sees a prune lock, or a prune that sees any other lock, removes its own and
+//! stops. As every store here is strongly consistent for writes followed by
+//! lists, two runs that start together see each other at least one way round, so
+//! they never both proceed. Backups may run side by side. A lock left by a killed
+//! run stays until `rockup unlock` removes it; the refusal names its host, pid and
+//! age.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::store::Repository;
+
+/// What holds a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    Backup,
+    Prune,
+}
+
+/// The content of a lock object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub kind: LockKind,
+    pub host: String,
+    pub pid: u32,
+    pub created_at: DateTime<Utc>,
+    /// Key of the lock object (not stored).
+    #[serde(skip)]
+    pub key: String,
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let age = (Utc::now() - self.created_at).num_seconds().max(0) as u64;
+        write!(
+            f,
+            "{:?} lock {} of process {} on {}, {} old",
+            self.kind,
+            self.key,
+            self.pid,
+            self.host,
+            humantime::format_duration(std::time::Duration::from_secs(age))
+        )
+    }
+}
+
+/// A lock this process holds; released by [`RepoLock::release`] or, best effort,
+/// when dropped inside a Tokio runtime (e.g. a cancelled backup).
+pub struct RepoLock {
+    repo: Option<Repository>,
+    key: Path,
+}
+
+impl RepoLock {
+    /// Takes a lock of `kind`, or fails naming the lock that is in the way.
+    pub async fn acquire(repo: &Repository, kind: LockKind, id: &str) -> Result<Self> {
+        let info = LockInfo {
+            kind,
+            host: crate::checkpoint::hostname(),
+            pid: std::process::id(),
+            created_at: Utc::now(),
+            key: String::new(),
+        };
+        let key = layout::lock(&format!("{}-{id}", kind_name(kind)));
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
+        repo.put(&key, bytes).await?;
+        let lock = Self {
+            repo: Some(repo.clone()),
+            key,
+        };
+        let blocking = list(repo).await?.into_iter().find(|other| {
+            other.key != lock.key.as_ref()
+                && (kind == LockKind::Prune || other.kind == LockKind::Prune)
+        });
+        if let Some(other) = blocking {
+            lock.release().await?;
+            return Err(Error::Locked {
+                what: match kind {
+                    LockKind::Backup => "back up while a prune runs",
+                    LockKind::Prune => "prune while another backup or prune runs",
+                },
+                lock: other.to_string(),
+            });
+        }
+        Ok(lock)
+    }
+
+    /// Removes the lock.
+    pub async fn release(mut self) -> Result<()> {
+        let repo = self.repo.take().expect("released once");
+        repo.delete_all(std::slice::from_ref(&self.key)).await
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        let (Some(repo), Ok(runtime)) = (self.repo.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            let _ = repo.delete_all(&[key]).await;
+        });
+    }
+}
+
+fn kind_name(kind: LockKind) -> &'static str {
+    match kind {
+        LockKind::Backup => "backup",
+        LockKind::Prune => "prune",
+    }
+}
+
+/// Every lock in the repository (unreadable lock objects count as prune locks,
+/// the cautious reading).
+pub async fn list(repo: &Repository) -> Result<Vec<LockInfo>> {
+    let mut locks = Vec::new();
+    for meta in repo.list(layout::LOCKS).await? {
+        let key = meta.location.to_string();
+        let Some(bytes) = repo.get_if_exists(&meta.location).await? else {
+            continue; // released meanwhile
+        };
+        let mut info = serde_json::from_slice::<LockInfo>(&bytes).unwrap_or(LockInfo {
+            kind: LockKind::Prune,
+            host: "unknown".into(),
+            pid: 0,
+            created_at: meta.last_modified,
+            key: String::new(),
+        });
+        info.key = key;
+        locks.push(info);
+    }
+    Ok(locks)
+}
+
+/// Removes every lock (`rockup unlock`): for locks left by killed runs. Returns
+/// what was removed.
+pub async fn unlock(repo: &Repository) -> Result<Vec<LockInfo>> {
+    repo.check_marker(false).await?;
+    let locks = list(repo).await?;
+    let keys: Vec<Path> = locks.iter().map(|l| Path::from(l.key.as_str())).collect();
+    repo.delete_all(&keys).await?;
+    Ok(locks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn repo() -> Repository {
+        Repository::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://")
+    }
+
+    #[tokio::test]
+    async fn prune_and_backup_exclude_each_other_and_backups_share() {
+        let repo = repo();
+        let first = RepoLock::acquire(&repo, LockKind::Backup, "a")
+            .await
+            .unwrap();
+        let second = RepoLock::acquire(&repo, LockKind::Backup, "b")
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&repo, LockKind::Prune, "p")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("rockup unlock"), "{err}");
+        assert_eq!(
+            list(&repo).await.unwrap().len(),
+            2,
+            "the refused lock is gone"
+        );
+        first.release().await.unwrap();
+        second.release().await.unwrap();
+
+        let prune = RepoLock::acquire(&repo, LockKind::Prune, "p")
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&repo, LockKind::Backup, "c")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("Prune lock"), "{err}");
+        prune.release().await.unwrap();
+        assert!(list(&repo).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unlock_removes_locks_left_by_killed_runs() {
+        let repo = repo();
+        repo.check_marker(true).await.unwrap();
+        let lock = RepoLock::acquire(&repo, LockKind::Backup, "a")
+            .await
+            .unwrap();
+        std::mem::forget(lock); // as after kill -9
+        assert!(RepoLock::acquire(&repo, LockKind::Prune, "p")
+            .await
+            .is_err());
+        assert_eq!(unlock(&repo).await.unwrap().len(), 1);
+        RepoLock::acquire(&repo, LockKind::Prune, "p")
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,144 @@
+//! Retention and garbage collection: what is forgotten, what is deleted and what
+//! must stay (kept backups restore intact; objects of a backup that may still be
+//! running are left alone).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use rockup::lock::{LockKind, RepoLock};
+use rockup::prune::{prune, PruneOptions, RetentionPolicy};
+use rockup::{Error, RestoreOptions, Source};
+
+use super::fixture::*;
+
+fn keep_last(n: usize, grace: Duration, dry_run: bool) -> PruneOptions {
+    PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(n),
+            ..Default::default()
+        },
+        grace,
+        dry_run,
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+#[tokio::test]
+async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
+    let fx = Fixture::new(20);
+    let repo = fx.local_repo();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        {
+            let db = open_rw(&fx.db);
+            add_file(&db, &fx.files, 100 + round, 5000 + round);
+            db.flush().unwrap();
+        }
+        let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+            .await
+            .unwrap();
+        ids.push(report.header.backup_id);
+    }
+    // What an interrupted backup leaves: objects no manifest references.
+    let orphans = [
+        Path::from(format!("blobs/sha256/ab/{}", "ab".repeat(32))),
+        Path::from("backups/20261125T000000.000Z-0badc0de/files/CURRENT"),
+    ];
+    for key in &orphans {
+        repo.put(key, Bytes::from_static(b"orphan")).await.unwrap();
+    }
+    let count = |repo: &rockup::Repository| {
+        let repo = repo.clone();
+        async move { repo.list("").await.unwrap().len() }
+    };
+    let before = count(&repo).await;
+
+    let dry = prune(&repo, &keep_last(2, DAY, true)).await.unwrap();
+    assert_eq!(dry.forgotten, [ids[0].clone()]);
+    assert!(dry.deleted_objects > 0);
+    assert_eq!(count(&repo).await, before, "a dry run deletes nothing");
+
+    let pruned = prune(&repo, &keep_last(2, DAY, false)).await.unwrap();
+    assert_eq!(pruned.forgotten, [ids[0].clone()]);
+    assert_eq!(pruned.deleted_objects, dry.deleted_objects);
+    assert_eq!(
+        pruned.young_unreferenced, 2,
+        "orphans younger than --grace stay"
+    );
+    let listed: Vec<String> = rockup::list(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.backup_id)
+        .collect();
+    assert_eq!(listed, ids[1..]);
+    for key in &orphans {
+        assert!(repo.get_if_exists(key).await.unwrap().is_some());
+    }
+
+    let collected = prune(&repo, &keep_last(2, Duration::ZERO, false))
+        .await
+        .unwrap();
+    assert!(collected.forgotten.is_empty());
+    assert_eq!(collected.deleted_objects, 2, "{collected:?}");
+    for key in &orphans {
+        assert!(repo.get_if_exists(key).await.unwrap().is_none());
+    }
+
+    // The kept backups are whole: deep verify is clean and the oldest restores.
+    let report = verify(&repo, "all", true).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let restore = RestoreOptions::new(
+        &ids[1],
+        fx.path("restored/db"),
+        Some(fx.path("restored/files")),
+    );
+    rockup::restore(&repo, &restore).await.unwrap();
+    let restored = read_all(&fx.path("restored/db"));
+    assert_eq!(restored["files"].len(), 22, "the second backup's records");
+}
+
+#[tokio::test]
+async fn prune_waits_for_running_backups_and_refuses_unreadable_manifests() {
+    let fx = Fixture::new(3);
+    let repo = fx.local_repo();
+    let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+
+    // A backup that is running (or was killed): prune refuses, naming it.
+    let running = RepoLock::acquire(&repo, LockKind::Backup, "running")
+        .await
+        .unwrap();
+    let err = prune(&repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("rockup unlock"), "{err}");
+    assert_eq!(
+        rockup::list(&repo).await.unwrap().len(),
+        2,
+        "nothing forgotten"
+    );
+    running.release().await.unwrap();
+
+    // An unreadable manifest: what it references is unknown, so nothing goes.
+    let key = rockup::layout::manifest(&report.header.backup_id);
+    let path = fx.path("repo").join(key.as_ref());
+    std::fs::write(&path, b"{ not json").unwrap();
+    let before = repo.list("").await.unwrap().len();
+    let err = prune(&repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unreadable"), "{err}");
+    assert_eq!(repo.list("").await.unwrap().len(), before);
+    assert!(
+        repo.list("locks").await.unwrap().is_empty(),
+        "the prune lock is released after a refusal"
+    );
+}
