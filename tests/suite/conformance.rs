@@ -151,7 +151,10 @@ pub async fn conformance(repo: Repository) {
     )
     .await
     .unwrap();
-    assert_eq!(pruned.forgotten, [first.header.backup_id.clone()]);
+    assert_eq!(
+        pruned.forgotten,
+        std::slice::from_ref(&first.header.backup_id)
+    );
     assert!(pruned.deleted_objects >= 4, "{pruned:?}");
     assert_eq!(rockup::list(&repo).await.unwrap().len(), 1);
     let report = verify(&repo, "all", true).await;
