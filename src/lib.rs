@@ -17,6 +17,8 @@
 //! | [`manifest`] | the manifest header and its sorted parts; load, validate, commit |
 //! | [`restore`] | parallel verified download, atomic placement, post-restore checks |
 //! | [`verify`] | existence/size checks by LIST; `--deep` re-hashing |
+//! | [`prune`] | retention policy and garbage collection with a grace period |
+//! | [`lock`] | repository locks that keep `prune` and backups apart |
 //! | [`store`] | URL + options → [`Repository`] (the one place stores are built) |
 //! | [`layout`] | every object key, formatted and parsed in one place |
 //!
