@@ -362,26 +362,26 @@ impl Pinner {
         };
         // A pre-link holds the file as it was at the point in time (regular files
         // only, reached without symlinks); the live tree may have lost it since.
-        let prelinked = self.prelinked(&path);
-        let real = match (prelinked, self.root.join(&path).canonicalize()) {
-            (Some(link), live) => {
-                if live.is_err() {
-                    self.rescued += 1;
+        let real = if let Some(link) = self.prelinked(&path) {
+            if std::fs::symlink_metadata(self.root.join(&path)).is_err() {
+                self.rescued += 1;
+            }
+            link
+        } else {
+            match self.root.join(&path).canonicalize() {
+                Ok(real) if real.starts_with(&self.root) => real,
+                Ok(_) => {
+                    return problem(
+                        ProblemKind::Invalid,
+                        &path,
+                        "resolves outside the blob root (symlink)".into(),
+                    )
                 }
-                link
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return problem(ProblemKind::Missing, &path, "file does not exist".into())
+                }
+                Err(e) => return problem(ProblemKind::Missing, &path, e.to_string()),
             }
-            (None, Ok(real)) if real.starts_with(&self.root) => real,
-            (None, Ok(_)) => {
-                return problem(
-                    ProblemKind::Invalid,
-                    &path,
-                    "resolves outside the blob root (symlink)".into(),
-                )
-            }
-            (None, Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                return problem(ProblemKind::Missing, &path, "file does not exist".into())
-            }
-            (None, Err(e)) => return problem(ProblemKind::Missing, &path, e.to_string()),
         };
         let read_from = if self.link {
             let pin = self

@@ -77,7 +77,6 @@ pub fn copy(source: &File, number: u64, source_name: &Path, dest: &Path) -> Resu
     }
     let copied = parser.valid_end;
     out.set_len(copied).map_err(|e| Error::io(dest, e))?;
-    out.sync_all().map_err(|e| Error::io(dest, e))?;
     let size = source
         .metadata()
         .map_err(|e| Error::io(source_name, e))?
