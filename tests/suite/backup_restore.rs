@@ -461,10 +461,7 @@ async fn a_torn_wal_tail_is_cut_so_the_restore_opens_in_absolute_consistency_mod
     );
 
     let repo = memory_repo();
-    let options = rockup::BackupOptions {
-        work_dir: Some(dir.path().join("work")),
-        ..Default::default()
-    };
+    let options = options_in(dir.path());
     let report = rockup::backup(&repo, Source::Db(db_path.clone()), &options)
         .await
         .unwrap();
@@ -505,10 +502,7 @@ async fn a_compressed_wal_is_refused_with_the_alternatives() {
         let db = rocksdb::DB::open(&opts, &db_path).unwrap();
         db.put(b"k", b"v").unwrap();
     }
-    let options = rockup::BackupOptions {
-        work_dir: Some(dir.path().join("work")),
-        ..Default::default()
-    };
+    let options = options_in(dir.path());
     let err = rockup::backup(&memory_repo(), Source::Db(db_path), &options)
         .await
         .unwrap_err()
@@ -531,10 +525,7 @@ async fn a_separate_wal_dir_is_found_through_the_options_file() {
     db.put(b"flushed", b"1").unwrap();
     db.flush().unwrap();
     db.put(b"only-in-the-wal", b"2").unwrap();
-    let options = rockup::BackupOptions {
-        work_dir: Some(dir.path().join("work")),
-        ..Default::default()
-    };
+    let options = options_in(dir.path());
     let repo = memory_repo();
     let report = rockup::backup(&repo, Source::Db(db_path.clone()), &options)
         .await

@@ -58,19 +58,7 @@ fn exit_codes_and_json_documents() {
     let repo = fx.path("repo");
     let repo = repo.to_str().unwrap();
     let db = fx.db.to_str().unwrap();
-    let files = fx.files.to_str().unwrap();
-    let blob_args = [
-        "--blob-root",
-        files,
-        "--blob-cf",
-        "files",
-        "--blob-ref",
-        "json:/path",
-        "--blob-key-prefix",
-        "file:",
-        "--blob-sha256",
-        "json:/sha256",
-    ];
+    let blob_args = blob_args(&fx.files);
 
     // usage errors: 2
     assert_eq!(rockup(&[]).status.code(), Some(2));
@@ -119,7 +107,7 @@ fn exit_codes_and_json_documents() {
     let mut args = vec![
         "backup", "--repo", repo, "--db", db, "--tag", "env=test", "--json",
     ];
-    args.extend(blob_args);
+    args.extend(blob_args.iter().map(String::as_str));
     let ok = rockup(&args);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     let doc = json_of(&ok);
@@ -162,7 +150,7 @@ fn exit_codes_and_json_documents() {
     // problems: 3 (not committed), and with --allow-missing-blobs (committed)
     std::fs::remove_file(fx.files.join("d2/f-2.bin")).unwrap();
     let mut args = vec!["backup", "--repo", repo, "--db", db, "--json"];
-    args.extend(blob_args);
+    args.extend(blob_args.iter().map(String::as_str));
     let problems = rockup(&args);
     assert_eq!(problems.status.code(), Some(3), "{}", stderr(&problems));
     let doc = json_of(&problems);

@@ -22,6 +22,33 @@ pub fn resolver() -> ResolverConfig {
     rockup::demo::demo_resolver()
 }
 
+/// The command-line flags of [`resolver`] for external files under `files`.
+pub fn blob_args(files: &Path) -> Vec<String> {
+    let files = files.to_str().unwrap();
+    [
+        "--blob-root",
+        files,
+        "--blob-cf",
+        "files",
+        "--blob-ref",
+        "json:/path",
+        "--blob-key-prefix",
+        "file:",
+        "--blob-sha256",
+        "json:/sha256",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Backup options that keep rockup's work directory under `dir`.
+pub fn options_in(dir: &Path) -> rockup::BackupOptions {
+    rockup::BackupOptions {
+        work_dir: Some(dir.join("work")),
+        ..Default::default()
+    }
+}
+
 pub fn db_options() -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);

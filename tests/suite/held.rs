@@ -368,22 +368,8 @@ fn the_cli_backs_up_a_database_another_process_writes() {
     let out = Command::new(env!("CARGO_BIN_EXE_rockup"))
         .args(["backup", "--repo", repo.to_str().unwrap(), "--db"])
         .arg(&writer.db)
-        .args(["--blob-root"])
-        .arg(&writer.files)
-        .args([
-            "--blob-cf",
-            "files",
-            "--blob-ref",
-            "json:/path",
-            "--blob-key-prefix",
-            "file:",
-        ])
-        .args([
-            "--blob-sha256",
-            "json:/sha256",
-            "--allow-missing-blobs",
-            "--json",
-        ])
+        .args(blob_args(&writer.files))
+        .args(["--allow-missing-blobs", "--json"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
