@@ -125,6 +125,7 @@ async fn run(
         .work_dir
         .clone()
         .unwrap_or_else(|| default_work_base(source.path(), blob_root.as_deref()));
+    checkpoint::check_work_base(&base, source.path(), blob_root.as_deref())?;
     // Shared with the blocking tasks that write into it, so that the directory is
     // removed only when the last of them is done, also when the backup is cancelled.
     let work = Arc::new(WorkDir::create(&base, &backup_id)?);

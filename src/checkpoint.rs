@@ -575,6 +575,44 @@ fn remove_stale_runs(base: &Path) {
     }
 }
 
+/// Refuses a work directory inside the database directory or the blob root:
+/// rockup never writes there (and the blob tree's pre-links would include
+/// themselves).
+pub fn check_work_base(base: &Path, db: &Path, blob_root: Option<&Path>) -> Result<()> {
+    let base = resolved(base);
+    for (dir, flag) in [(Some(db), "--db"), (blob_root, "--blob-root")] {
+        if let Some(dir) = dir {
+            if base.starts_with(resolved(dir)) {
+                return Err(Error::Usage(format!(
+                    "the work directory {} is inside {flag} {}; rockup never writes there: choose another --work-dir",
+                    base.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` with symlinks resolved as far as it exists.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// The default work directory base: beside the database, but never inside the
 /// database directory or the blob root.
 pub fn default_work_base(db: &Path, blob_root: Option<&Path>) -> PathBuf {
@@ -624,6 +662,21 @@ mod tests {
         assert!(!path.exists());
         drop(second);
         assert!(!base.path().join(".rockup-work").exists());
+    }
+
+    #[test]
+    fn a_work_dir_inside_the_database_or_blob_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, files) = (dir.path().join("db"), dir.path().join("files"));
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::create_dir_all(&files).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&files, &link).unwrap();
+        for inside in [db.join("w"), files.join("a/b"), link.join("w")] {
+            let err = check_work_base(&inside, &db, Some(&files)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
+        check_work_base(&dir.path().join("work"), &db, Some(&files)).unwrap();
     }
 
     #[test]
