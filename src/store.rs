@@ -328,11 +328,12 @@ impl Repository {
 
     /// Writes `bytes` at `key` once and reads it back. Safe on stores that ignore
     /// or reject `If-None-Match` and across retries: an existing object is checked
-    /// first; after `AlreadyExists` or a failed request the object is read back and
-    /// compared, so an earlier attempt of ours is recognised and anybody else's is
-    /// never overwritten. A store that cannot do conditional writes at all
-    /// (object_store's `NotImplemented`, a server answering 501) gets a plain write
-    /// after the existence check. Either way the stored bytes are read back.
+    /// first; after `AlreadyExists` or any failed request the object is read back
+    /// and compared, so an earlier attempt of ours is recognised and anybody
+    /// else's is never overwritten. When the conditional write failed and the
+    /// object is still absent (a server that does not implement or refuses the
+    /// condition), a plain write follows. Either way the stored bytes are read
+    /// back and must be ours.
     pub async fn create(&self, key: &Path, bytes: Bytes) -> Result<Created> {
         if let Some(existing) = self.get_if_exists(key).await? {
             return self.compare_existing(key, &existing, &bytes);
@@ -345,17 +346,15 @@ impl Repository {
             .store
             .put_opts(key, PutPayload::from(bytes.clone()), opts)
             .await;
-        match written {
-            Ok(_) => {}
-            Err(err) if unsupported_by_store(&err) => {
-                tracing::debug!(%key, "store cannot create-if-absent ({err}); plain write after the existence check");
-                self.put(key, bytes.clone()).await?;
-            }
-            Err(err) => {
-                return match self.get_if_exists(key).await? {
-                    Some(existing) => self.compare_existing(key, &existing, &bytes),
-                    None => Err(self.error(err)),
-                };
+        if let Err(err) = written {
+            // AlreadyExists, a lost response, or a server that refuses or does not
+            // implement conditional writes (501, or a 400 naming the header).
+            match self.get_if_exists(key).await? {
+                Some(existing) => return self.compare_existing(key, &existing, &bytes),
+                None => {
+                    tracing::debug!(%key, "conditional write failed ({err}); plain write after the existence check");
+                    self.put(key, bytes.clone()).await?;
+                }
             }
         }
         match self.get_if_exists(key).await? {
@@ -535,7 +534,7 @@ impl StoreSettings {
 const BULK_DELETE_UNSUPPORTED: &str = "bulk delete not implemented by the server";
 
 /// True when the store (or the server behind it) does not implement the
-/// operation (a conditional write, a bulk delete).
+/// operation (a bulk delete).
 fn unsupported_by_store(err: &object_store::Error) -> bool {
     if matches!(
         err,
@@ -612,18 +611,26 @@ mod tests {
         assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"a"));
     }
 
-    /// A server that accepts `If-None-Match: *` and overwrites anyway, or (with
-    /// `reject`) one that answers every conditional write and every bulk delete
-    /// with "not implemented".
+    /// How a test server treats `If-None-Match: *`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Condition {
+        /// Accepted, and the object overwritten anyway.
+        Ignored,
+        /// "Not implemented" (and so are bulk deletes).
+        NotImplemented,
+        /// A 400 naming the header.
+        Refused,
+    }
+
     #[derive(Debug)]
     struct NoConditionalPut {
         inner: Arc<InMemory>,
-        reject: bool,
+        condition: Condition,
     }
 
     impl std::fmt::Display for NoConditionalPut {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "NoConditionalPut(reject: {})", self.reject)
+            write!(f, "NoConditionalPut({:?})", self.condition)
         }
     }
 
@@ -635,11 +642,22 @@ mod tests {
             payload: PutPayload,
             opts: PutOptions,
         ) -> object_store::Result<object_store::PutResult> {
-            if self.reject && opts.mode != PutMode::Overwrite {
-                return Err(object_store::Error::NotImplemented {
-                    operation: "conditional put".into(),
-                    implementer: self.to_string(),
-                });
+            if opts.mode != PutMode::Overwrite {
+                match self.condition {
+                    Condition::Ignored => {}
+                    Condition::NotImplemented => {
+                        return Err(object_store::Error::NotImplemented {
+                            operation: "conditional put".into(),
+                            implementer: self.to_string(),
+                        })
+                    }
+                    Condition::Refused => {
+                        return Err(object_store::Error::Generic {
+                            store: "S3",
+                            source: "400 Bad Request: InvalidArgument: header If-None-Match is not supported".into(),
+                        })
+                    }
+                }
             }
             self.inner
                 .put_opts(location, payload, PutOptions::default())
@@ -663,7 +681,7 @@ mod tests {
             &self,
             locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
         ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-            if !self.reject {
+            if self.condition != Condition::NotImplemented {
                 return self.inner.delete_stream(locations);
             }
             let implementer = self.to_string();
@@ -700,10 +718,14 @@ mod tests {
 
     #[tokio::test]
     async fn create_never_overwrites_on_stores_without_conditional_put() {
-        for reject in [false, true] {
+        for condition in [
+            Condition::Ignored,
+            Condition::NotImplemented,
+            Condition::Refused,
+        ] {
             let store = NoConditionalPut {
                 inner: Arc::new(InMemory::new()),
-                reject,
+                condition,
             };
             let repo = Repository::from_store(Arc::new(store), "no-conditional-put://");
             let key = Path::from("backups/x/manifest.json");
@@ -748,7 +770,7 @@ mod tests {
         let inner = Arc::new(InMemory::new());
         let store = NoConditionalPut {
             inner: inner.clone(),
-            reject: true,
+            condition: Condition::NotImplemented,
         };
         let keys: Vec<Path> = (0..5).map(|i| Path::from(format!("sst/{i}"))).collect();
         let without_fallback = Repository::from_store(Arc::new(store), "no-bulk://");
