@@ -252,3 +252,65 @@ async fn gcs() {
         conformance(open(&url, &[])).await;
     }
 }
+
+/// The first thing a user meets when a setting is wrong: one line naming the
+/// repository URL and the fix, never the secret.
+async fn first_error(url: &str, options: &[(&str, &str)]) -> String {
+    let repo = open(url, options);
+    let err = rockup::list(&repo).await.unwrap_err().to_string();
+    assert!(!err.contains('\n'), "one line: {err}");
+    err
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn s3_errors_name_the_url_and_the_fix() {
+    let Some(url) = backend_url("s3", "ROCKUP_TEST_S3") else {
+        return;
+    };
+    let missing = "s3://rockup-no-such-bucket/x";
+    let err = first_error(missing, &[]).await;
+    assert!(
+        err.starts_with(missing) && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let err = first_error(&url, &[("aws_endpoint", &endpoint)]).await;
+    assert!(
+        err.contains("unreachable") && err.contains("AWS_ENDPOINT"),
+        "{err}"
+    );
+
+    let err = first_error(&url, &[]).await;
+    assert!(
+        err.contains("not a rockup repository"),
+        "an empty prefix: {err}"
+    );
+}
+
+#[tokio::test]
+async fn azure_errors_name_the_url_and_the_fix() {
+    let Some(url) = backend_url("azure", "ROCKUP_TEST_AZURE") else {
+        return;
+    };
+    let missing = "az://rockup-no-such-container/x";
+    let err = first_error(missing, &[]).await;
+    assert!(
+        err.starts_with(missing) && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // A well-formed key that is not the account's.
+    let wrong = "U0VDUkVULUtFWS1USEFULUlTLVdST05HLVNFQ1JFVC1LRVk=";
+    let err = first_error(&url, &[("azure_storage_account_key", wrong)]).await;
+    assert!(err.contains("credentials were rejected"), "{err}");
+    assert!(!err.contains(wrong), "the secret is never shown: {err}");
+}
