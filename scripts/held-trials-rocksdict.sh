@@ -5,6 +5,7 @@
 # by the CLI and checked with rocksdict. Prints how many committed, how many
 # restored to one point in time, and external files reported missing per backup.
 #   bash scripts/held-trials-rocksdict.sh [N]
+# ROCKUP_TRIALS_FLUSH_EVERY=10 makes the writer flush every 10 steps (default 700).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

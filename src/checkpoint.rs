@@ -35,7 +35,7 @@ use crate::wal::{self, WalSummary};
 /// the size of the database.
 const MAX_OPEN_FILES: i32 = 256;
 /// Attempts at a consistent checkpoint of a database a writer keeps changing.
-const CHECKPOINT_ATTEMPTS: usize = 10;
+const CHECKPOINT_ATTEMPTS: usize = 20;
 const BUILTIN_COMPARATORS: [&str; 2] = [
     "leveldb.BytewiseComparator",
     "rocksdb.ReverseBytewiseComparator",
@@ -341,7 +341,7 @@ fn checkpoint_database(
             Err(why) => {
                 tracing::info!(attempt, reason = %why, "the writer changed the database during the checkpoint; trying again");
                 reason = why;
-                std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+                std::thread::sleep(Duration::from_millis((10 * attempt as u64).min(100)));
             }
         }
     }
