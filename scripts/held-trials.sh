@@ -8,6 +8,8 @@
 # reported missing per backup with pre-links and without (the baseline), measured
 # alternately in the same run.
 #   bash scripts/held-trials.sh [N]
+# ROCKUP_WRITER_VARIANT=recycle|track-wals|atomic-flush|pipelined|unordered|
+#   wal-archive|manual-wal-flush runs the writer with that RocksDB setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -147,11 +147,17 @@ pub fn memory_repo() -> Repository {
     )
 }
 
-/// Every record of every column family, read-only.
+/// Every record of every column family, read-only, opened as the application
+/// would: with the options of the database's OPTIONS file (RocksDB 11.8 crashes
+/// opening a database that tracks WALs in its MANIFEST with other options), its
+/// WAL files read from its own directory.
 pub fn read_all(path: &Path) -> Records {
-    let opts = Options::default();
-    let names = DB::list_cf(&opts, path).unwrap();
-    let db = DB::open_cf_for_read_only(&opts, path, &names, false).unwrap();
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+    let (mut opts, cfs) =
+        Options::load_latest(path, rocksdb::Env::new().unwrap(), true, cache).unwrap();
+    opts.set_wal_dir(path);
+    let names: Vec<String> = cfs.iter().map(|cf| cf.name().to_string()).collect();
+    let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false).unwrap();
     names
         .iter()
         .map(|name| {

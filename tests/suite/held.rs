@@ -44,6 +44,22 @@ fn writer_process() {
     let files = PathBuf::from(files);
     let mut opts = db_options();
     opts.set_max_total_wal_size(512 << 10);
+    // Settings applications use that change how WALs are written and kept.
+    let variant = std::env::var("ROCKUP_WRITER_VARIANT").unwrap_or_default();
+    match variant.as_str() {
+        "" => {}
+        "recycle" => {
+            opts.set_recycle_log_file_num(4);
+            opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        }
+        "track-wals" => opts.set_track_and_verify_wals_in_manifest(true),
+        "atomic-flush" => opts.set_atomic_flush(true),
+        "pipelined" => opts.set_enable_pipelined_write(true),
+        "unordered" => opts.set_unordered_write(true),
+        "wal-archive" => opts.set_wal_ttl_seconds(3600),
+        "manual-wal-flush" => opts.set_manual_wal_flush(true),
+        other => panic!("unknown ROCKUP_WRITER_VARIANT {other}"),
+    }
     let cf = |name: &str| {
         let mut o = Options::default();
         o.set_write_buffer_size(128 << 10);
@@ -78,6 +94,9 @@ fn writer_process() {
         db.write(batch).unwrap();
         if step >= WINDOW {
             std::fs::remove_file(files.join(file_path(step - WINDOW))).unwrap();
+        }
+        if variant == "manual-wal-flush" && step % 10 == 0 {
+            db.flush_wal(false).unwrap();
         }
         if step % 700 == 0 {
             db.flush_cf(&files_cf).unwrap();
@@ -284,7 +303,9 @@ async fn a_database_written_by_another_process_is_backed_up_at_one_point_in_time
 }
 
 /// Figures for the notes: `scripts/held-trials.sh [N]` runs this with
-/// `ROCKUP_TRIALS=N` and prints how many backups committed, how many restored to
+/// `ROCKUP_TRIALS=N` (and the writer with `ROCKUP_WRITER_VARIANT`, e.g.
+/// `recycle`, `track-wals`, `atomic-flush`, `pipelined`, `unordered`,
+/// `wal-archive`, `manual-wal-flush`, if set) and prints how many backups committed, how many restored to
 /// one point in time (every committed one must), and how many external files each
 /// backup reported missing — with pre-links (the default) and, as the baseline in
 /// the same run, without (`--no-prelink`), alternating.
