@@ -209,38 +209,38 @@ impl Repository {
     /// store has them (S3 `DeleteObjects`, Azure blob batch), one request per
     /// object where the server answers that bulk deletes are not implemented.
     pub async fn delete_all(&self, keys: &[Path]) -> Result<()> {
-        let bulk_failed = match &self.single_deletes {
+        let single = self.single_deletes.as_ref();
+        let bulk_failed = match single {
             Some(single) if self.bulk_delete_unsupported.load(Ordering::Relaxed) => {
-                return self.delete_with(single, keys).await
+                Self::delete_with(single, keys).await
             }
-            _ => self.delete_with(&self.store, keys).await,
+            _ => Self::delete_with(&self.store, keys).await,
         };
-        match (bulk_failed, &self.single_deletes) {
-            (Err(Error::Store { message, .. }), Some(single))
-                if message.contains(BULK_DELETE_UNSUPPORTED) =>
-            {
+        match (bulk_failed, single) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(single)) if unsupported_by_store(&e) => {
                 tracing::info!(repo = %self.name, "the server has no bulk delete; deleting one object per request");
                 self.bulk_delete_unsupported.store(true, Ordering::Relaxed);
-                self.delete_with(single, keys).await
+                Self::delete_with(single, keys)
+                    .await
+                    .map_err(|e| self.error(e))
             }
-            (result, _) => result,
+            (Err(e), None) if unsupported_by_store(&e) => Err(Error::Store {
+                url: self.name.clone(),
+                message: format!("{BULK_DELETE_UNSUPPORTED}: {e}"),
+            }),
+            (Err(e), _) => Err(self.error(e)),
         }
     }
 
-    async fn delete_with(&self, store: &Arc<dyn ObjectStore>, keys: &[Path]) -> Result<()> {
+    /// Deletes `keys` through `store`; missing objects count as deleted.
+    async fn delete_with(store: &Arc<dyn ObjectStore>, keys: &[Path]) -> object_store::Result<()> {
         let owned: Vec<object_store::Result<Path>> = keys.iter().cloned().map(Ok).collect();
-        let locations = futures::stream::iter(owned).boxed();
-        let mut deleted = store.delete_stream(locations);
+        let mut deleted = store.delete_stream(futures::stream::iter(owned).boxed());
         while let Some(result) = deleted.next().await {
             match result {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) if unsupported_by_store(&e) => {
-                    return Err(Error::Store {
-                        url: self.name.clone(),
-                        message: format!("{BULK_DELETE_UNSUPPORTED}: {e}"),
-                    })
-                }
-                Err(e) => return Err(self.error(e)),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -457,8 +457,8 @@ fn configured<B, K: FromStr, S: ObjectStore>(
     set: fn(B, K, String) -> B,
     build: fn(B) -> object_store::Result<S>,
 ) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    let cloud = settings.cloud.unwrap_or("this");
     for (key, value) in options {
-        let cloud = settings.cloud.unwrap_or("this");
         let parsed =
             K::from_str(key).map_err(|_| format!("unknown {cloud} store option {key:?}"))?;
         builder = set(builder, parsed, value.clone());
@@ -530,7 +530,7 @@ impl StoreSettings {
     }
 }
 
-/// Marks the error of a bulk delete the server does not implement.
+/// Names the error of a bulk delete the server does not implement.
 const BULK_DELETE_UNSUPPORTED: &str = "bulk delete not implemented by the server";
 
 /// True when the store (or the server behind it) does not implement the
