@@ -436,11 +436,7 @@ impl PinnedWals {
         for entry in std::fs::read_dir(wal_dir).map_err(|e| Error::io(wal_dir, e))? {
             let entry = entry.map_err(|e| Error::io(wal_dir, e))?;
             let name = entry.file_name();
-            let Some(number) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(number) = name.to_str().and_then(wal::file_number) else {
                 continue;
             };
             if self.files.contains_key(&number) {

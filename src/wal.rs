@@ -25,6 +25,11 @@ const RECYCLABLE_HEADER_SIZE: usize = 11;
 const SAFE_TO_IGNORE: u8 = 1 << 7;
 const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 
+/// The number of a WAL file name (`000123.log`), `None` for any other name.
+pub fn file_number(name: &str) -> Option<u64> {
+    name.strip_suffix(".log")?.parse().ok()
+}
+
 /// What a copied WAL file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalSummary {
@@ -123,7 +128,6 @@ struct Parser {
     in_fragmented_record: bool,
     first_sequence: Option<u64>,
     end_sequence: Option<u64>,
-    done: bool,
 }
 
 impl Parser {
@@ -136,16 +140,12 @@ impl Parser {
             in_fragmented_record: false,
             first_sequence: None,
             end_sequence: None,
-            done: false,
         }
     }
 
     /// Parses one block (shorter only at the end of the file). Returns false once
     /// the records end (torn or unwritten tail); `Err` for what cannot be copied.
     fn block(&mut self, block: &[u8]) -> std::result::Result<bool, String> {
-        if self.done {
-            return Ok(false);
-        }
         let mut at = 0;
         while block.len() - at >= HEADER_SIZE {
             let header = &block[at..];
@@ -162,16 +162,16 @@ impl Parser {
                 HEADER_SIZE
             };
             if at + header_size + length > block.len() {
-                return self.end(); // a record cut off by the end of the data
+                return Ok(false); // a record cut off by the end of the data
             }
             let crc = crc32c::crc32c(&block[at + 6..at + header_size + length]);
             if unmask(stored_crc) != crc {
-                return self.end();
+                return Ok(false);
             }
             if header_size == RECYCLABLE_HEADER_SIZE {
                 let log = u32::from_le_bytes(header[7..11].try_into().expect("4 bytes"));
                 if u64::from(log) != self.number & 0xffff_ffff {
-                    return self.end(); // left over from the file's previous life
+                    return Ok(false); // left over from the file's previous life
                 }
             }
             let payload = &block[at + header_size..at + header_size + length];
@@ -194,7 +194,7 @@ impl Parser {
                     self.in_fragmented_record = false;
                     self.finish_batch(record_end)?;
                 }
-                3 | 4 | 7 | 8 => return self.end(), // a fragment without its start
+                3 | 4 | 7 | 8 => return Ok(false), // a fragment without its start
                 9 => {
                     // kSetCompressionType: its payload's first byte is the type.
                     if payload.first().copied().unwrap_or(0) != 0 {
@@ -209,11 +209,6 @@ impl Parser {
         }
         self.block_start += block.len() as u64;
         Ok(true)
-    }
-
-    fn end(&mut self) -> std::result::Result<bool, String> {
-        self.done = true;
-        Ok(false)
     }
 
     fn take_header(&mut self, payload: &[u8]) {
@@ -270,15 +265,7 @@ mod tests {
         let mut wals: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter_map(|p| {
-                let number = p
-                    .file_name()?
-                    .to_str()?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((number, p))
-            })
+            .filter_map(|p| Some((file_number(p.file_name()?.to_str()?)?, p)))
             .collect();
         wals.sort();
         wals
