@@ -575,19 +575,28 @@ fn remove_stale_runs(base: &Path) {
 /// rockup never writes there (and the blob tree's pre-links would include
 /// themselves).
 pub fn check_work_base(base: &Path, db: &Path, blob_root: Option<&Path>) -> Result<()> {
-    let base = resolved(base);
-    for (dir, flag) in [(Some(db), "--db"), (blob_root, "--blob-root")] {
-        if let Some(dir) = dir {
-            if base.starts_with(resolved(dir)) {
-                return Err(Error::Usage(format!(
-                    "the work directory {} is inside {flag} {}; rockup never writes there: choose another --work-dir",
-                    base.display(),
-                    dir.display()
-                )));
-            }
-        }
+    match source_containing(base, db, blob_root) {
+        Some((flag, dir)) => Err(Error::Usage(format!(
+            "the work directory {} is inside {flag} {}; rockup never writes there: choose another --work-dir",
+            resolved(base).display(),
+            dir.display()
+        ))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The source directory (`--db` or `--blob-root`, with its flag) that `dir` lies
+/// inside, symlinks resolved.
+fn source_containing<'a>(
+    dir: &Path,
+    db: &'a Path,
+    blob_root: Option<&'a Path>,
+) -> Option<(&'static str, &'a Path)> {
+    let dir = resolved(dir);
+    [(Some(db), "--db"), (blob_root, "--blob-root")]
+        .into_iter()
+        .filter_map(|(source, flag)| Some((flag, source?)))
+        .find(|(_, source)| dir.starts_with(resolved(source)))
 }
 
 /// `path` with symlinks resolved as far as it exists.
@@ -613,15 +622,12 @@ fn resolved(path: &Path) -> PathBuf {
 /// database directory or the blob root.
 pub fn default_work_base(db: &Path, blob_root: Option<&Path>) -> PathBuf {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let db = absolute(db);
-    let root = blob_root.map(absolute);
-    let inside =
-        |dir: &Path| dir.starts_with(&db) || root.as_ref().is_some_and(|r| dir.starts_with(r));
+    let (db, root) = (absolute(db), blob_root.map(absolute));
     let candidates = [db.parent(), root.as_deref().and_then(Path::parent)];
     let base = candidates
         .into_iter()
         .flatten()
-        .find(|dir| !inside(dir))
+        .find(|dir| source_containing(dir, &db, root.as_deref()).is_none())
         .unwrap_or_else(|| Path::new("/tmp"));
     base.join(".rockup-work")
 }

@@ -488,13 +488,19 @@ pub struct Prelinks {
     dir: PathBuf,
     /// Files linked.
     pub files: u64,
+    /// Links proved impossible (another filesystem, EPERM): nothing more is tried.
+    unlinkable: bool,
 }
 
 impl Prelinks {
     /// An empty set of pre-links in `dir` (created).
     pub fn new(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self { dir, files: 0 })
+        Ok(Self {
+            dir,
+            files: 0,
+            unlinkable: false,
+        })
     }
 
     /// Links every regular file under `root` not linked yet. Files that vanish
@@ -502,6 +508,9 @@ impl Prelinks {
     /// filesystem, EPERM) nothing is linked and references resolve from the live
     /// tree alone.
     pub fn link_tree(&mut self, root: &Path) -> Result<()> {
+        if self.unlinkable {
+            return Ok(());
+        }
         for entry in walkdir::WalkDir::new(root).min_depth(1) {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -529,6 +538,7 @@ impl Prelinks {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
                     tracing::warn!(root = %root.display(), error = %e, "cannot hard-link the blob tree into the work directory (put --work-dir on the blob root's filesystem); files deleted during the backup may be missed");
                     self.files = 0;
+                    self.unlinkable = true;
                     return Ok(());
                 }
                 Err(e) => return Err(Error::io(&target, e)),
