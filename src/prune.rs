@@ -242,6 +242,7 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
         .iter()
         .map(|h| format!("{}/{}/", layout::BACKUPS, h.backup_id))
         .collect();
+    let locks = format!("{}/", layout::LOCKS);
     let cutoff = Utc::now() - chrono::Duration::from_std(options.grace).unwrap_or_default();
     let mut batch = Vec::new();
     let mut objects = repo.store().list(None);
@@ -249,7 +250,7 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
         let meta = meta.map_err(|e| repo.error(e))?;
         let key = meta.location.to_string();
         if key == layout::MARKER
-            || key.starts_with(&format!("{}/", layout::LOCKS))
+            || key.starts_with(&locks)
             || manifest_keys.contains(&key)
             || referenced.get(&key)?.is_some()
         {
