@@ -11,9 +11,8 @@
 # ROCKUP_TEST_SKIP=s3,azure skips backends explicitly; ROCKUP_TEST_GCS=gs://… runs
 # the GCS conformance test against a real bucket.
 #
-# Lints are a developer step, not part of this script: `cargo clippy` builds
-# dependencies in check mode, which compiles RocksDB's C++ a second time (most of
-# an hour on two cores). Run `cargo clippy --all-targets -- -D warnings` yourself.
+# Lints run too (scripts/lint.sh: clippy as the workspace's compiler over the
+# dependencies the tests build, warnings as errors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -24,6 +23,8 @@ if cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt >/dev/nul
 else
   echo "rustfmt is not installed and could not be added: format check SKIPPED" >&2
 fi
+
+bash scripts/lint.sh
 
 trap stop_emulators EXIT
 start_emulators

@@ -2,6 +2,10 @@
 //! carrying the context a user needs (which file, which object, which backup) and,
 //! through [`Error::exit_code`], the CLI exit code it maps to. Messages never
 //! contain credentials: store errors pass through [`redact`].
+//!
+//! Also [`Problem`]: one finding about one file or object (a reference that could
+//! not be captured, a missing or corrupt object), built by one constructor per
+//! [`ProblemKind`].
 
 use std::path::PathBuf;
 
@@ -18,13 +22,23 @@ pub enum Error {
     Usage(String),
     /// The database directory does not exist or holds no RocksDB database.
     #[error("no RocksDB database at {path}: {reason}; check the --db path")]
-    DatabaseNotFound { path: PathBuf, reason: String },
+    DatabaseNotFound {
+        /// The directory given.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
     /// Another run's lock is in the way.
     #[error(
         "cannot {what}: {lock}; wait for it to finish, or, if that process is gone (killed, \
          host lost), remove the lock with `rockup unlock --repo URL`"
     )]
-    Locked { what: &'static str, lock: String },
+    Locked {
+        /// What this run tried to do.
+        what: &'static str,
+        /// The lock in the way, described.
+        lock: String,
+    },
     /// The writer kept changing the database faster than a consistent
     /// out-of-process checkpoint could be taken.
     #[error(
@@ -34,8 +48,11 @@ pub enum Error {
          application makes (--checkpoint DIR)"
     )]
     CheckpointUnstable {
+        /// The database directory.
         path: PathBuf,
+        /// Attempts made.
         attempts: usize,
+        /// Why the last attempt was not consistent.
         reason: String,
     },
     /// A column family needs a comparator the CLI cannot provide.
@@ -45,50 +62,138 @@ pub enum Error {
          Source::Checkpoint with the application's own rocksdb::Options)"
     )]
     UnsupportedComparator {
+        /// The database directory.
         path: PathBuf,
+        /// The column family using it.
         column_family: String,
+        /// The comparator's name.
         comparator: String,
     },
     /// A database layout rockup does not support.
     #[error("database at {path} is not supported: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
+    Unsupported {
+        /// The database directory.
+        path: PathBuf,
+        /// What is not supported, and the alternative.
+        reason: String,
+    },
     /// RocksDB refused an operation.
     #[error("{what}: {source}")]
     Rocks {
+        /// The operation.
         what: String,
+        /// RocksDB's error.
         source: rocksdb::Error,
     },
     /// A local file operation failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
-    /// The object store failed; `message` is already redacted.
+    /// The object store failed.
     #[error("{url}: {message}")]
-    Store { url: String, message: String },
+    Store {
+        /// The repository URL, redacted.
+        url: String,
+        /// What kind of failure the store reported.
+        kind: StoreErrorKind,
+        /// One line, redacted, with the likely fix.
+        message: String,
+    },
     /// A manifest (or part, or repository marker) is unreadable, tampered or unsupported.
     #[error("{key}: {reason}")]
-    Manifest { key: String, reason: String },
+    Manifest {
+        /// The object key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A write-once object (a manifest, the marker) already holds other content;
+    /// it was not overwritten.
+    #[error("{key}: {reason}")]
+    Conflict {
+        /// The object key.
+        key: String,
+        /// What was found there.
+        reason: String,
+    },
+    /// Content does not hash to the SHA-256 it was expected to have.
+    #[error("{path}: content hashes to {actual}, not the expected SHA-256 {expected}")]
+    HashMismatch {
+        /// The file read.
+        path: PathBuf,
+        /// The hash it should have had.
+        expected: String,
+        /// The hash it had.
+        actual: String,
+    },
     /// No backup with that id (or no backup at all for `latest`).
     #[error("backup {0} not found in the repository; `rockup list` shows the backups it holds")]
     BackupNotFound(String),
     /// Restore target is not empty.
     #[error("{path} is not empty; restore only into a missing or empty directory")]
-    TargetNotEmpty { path: PathBuf },
+    TargetNotEmpty {
+        /// The target directory.
+        path: PathBuf,
+    },
     /// Integrity or reference problems were found (exit code 3).
     #[error("{summary}")]
     Problems {
+        /// One line about all of them.
         summary: String,
+        /// Each problem.
         problems: Vec<Problem>,
     },
     /// Stopped by a signal.
     #[error("interrupted by {0}")]
     Interrupted(&'static str),
+    /// A background task of rockup's panicked or was cancelled (a bug).
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// What kind of failure an object store reported, as far as it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The object (or bucket) does not exist.
+    NotFound,
+    /// A conditional create found the object present.
+    AlreadyExists,
+    /// A precondition (such as `If-Match`) failed.
+    Precondition,
+    /// The store or the server does not implement the operation.
+    NotImplemented,
+    /// The credentials were rejected.
+    Unauthenticated,
+    /// The credentials lack permission.
+    PermissionDenied,
+    /// Anything else: network errors, server errors after retries, bad responses.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// The kind of an `object_store` error.
+    pub(crate) fn of(err: &object_store::Error) -> Self {
+        use object_store::Error as E;
+        match err {
+            E::NotFound { .. } => Self::NotFound,
+            E::AlreadyExists { .. } => Self::AlreadyExists,
+            E::Precondition { .. } => Self::Precondition,
+            E::NotImplemented { .. } | E::NotSupported { .. } => Self::NotImplemented,
+            E::Unauthenticated { .. } => Self::Unauthenticated,
+            E::PermissionDenied { .. } => Self::PermissionDenied,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl Error {
-    /// The CLI exit code for this error (see DESIGN "Command line").
+    /// The CLI exit code for this error: 2 usage, 3 problems found, 130/143
+    /// interrupted by SIGINT/SIGTERM, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
@@ -121,6 +226,12 @@ impl Error {
     }
 }
 
+impl From<tokio::task::JoinError> for Error {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Error::Task(err.to_string())
+    }
+}
+
 /// What kind of problem a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,13 +253,62 @@ pub enum ProblemKind {
 /// One problem, named by path (and record key where a record is involved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Problem {
+    /// What kind of problem.
     pub kind: ProblemKind,
     /// Relative path of the external file, or object key / file name.
     pub path: String,
     /// Key of the record that references it (lossless: UTF-8 or `0x…` hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_key: Option<String>,
+    /// What exactly is wrong.
     pub detail: String,
+}
+
+impl Problem {
+    fn new(kind: ProblemKind, path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            path: path.into(),
+            record_key: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// A referenced file that does not exist (or vanished before it was captured).
+    pub fn missing(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::Missing, path, detail)
+    }
+
+    /// A reference that cannot be valid.
+    pub fn invalid(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::Invalid, path, detail)
+    }
+
+    /// A file whose size or hash contradicts its record.
+    pub fn mismatch(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::Mismatch, path, detail)
+    }
+
+    /// A file that changed while it was read.
+    pub fn changed(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::Changed, path, detail)
+    }
+
+    /// A repository object that is missing.
+    pub fn missing_object(key: impl Into<String>) -> Self {
+        Self::new(ProblemKind::MissingObject, key, "object is missing")
+    }
+
+    /// A repository object (or restored result) with the wrong size or content.
+    pub fn corrupt_object(key: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::CorruptObject, key, detail)
+    }
+
+    /// The same problem, naming the record that references the file.
+    pub fn in_record(mut self, record_key: impl Into<String>) -> Self {
+        self.record_key = Some(record_key.into());
+        self
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -163,7 +323,7 @@ impl std::fmt::Display for Problem {
 
 /// Removes query strings (SAS tokens, presigned signatures) from text that may
 /// contain URLs, so store errors can be shown without leaking credentials.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word_start = 0; // where the current whitespace-separated word begins in `out`
     let mut in_query = false;
@@ -202,6 +362,16 @@ mod tests {
         assert_eq!(
             redact("GET http://h/b?list-type=2 - <?xml version"),
             "GET http://h/b?<redacted> - <?xml version"
+        );
+    }
+
+    #[test]
+    fn problems_name_their_record() {
+        let problem = Problem::missing("a/b", "file does not exist").in_record("file:1");
+        assert_eq!(problem.kind, ProblemKind::Missing);
+        assert_eq!(
+            problem.to_string(),
+            "Missing a/b (record file:1): file does not exist"
         );
     }
 }

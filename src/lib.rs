@@ -5,38 +5,30 @@
 //! S3-compatible stores, GCS, Azure Blob, or a local directory) through
 //! `object_store`, and verified restores onto a fresh host.
 //!
-//! The pipeline, one module per stage:
+//! The crate is layered; each layer imports only from the ones below it:
 //!
-//! | module | owns |
+//! | layer | owns |
 //! |---|---|
-//! | [`checkpoint`] | the three ways in (DB directory, held or not; app-made checkpoint; live DB), the work directory |
-//! | [`wal`] | WAL files copied up to their last complete record, sequence-number gap checks |
-//! | [`scan`] | records → external file references, resolver rules, pre-links and pinning, the [`DeletionGuard`] |
-//! | [`upload`] | streaming upload with hashing, dedup, multipart and a global memory budget |
-//! | [`backup`] | orchestrates checkpoint → scan → upload → commit |
-//! | [`manifest`] | the manifest header and its sorted parts; load, validate, commit |
-//! | [`restore`] | parallel verified download, atomic placement, post-restore checks |
-//! | [`verify`] | existence/size checks by LIST; `--deep` re-hashing |
-//! | [`prune`] | retention policy and garbage collection with a grace period |
-//! | [`lock`] | repository locks that keep `prune` and backups apart |
-//! | [`store`] | URL + options → [`Repository`] (the one place stores are built) |
-//! | [`layout`] | every object key, formatted and parsed in one place |
+//! | `ops` | the operations: [`backup()`], [`restore()`], [`verify()`], [`prune()`] |
+//! | `source` | the database being backed up and its external files: checkpoints, WAL copies, references, pinning, the [`DeletionGuard`] — RocksDB and the filesystem, nothing of object storage |
+//! | `repo` | the repository: [`Repository`], key layout, [`manifest`], locks, uploads — object storage and the format, nothing of RocksDB |
+//! | `common` | helpers both sides share: file-name and path rules, [`ReferenceExtractor`], read-only opening, scratch spools |
+//!
+//! The `rockup` binary (the `cli` feature, on by default) is a thin layer over
+//! this API; a library user who does not want clap sets
+//! `default-features = false`.
 //!
 //! ## Backing up from inside the application
 //!
 //! ```no_run
 //! # async fn run(db: &rocksdb::DB) -> rockup::Result<()> {
-//! use rockup::{BackupOptions, DeletionGuard, ExternalFiles, Repository, ResolverConfig};
+//! use rockup::{BackupOptions, DeletionGuard, ExternalFiles, RefSource, Repository, ResolverConfig};
 //!
 //! let guard = DeletionGuard::new(); // the app removes external files via guard.remove(path)
 //! let repo = Repository::open("s3://bucket/backups", &[])?;
+//! let resolver = ResolverConfig::new(RefSource::Json("/path".into()));
 //! let options = BackupOptions {
-//!     external: Some(ExternalFiles::new("/data/files", "files", ResolverConfig {
-//!         reference: "json:/path".parse().unwrap(),
-//!         key_prefix: None,
-//!         sha256_pointer: None,
-//!         size_pointer: None,
-//!     })),
+//!     external: Some(ExternalFiles::new("/data/files", "files", resolver)),
 //!     guard: Some(guard.clone()),
 //!     ..Default::default()
 //! };
@@ -45,31 +37,30 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backup;
-pub mod checkpoint;
-pub mod cli;
-pub mod demo;
-pub mod error;
-pub mod layout;
-pub mod lock;
-pub mod manifest;
-pub mod prune;
-pub mod restore;
-pub mod scan;
-pub mod spool;
-pub mod sst;
-pub mod store;
-pub mod upload;
-pub mod verify;
-pub mod wal;
+#![warn(missing_docs)]
 
-pub use backup::{backup, backup_live, BackupOptions, BackupReport};
-pub use checkpoint::Source;
-pub use error::{Error, Problem, ProblemKind, Result};
-pub use manifest::{list, Header, ListedBackup};
-pub use restore::{restore, RestoreOptions, RestoreReport};
-pub use scan::{
-    DeletionGuard, ExternalFiles, RefSource, Reference, ReferenceExtractor, ResolverConfig,
-};
-pub use store::Repository;
-pub use verify::{verify, VerifyOptions, VerifyReport};
+mod common;
+mod error;
+mod ops;
+mod repo;
+mod source;
+
+pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverConfig};
+pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
+pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
+pub use ops::prune::{prune, Kept, PruneOptions, PruneReport, RetentionPolicy};
+pub use ops::restore::{restore, RestoreOptions, RestoreReport};
+pub use ops::verify::{verify, VerifyOptions, VerifyReport};
+pub use repo::lock::{unlock, LockInfo, LockKind};
+pub use repo::manifest::{list, ListedBackup};
+pub use repo::{Created, Repository};
+pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};
+
+/// The repository format as a reader sees it: a backup's header and the entries
+/// of its parts (docs/FORMAT.md describes both).
+pub mod manifest {
+    pub use crate::repo::manifest::{
+        load, DbFileEntry, ExternalEntry, ExternalInfo, Header, PartEntry, PartKind, PartRef,
+        SourceInfo, Stats,
+    };
+}

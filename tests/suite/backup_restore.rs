@@ -104,8 +104,8 @@ async fn second_backup_uploads_no_unchanged_data() {
         let repo = repo.clone();
         async move {
             (
-                repo.list("sst").await.unwrap().len(),
-                repo.list("blobs").await.unwrap().len(),
+                list_keys(&repo, "sst").await.len(),
+                list_keys(&repo, "blobs").await.len(),
             )
         }
     };
@@ -245,7 +245,7 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
         .unwrap();
     let external: Vec<rockup::manifest::ExternalEntry> =
         report.header.entries(&repo).await.unwrap();
-    let victim = rockup::layout::external_blob(&external[3].sha256).to_string();
+    let victim = blob_key(&external[3].sha256);
     let on_disk = fx.path("repo").join(&victim);
     let mut bytes = std::fs::read(&on_disk).unwrap();
     bytes[0] ^= 0xff;
@@ -274,13 +274,7 @@ async fn corruption_is_detected_by_deep_verify_and_by_restore() {
     assert!(entries(&fx.path("restored/files")).is_empty());
 
     // A missing SST is found by the quick check (one LIST).
-    let sst = repo
-        .list("sst")
-        .await
-        .unwrap()
-        .remove(0)
-        .location
-        .to_string();
+    let sst = list_keys(&repo, "sst").await.remove(0).to_string();
     std::fs::remove_file(fx.path("repo").join(&sst)).unwrap();
     let quick = verify(&repo, "latest", false).await;
     assert!(

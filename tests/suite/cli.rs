@@ -277,10 +277,7 @@ async fn prune_and_unlock() {
         .contains("--keep-last"));
 
     // A lock left by a killed backup blocks prune until `unlock` removes it.
-    let lock = rockup::lock::RepoLock::acquire(&repo, rockup::lock::LockKind::Backup, "killed")
-        .await
-        .unwrap();
-    std::mem::forget(lock);
+    leave_backup_lock(&repo, "killed").await;
     let out = rockup(&["prune", "--repo", &url, "--keep-last", "1", "--grace", "0s"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("rockup unlock"), "{}", stderr(&out));

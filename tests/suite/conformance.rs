@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use rockup::manifest::ExternalEntry;
-use rockup::prune::{prune, PruneOptions, RetentionPolicy};
+use rockup::{prune, PruneOptions, RetentionPolicy};
 use rockup::{ProblemKind, Repository, RestoreOptions, Source};
 
 use super::fixture::*;
@@ -127,14 +127,17 @@ pub async fn conformance(repo: Repository) {
     assert_eq!(tree(&fx.files), tree(&fx.path("restored/files")));
 
     // Commit safety: an existing manifest is never replaced.
-    let header_key = rockup::layout::manifest(&first.header.backup_id);
-    let original = repo.get(&header_key).await.unwrap();
+    let header_key = manifest_key(&first.header.backup_id);
+    let original = get_object(&repo, &header_key).await.unwrap();
     let err = repo
-        .create(&header_key, Bytes::from_static(b"{\"someone\":\"else\"}"))
+        .create(
+            &header_key.as_str().into(),
+            Bytes::from_static(b"{\"someone\":\"else\"}"),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-    assert_eq!(repo.get(&header_key).await.unwrap(), original);
+    assert_eq!(get_object(&repo, &header_key).await.unwrap(), original);
 
     // Prune: the first backup is forgotten and its own objects deleted; what the
     // second shares with it stays, and the second still verifies deeply.
@@ -163,14 +166,14 @@ pub async fn conformance(repo: Repository) {
     // Corruption (same size) is found by deep verify and stops a restore.
     let external: Vec<ExternalEntry> = second.header.entries(&repo).await.unwrap();
     let large = external.iter().find(|e| e.size == LARGE as u64).unwrap();
-    let victim = rockup::layout::external_blob(&large.sha256);
-    let mut bytes = repo.get(&victim).await.unwrap().to_vec();
+    let victim = blob_key(&large.sha256);
+    let mut bytes = get_object(&repo, &victim).await.unwrap().to_vec();
     bytes[LARGE / 2] ^= 0x01;
-    repo.put(&victim, Bytes::from(bytes)).await.unwrap();
+    put_object(&repo, &victim, bytes).await;
     assert!(verify(&repo, "latest", false).await.problems.is_empty());
     let deep = verify(&repo, "all", true).await;
     assert_eq!(deep.problems.len(), 1, "{:?}", deep.problems);
-    assert_eq!(deep.problems[0].path, victim.to_string());
+    assert_eq!(deep.problems[0].path, victim);
     assert_eq!(deep.problems[0].kind, ProblemKind::CorruptObject);
     let err = rockup::restore(&repo, &restore("latest", "again"))
         .await
@@ -182,7 +185,7 @@ pub async fn conformance(repo: Repository) {
     );
 
     // A lost SST is found by the quick check.
-    let sst = repo.list("sst").await.unwrap().remove(0).location;
+    let sst = list_keys(&repo, "sst").await.remove(0);
     repo.store().delete(&sst).await.unwrap();
     let quick = verify(&repo, "latest", false).await;
     assert!(
@@ -195,16 +198,10 @@ pub async fn conformance(repo: Repository) {
     );
 
     // Deletes: everything this test wrote, in bulk where the store can.
-    let all: Vec<_> = repo
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location)
-        .collect();
+    let all = list_keys(&repo, "").await;
     assert!(all.len() > 60, "{} objects", all.len());
     repo.delete_all(&all).await.unwrap();
-    assert!(repo.list("").await.unwrap().is_empty(), "prefix is empty");
+    assert!(list_keys(&repo, "").await.is_empty(), "prefix is empty");
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use sha2::{Digest, Sha256};
 
-use rockup::{ExternalFiles, Repository, ResolverConfig};
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use rockup::{ExternalFiles, RefSource, Repository, ResolverConfig};
 
 pub type Records = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
@@ -19,7 +22,10 @@ pub struct Fixture {
 
 /// `file:<n>` records with JSON values `{"path", "size", "sha256"}`, as in the demo.
 pub fn resolver() -> ResolverConfig {
-    rockup::demo::demo_resolver()
+    ResolverConfig::new(RefSource::Json("/path".into()))
+        .with_key_prefix("file:")
+        .with_sha256_pointer("/sha256")
+        .with_size_pointer("/size")
 }
 
 /// The command-line flags of [`resolver`] for external files under `files`.
@@ -210,4 +216,78 @@ pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::Veri
         jobs: 4,
     };
     rockup::verify(repo, &options).await.unwrap()
+}
+
+// The repository layout as docs/FORMAT.md states it, written out here rather
+// than taken from the code under test.
+
+/// `backups/<id>/manifest.json`
+pub fn manifest_key(backup_id: &str) -> String {
+    format!("backups/{backup_id}/manifest.json")
+}
+
+/// `backups/<id>/parts/<sha256>`
+pub fn part_key(backup_id: &str, sha256: &str) -> String {
+    format!("backups/{backup_id}/parts/{sha256}")
+}
+
+/// `blobs/sha256/<aa>/<sha256>`
+pub fn blob_key(sha256: &str) -> String {
+    format!("blobs/sha256/{}/{sha256}", &sha256[..2])
+}
+
+/// A backup id for `time`: `<UTC time to the millisecond>-<8 hex digits>`.
+pub fn backup_id_at(time: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}-0000beef", time.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+// Raw object access, as an attacker, a failing disk or a killed run touches the
+// repository: through the store, past rockup.
+
+pub async fn get_object(repo: &Repository, key: &str) -> Option<Bytes> {
+    match repo.store().get(&ObjectPath::from(key)).await {
+        Ok(result) => Some(result.bytes().await.unwrap()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("{key}: {e}"),
+    }
+}
+
+pub async fn put_object(repo: &Repository, key: &str, bytes: impl Into<Bytes>) {
+    let payload = PutPayload::from(bytes.into());
+    repo.store()
+        .put(&ObjectPath::from(key), payload)
+        .await
+        .unwrap();
+}
+
+pub async fn remove_object(repo: &Repository, key: &str) {
+    repo.store().delete(&ObjectPath::from(key)).await.unwrap();
+}
+
+/// Every object key under `prefix` (`""` for all).
+pub async fn list_keys(repo: &Repository, prefix: &str) -> Vec<ObjectPath> {
+    use futures::TryStreamExt;
+    let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+    let listed: Vec<object_store::ObjectMeta> = repo
+        .store()
+        .list(prefix.as_ref())
+        .try_collect()
+        .await
+        .unwrap();
+    listed.into_iter().map(|m| m.location).collect()
+}
+
+/// The lock a backup run leaves when it is killed (`locks/backup-<id>.json`).
+pub async fn leave_backup_lock(repo: &Repository, id: &str) {
+    let lock = serde_json::json!({
+        "kind": "backup",
+        "host": "killed-host",
+        "pid": 4_000_000,
+        "created_at": chrono::Utc::now(),
+    });
+    put_object(repo, &format!("locks/backup-{id}.json"), lock.to_string()).await;
 }

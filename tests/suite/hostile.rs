@@ -1,11 +1,10 @@
 //! Manifests crafted to escape the restore target or to lie: every one is
 //! rejected before anything is written, and nothing lands outside the target.
 
-use bytes::Bytes;
 use serde_json::Value;
 
-use rockup::manifest::{self, sha256_hex, PartKind};
-use rockup::{layout, Repository, RestoreOptions, Source};
+use rockup::manifest::{self, PartKind};
+use rockup::{Repository, RestoreOptions, Source};
 
 use super::fixture::*;
 
@@ -19,13 +18,12 @@ async fn forge(
     edit_header: impl Fn(&mut Value),
 ) -> String {
     let header = manifest::load(repo, original).await.unwrap();
-    let new_id = layout::new_backup_id(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let new_id = backup_id_at(chrono::Utc::now() + chrono::Duration::seconds(5));
     let mut doc = serde_json::to_value(&header).unwrap();
     doc["backup_id"] = Value::from(new_id.clone());
     for part in doc["parts"].as_array_mut().unwrap() {
         let sha = part["sha256"].as_str().unwrap().to_string();
-        let bytes = repo
-            .get(&layout::part(&header.backup_id, &sha))
+        let bytes = get_object(repo, &part_key(&header.backup_id, &sha))
             .await
             .unwrap();
         let is_kind = serde_json::to_value(kind).unwrap() == part["kind"];
@@ -44,18 +42,16 @@ async fn forge(
             &format!("backups/{new_id}/"),
         );
         let new_sha = sha256_hex(text.as_bytes());
-        repo.put(&layout::part(&new_id, &new_sha), Bytes::from(text))
-            .await
-            .unwrap();
+        put_object(repo, &part_key(&new_id, &new_sha), text).await;
         part["sha256"] = Value::from(new_sha);
     }
     edit_header(&mut doc);
-    repo.put(
-        &layout::manifest(&new_id),
-        Bytes::from(serde_json::to_vec(&doc).unwrap()),
+    put_object(
+        repo,
+        &manifest_key(&new_id),
+        serde_json::to_vec(&doc).unwrap(),
     )
-    .await
-    .unwrap();
+    .await;
     new_id
 }
 
@@ -156,13 +152,13 @@ async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
     .await;
     restore_fails(&fx, &repo, &id, "not found").await;
 
-    let id = layout::new_backup_id(chrono::Utc::now() + chrono::Duration::seconds(60));
-    repo.put(
-        &layout::manifest(&id),
-        Bytes::from_static(b"{\"format\": \"rockup-manifest\", \"vers"),
+    let id = backup_id_at(chrono::Utc::now() + chrono::Duration::seconds(60));
+    put_object(
+        &repo,
+        &manifest_key(&id),
+        &b"{\"format\": \"rockup-manifest\", \"vers"[..],
     )
-    .await
-    .unwrap();
+    .await;
     restore_fails(&fx, &repo, &id, "not a rockup manifest").await;
     let listed = rockup::list(&repo).await.unwrap();
     assert!(
@@ -188,12 +184,12 @@ async fn a_part_whose_bytes_do_not_match_its_name_is_rejected() {
         .iter()
         .find(|p| p.kind == PartKind::External)
         .unwrap();
-    let key = layout::part(&header.backup_id, &part.sha256);
-    let mut bytes = repo.get(&key).await.unwrap().to_vec();
+    let key = part_key(&header.backup_id, &part.sha256);
+    let mut bytes = get_object(&repo, &key).await.unwrap().to_vec();
     let text = String::from_utf8(bytes.clone())
         .unwrap()
         .replacen("d0/", "../", 1);
     bytes = text.into_bytes();
-    repo.put(&key, Bytes::from(bytes)).await.unwrap();
+    put_object(&repo, &key, bytes).await;
     restore_fails(&fx, &repo, &header.backup_id, "does not match its hash").await;
 }

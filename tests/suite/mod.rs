@@ -5,5 +5,6 @@ mod cli;
 mod conformance;
 mod held;
 mod hostile;
+mod layers;
 mod live;
 mod prune;

@@ -4,11 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use object_store::path::Path;
-use rockup::lock::{LockKind, RepoLock};
-use rockup::prune::{prune, PruneOptions, RetentionPolicy};
-use rockup::{Error, RestoreOptions, Source};
+use rockup::{prune, Error, PruneOptions, RestoreOptions, RetentionPolicy, Source};
 
 use super::fixture::*;
 
@@ -43,15 +39,15 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
     }
     // What an interrupted backup leaves: objects no manifest references.
     let orphans = [
-        Path::from(format!("blobs/sha256/ab/{}", "ab".repeat(32))),
-        Path::from("backups/20261125T000000.000Z-0badc0de/files/CURRENT"),
+        blob_key(&"ab".repeat(32)),
+        "backups/20261125T000000.000Z-0badc0de/files/CURRENT".to_string(),
     ];
     for key in &orphans {
-        repo.put(key, Bytes::from_static(b"orphan")).await.unwrap();
+        put_object(&repo, key, &b"orphan"[..]).await;
     }
     let count = |repo: &rockup::Repository| {
         let repo = repo.clone();
-        async move { repo.list("").await.unwrap().len() }
+        async move { list_keys(&repo, "").await.len() }
     };
     let before = count(&repo).await;
 
@@ -75,7 +71,7 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
         .collect();
     assert_eq!(listed, ids[1..]);
     for key in &orphans {
-        assert!(repo.get_if_exists(key).await.unwrap().is_some());
+        assert!(get_object(&repo, key).await.is_some());
     }
 
     let collected = prune(&repo, &keep_last(2, Duration::ZERO, false))
@@ -84,7 +80,7 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
     assert!(collected.forgotten.is_empty());
     assert_eq!(collected.deleted_objects, 2, "{collected:?}");
     for key in &orphans {
-        assert!(repo.get_if_exists(key).await.unwrap().is_none());
+        assert!(get_object(&repo, key).await.is_none());
     }
 
     // The kept backups are whole: deep verify is clean and the oldest restores.
@@ -112,9 +108,7 @@ async fn prune_waits_for_running_backups_and_refuses_unreadable_manifests() {
         .unwrap();
 
     // A backup that is running (or was killed): prune refuses, naming it.
-    let running = RepoLock::acquire(&repo, LockKind::Backup, "running")
-        .await
-        .unwrap();
+    leave_backup_lock(&repo, "running").await;
     let err = prune(&repo, &keep_last(1, Duration::ZERO, false))
         .await
         .unwrap_err();
@@ -125,20 +119,20 @@ async fn prune_waits_for_running_backups_and_refuses_unreadable_manifests() {
         2,
         "nothing forgotten"
     );
-    running.release().await.unwrap();
+    remove_object(&repo, "locks/backup-running.json").await; // it finished
 
     // An unreadable manifest: what it references is unknown, so nothing goes.
-    let key = rockup::layout::manifest(&report.header.backup_id);
-    let path = fx.path("repo").join(key.as_ref());
+    let key = manifest_key(&report.header.backup_id);
+    let path = fx.path("repo").join(key);
     std::fs::write(&path, b"{ not json").unwrap();
-    let before = repo.list("").await.unwrap().len();
+    let before = list_keys(&repo, "").await.len();
     let err = prune(&repo, &keep_last(1, Duration::ZERO, false))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("unreadable"), "{err}");
-    assert_eq!(repo.list("").await.unwrap().len(), before);
+    assert_eq!(list_keys(&repo, "").await.len(), before);
     assert!(
-        repo.list("locks").await.unwrap().is_empty(),
+        list_keys(&repo, "locks").await.is_empty(),
         "the prune lock is released after a refusal"
     );
 }

@@ -15,24 +15,31 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::common::names::hostname;
 use crate::error::{Error, Result};
-use crate::layout;
-use crate::store::Repository;
+use crate::repo::layout;
+use crate::repo::Repository;
 
 /// What holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockKind {
+    /// A running backup: prune waits for it.
     Backup,
+    /// A running prune: excludes every other run.
     Prune,
 }
 
 /// The content of a lock object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// What holds it.
     pub kind: LockKind,
+    /// The holder's host.
     pub host: String,
+    /// The holder's process id on that host.
     pub pid: u32,
+    /// When it was taken (the holder's clock).
     pub created_at: DateTime<Utc>,
     /// Key of the lock object (not stored).
     #[serde(skip)]
@@ -66,7 +73,7 @@ impl RepoLock {
     pub async fn acquire(repo: &Repository, kind: LockKind, id: &str) -> Result<Self> {
         let info = LockInfo {
             kind,
-            host: crate::checkpoint::hostname(),
+            host: hostname(),
             pid: std::process::id(),
             created_at: Utc::now(),
             key: String::new(),

@@ -1,17 +1,15 @@
 //! Command-line definitions (clap) and their translation into the library's
-//! option structs. Nothing here does work; `main.rs` runs what this parses.
+//! option structs. Nothing here does work; `commands` runs what this parses.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
-use crate::prune::{PruneOptions, RetentionPolicy};
-use crate::scan::{parse_pointer, ExternalFiles, RefSource, ResolverConfig};
-use crate::store::parse_store_option;
-use crate::upload::DEFAULT_MEMORY_BUDGET;
-use crate::{BackupOptions, RestoreOptions, VerifyOptions};
+use rockup::{
+    BackupOptions, Error, ExternalFiles, PruneOptions, RefSource, ResolverConfig, RestoreOptions,
+    Result, RetentionPolicy, VerifyOptions,
+};
 
 /// Consistent backups of a live RocksDB database and the external files its
 /// records point to, to S3, GCS, Azure Blob or a local directory.
@@ -79,7 +77,7 @@ pub struct BackupArgs {
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
     /// Bytes of file content held in memory at once, across all uploads.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_BUDGET)]
+    #[arg(long, default_value_t = BackupOptions::default().memory_budget)]
     pub memory_budget: u64,
     /// Tag the backup (repeatable).
     #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
@@ -215,10 +213,19 @@ fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
 }
 
 fn parse_json_pointer(text: &str) -> std::result::Result<String, String> {
-    let pointer = text
-        .strip_prefix("json:")
-        .ok_or_else(|| format!("{text:?} is not json:/pointer"))?;
-    parse_pointer(pointer)
+    match text.parse::<RefSource>() {
+        Ok(RefSource::Json(pointer)) => Ok(pointer),
+        Ok(_) => Err(format!("{text:?} is not json:/pointer")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses `key=value` store options as given on the command line.
+fn parse_store_option(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("store option {text:?} is not key=value"))?;
+    Ok((key.trim().to_ascii_lowercase(), value.to_string()))
 }
 
 impl BackupArgs {

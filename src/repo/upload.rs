@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::common::tasks::blocking;
 use crate::error::{Error, Result};
-use crate::store::Repository;
+use crate::repo::Repository;
 
 /// Smallest multipart chunk, and the largest file sent in a single PUT.
 pub const MIN_CHUNK: u64 = 8 << 20;
@@ -96,10 +97,6 @@ impl Uploader {
         &self.stats
     }
 
-    pub fn repo(&self) -> &Repository {
-        &self.repo
-    }
-
     async fn reserve(&self, bytes: u64) -> OwnedSemaphorePermit {
         let permits = bytes.clamp(1, self.budget_bytes) as u32;
         self.budget
@@ -153,7 +150,7 @@ impl Uploader {
     /// Streams the file at `path` to `key` — one PUT when small, multipart when
     /// large — and returns its SHA-256 and size. With `expect`, content that does
     /// not hash to it is never committed to `key`: the error is a
-    /// [`HashMismatchError`] wrapped in [`Error::Io`] with kind `InvalidData`.
+    /// [`Error::HashMismatch`].
     pub async fn upload_file(
         &self,
         path: &Path,
@@ -242,9 +239,7 @@ impl Uploader {
         &self,
         joined: std::result::Result<object_store::Result<()>, tokio::task::JoinError>,
     ) -> Result<()> {
-        joined
-            .map_err(|e| Error::io("<upload task>", std::io::Error::other(e)))?
-            .map_err(|e| self.repo.error(e))
+        joined?.map_err(|e| self.repo.error(e))
     }
 
     fn count(&self, bytes: u64) {
@@ -264,37 +259,12 @@ impl Uploader {
 
 fn check_expected(path: &Path, actual: &str, expect: Option<&str>) -> Result<()> {
     match expect {
-        Some(expected) if expected != actual => Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                HashMismatchError(actual.to_string()),
-            ),
-        )),
+        Some(expected) if expected != actual => Err(Error::HashMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }),
         _ => Ok(()),
-    }
-}
-
-/// The error inside an `InvalidData` I/O error for a hash mismatch.
-#[derive(Debug)]
-pub struct HashMismatchError(pub String);
-
-impl std::fmt::Display for HashMismatchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "content hashes to {}, not the expected SHA-256", self.0)
-    }
-}
-
-impl std::error::Error for HashMismatchError {}
-
-/// The actual hash, when `err` is a hash mismatch from [`Uploader::upload_file`].
-pub fn hash_mismatch(err: &Error) -> Option<&str> {
-    match err {
-        Error::Io { source, .. } => source
-            .get_ref()?
-            .downcast_ref::<HashMismatchError>()
-            .map(|m| m.0.as_str()),
-        _ => None,
     }
 }
 
@@ -361,15 +331,6 @@ impl ChunkReader {
     }
 }
 
-/// Runs blocking work (file I/O, hashing) off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +367,10 @@ mod tests {
             .upload_file(&path, &wrong, Some(&"0".repeat(64)))
             .await
             .unwrap_err();
-        assert_eq!(hash_mismatch(&err), Some(sha.as_str()));
+        assert!(
+            matches!(&err, Error::HashMismatch { actual, .. } if *actual == sha),
+            "{err}"
+        );
         assert!(
             !uploader.exists(&wrong).await.unwrap(),
             "aborted upload left no object"

@@ -11,10 +11,10 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Problem, ProblemKind, Result};
-use crate::layout;
-use crate::manifest::{self, DbFileEntry, ExternalEntry};
-use crate::store::Repository;
+use crate::error::{Error, Problem, Result};
+use crate::repo::layout;
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry};
+use crate::repo::Repository;
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -30,11 +30,18 @@ pub struct VerifyOptions {
 /// What verification found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The backups verified, by id.
     pub backups: Vec<String>,
+    /// Distinct objects they reference.
     pub objects: u64,
+    /// Bytes of those objects.
     pub bytes: u64,
+    /// Everything found: missing, short or corrupt objects, unreadable manifests.
     pub problems: Vec<Problem>,
 }
+
+/// object key -> (size, sha256), each object once across backups
+type Objects = HashMap<String, (u64, String)>;
 
 /// Verifies one backup, the latest, or all of them.
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
@@ -43,7 +50,38 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         "all" => manifest::committed_ids(repo).await?,
         id => vec![manifest::resolve(repo, id).await?],
     };
-    let mut listed: HashMap<String, u64> = HashMap::new();
+    let mut problems = Vec::new();
+    let objects = referenced_objects(repo, &ids, &mut problems).await?;
+    let mut keys: Vec<_> = objects.keys().cloned().collect();
+    keys.sort();
+    let listed = listed_sizes(repo).await?;
+    for key in &keys {
+        let (size, _) = &objects[key];
+        match listed.get(key) {
+            None => problems.push(Problem::missing_object(key)),
+            Some(actual) if actual != size => problems.push(Problem::corrupt_object(
+                key,
+                format!("object has {actual} bytes, manifest says {size}"),
+            )),
+            Some(_) => {}
+        }
+    }
+    if options.deep {
+        let broken: HashSet<String> = problems.iter().map(|p| p.path.clone()).collect();
+        let intact = keys.iter().filter(|k| !broken.contains(*k));
+        problems.extend(rehash_all(repo, intact, &objects, options.jobs).await?);
+    }
+    Ok(VerifyReport {
+        backups: ids,
+        objects: keys.len() as u64,
+        bytes: objects.values().map(|(size, _)| size).sum(),
+        problems,
+    })
+}
+
+/// Object key → size of every object under the prefixes manifests point into.
+async fn listed_sizes(repo: &Repository) -> Result<HashMap<String, u64>> {
+    let mut listed = HashMap::new();
     for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
         listed.extend(
             repo.list(prefix)
@@ -52,14 +90,23 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
                 .map(|m| (m.location.to_string(), m.size)),
         );
     }
-    let mut problems = Vec::new();
-    // object key -> (size, sha256), each object once across backups
-    let mut objects: HashMap<String, (u64, String)> = HashMap::new();
-    for id in &ids {
+    Ok(listed)
+}
+
+/// Every object the backups `ids` reference; unreadable manifests and parts
+/// become problems.
+async fn referenced_objects(
+    repo: &Repository,
+    ids: &[String],
+    problems: &mut Vec<Problem>,
+) -> Result<Objects> {
+    let mut objects = Objects::new();
+    for id in ids {
+        let unreadable = |e: Error| Problem::corrupt_object(layout::manifest(id), e.to_string());
         let header = match manifest::load(repo, id).await {
             Ok(header) => header,
             Err(e) => {
-                problems.push(corrupt(layout::manifest(id).to_string(), e.to_string()));
+                problems.push(unreadable(e));
                 continue;
             }
         };
@@ -74,78 +121,40 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
             .await;
         let external: Result<()> = header
             .for_each_entry(repo, |e: ExternalEntry| {
-                add(
-                    layout::external_blob(&e.sha256).to_string(),
-                    e.size,
-                    e.sha256,
-                );
+                let key = layout::external_blob(&e.sha256).to_string();
+                add(key, e.size, e.sha256);
                 Ok(())
             })
             .await;
-        for result in [db, external] {
-            if let Err(e) = result {
-                problems.push(corrupt(layout::manifest(id).to_string(), e.to_string()));
-            }
-        }
+        problems.extend(
+            [db, external]
+                .into_iter()
+                .filter_map(Result::err)
+                .map(unreadable),
+        );
     }
-    let mut keys: Vec<_> = objects.keys().cloned().collect();
-    keys.sort();
-    for key in &keys {
-        let (size, _) = &objects[key];
-        match listed.get(key) {
-            None => problems.push(Problem {
-                kind: ProblemKind::MissingObject,
-                path: key.clone(),
-                record_key: None,
-                detail: "object is missing".into(),
-            }),
-            Some(actual) if actual != size => problems.push(corrupt(
-                key.clone(),
-                format!("object has {actual} bytes, manifest says {size}"),
-            )),
-            Some(_) => {}
-        }
-    }
-    if options.deep {
-        let broken: HashSet<String> = problems.iter().map(|p| p.path.clone()).collect();
-        let rehash = keys.iter().filter(|k| !broken.contains(*k)).map(|key| {
-            let (_, sha256) = &objects[key];
-            rehash(repo, key, sha256)
-        });
-        let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
-            .buffer_unordered(options.jobs.max(1))
-            .try_collect()
-            .await?;
-        problems.extend(found.into_iter().flatten());
-    }
-    Ok(VerifyReport {
-        backups: ids,
-        objects: keys.len() as u64,
-        bytes: objects.values().map(|(size, _)| size).sum(),
-        problems,
-    })
+    Ok(objects)
 }
 
-fn corrupt(path: String, detail: String) -> Problem {
-    Problem {
-        kind: ProblemKind::CorruptObject,
-        path,
-        record_key: None,
-        detail,
-    }
+/// Downloads and re-hashes each of `keys`, `jobs` at a time.
+async fn rehash_all(
+    repo: &Repository,
+    keys: impl Iterator<Item = &String>,
+    objects: &Objects,
+    jobs: usize,
+) -> Result<Vec<Problem>> {
+    let rehash = keys.map(|key| rehash(repo, key, &objects[key].1));
+    let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 async fn rehash(repo: &Repository, key: &str, sha256: &str) -> Result<Option<Problem>> {
     let result = match repo.store().get(&ObjectPath::from(key)).await {
         Ok(result) => result,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Ok(Some(Problem {
-                kind: ProblemKind::MissingObject,
-                path: key.into(),
-                record_key: None,
-                detail: "object is missing".into(),
-            }))
-        }
+        Err(object_store::Error::NotFound { .. }) => return Ok(Some(Problem::missing_object(key))),
         Err(e) => return Err(repo.error(e)),
     };
     let mut stream = result.into_stream();
@@ -155,8 +164,8 @@ async fn rehash(repo: &Repository, key: &str, sha256: &str) -> Result<Option<Pro
     }
     let actual = hex::encode(hasher.finalize());
     Ok((actual != sha256).then(|| {
-        corrupt(
-            key.into(),
+        Problem::corrupt_object(
+            key,
             format!("content hashes to {actual}, manifest says {sha256}"),
         )
     }))

@@ -1,106 +1,58 @@
-//! The manifest: a small JSON header at `backups/<id>/manifest.json` (the commit
-//! point, written once and last) that names its parts, plus the parts themselves —
-//! sorted NDJSON lists of file entries stored under the SHA-256 of their bytes, so
-//! a million files never sit in memory and a tampered part is detected. Loading
-//! validates everything a restore will act on: format and version, hashes, and
-//! every path and file name (no absolute paths, no `..`, only RocksDB file names).
-
-use std::collections::BTreeMap;
+//! Manifest parts: sorted NDJSON lists of entries (database files, external
+//! files, problems), at most [`PART_ENTRIES`] a part, stored under the SHA-256 of
+//! their bytes so a tampered part is detected, and read back one part at a time so
+//! a million files never sit in memory. Every entry is validated before anyone
+//! acts on it.
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Header;
+use crate::common::names::{is_rocksdb_file_name, is_shared_table_file, normalize_relative_path};
 use crate::error::{Error, Problem, Result};
-use crate::layout;
-use crate::scan::{normalize_relative_path, ExternalInfo};
-use crate::store::Repository;
+use crate::repo::layout;
+use crate::repo::Repository;
 
-/// Format name in every manifest header.
-pub const MANIFEST_FORMAT: &str = "rockup-manifest";
-/// Major version written by this build; a reader rejects any other.
-pub const MANIFEST_VERSION: u32 = 1;
 /// Most entries in one part.
 pub const PART_ENTRIES: usize = 100_000;
-/// Most problems listed in the header itself (all of them are in a part).
-const HEADER_PROBLEMS: usize = 50;
-
-/// The manifest header.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Header {
-    pub format: String,
-    pub version: u32,
-    pub backup_id: String,
-    pub created_at: DateTime<Utc>,
-    pub tool_version: String,
-    pub source: SourceInfo,
-    /// The sequence number the backup holds the database at.
-    pub sequence_number: u64,
-    pub column_families: Vec<String>,
-    /// How external files were found; `None` when the backup has none.
-    pub external: Option<ExternalInfo>,
-    pub stats: Stats,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// Number of problems (missing or invalid references) recorded.
-    pub problem_count: u64,
-    /// The first problems, for `list` and humans; all of them are in the parts.
-    #[serde(default)]
-    pub problems: Vec<Problem>,
-    pub parts: Vec<PartRef>,
-}
-
-/// Where the backed-up database came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SourceInfo {
-    pub host: String,
-    /// `db`, `checkpoint` or `live`.
-    pub kind: String,
-    pub path: String,
-    /// Contents of the database's IDENTITY file, when it has one.
-    pub db_identity: Option<String>,
-}
-
-/// Figures about one backup.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Stats {
-    pub db_files: u64,
-    pub db_bytes: u64,
-    pub external_files: u64,
-    pub external_bytes: u64,
-    /// Objects and bytes this backup actually uploaded (the rest were present).
-    pub uploaded_objects: u64,
-    pub uploaded_bytes: u64,
-    pub duration_ms: u64,
-}
 
 /// What a part lists.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PartKind {
+    /// Database files ([`DbFileEntry`]).
     Db,
+    /// External files ([`ExternalEntry`]).
     External,
+    /// Problems ([`crate::Problem`]).
     Problems,
 }
 
 /// A reference from the header to one part.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartRef {
+    /// What the part lists.
     pub kind: PartKind,
+    /// SHA-256 of the part's bytes, which is also its name.
     pub sha256: String,
+    /// Entries it holds.
     pub entries: u64,
+    /// Its size in bytes.
     pub bytes: u64,
 }
 
 /// A database file: name in the DB directory, and the object holding it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbFileEntry {
+    /// File name in the database directory.
     pub name: String,
+    /// Size in bytes.
     pub size: u64,
+    /// SHA-256 of the content.
     pub sha256: String,
+    /// The object holding it.
     pub object: String,
 }
 
@@ -108,8 +60,11 @@ pub struct DbFileEntry {
 /// `blobs/sha256/<aa>/<sha256>`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExternalEntry {
+    /// Normalized path relative to the blob root.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// SHA-256 of the content (names its object).
     pub sha256: String,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
@@ -137,7 +92,7 @@ impl PartEntry for DbFileEntry {
             return Err(format!("{:?} is not a RocksDB file name", self.name));
         }
         check_sha256(&self.sha256)?;
-        let shared = self.name.ends_with(".sst") || self.name.ends_with(".blob");
+        let shared = is_shared_table_file(&self.name);
         let valid_object = if shared {
             self.object
                 .strip_prefix(&format!("{}/", layout::SST))
@@ -181,32 +136,11 @@ impl PartEntry for Problem {
     }
 }
 
-fn check_sha256(hex: &str) -> std::result::Result<(), String> {
+pub(super) fn check_sha256(hex: &str) -> std::result::Result<(), String> {
     if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
         Err(format!("{hex:?} is not a SHA-256"))
-    }
-}
-
-/// Whether `name` is a file RocksDB keeps in a database directory that a backup
-/// may restore: `NNNNNN.sst|.blob|.log`, `MANIFEST-N`, `OPTIONS-N`, `CURRENT`, `IDENTITY`.
-pub fn is_rocksdb_file_name(name: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match name {
-        "CURRENT" | "IDENTITY" => true,
-        _ => {
-            if let Some(n) = name
-                .strip_prefix("MANIFEST-")
-                .or_else(|| name.strip_prefix("OPTIONS-"))
-            {
-                return digits(n);
-            }
-            match name.rsplit_once('.') {
-                Some((n, "sst" | "blob" | "log")) => digits(n),
-                _ => false,
-            }
-        }
     }
 }
 
@@ -295,26 +229,6 @@ pub async fn store_entries<T: PartEntry>(
 }
 
 impl Header {
-    /// The problems recorded in the header, at most a few; see [`Header::problem_count`].
-    pub fn with_problems(mut self, problems: &[Problem]) -> Self {
-        self.problem_count = problems.len() as u64;
-        self.problems = problems.iter().take(HEADER_PROBLEMS).cloned().collect();
-        self
-    }
-
-    fn validate(&self, key: &str, expected_id: &str) -> Result<()> {
-        if self.backup_id != expected_id {
-            return Err(Error::manifest(
-                key,
-                format!("names backup {:?}, not {expected_id:?}", self.backup_id),
-            ));
-        }
-        for part in &self.parts {
-            check_sha256(&part.sha256).map_err(|e| Error::manifest(key, e))?;
-        }
-        Ok(())
-    }
-
     /// The parts holding entries of type `T`.
     pub fn parts_of<T: PartEntry>(&self) -> impl Iterator<Item = &PartRef> {
         self.parts.iter().filter(|p| p.kind == T::KIND)
@@ -382,150 +296,9 @@ impl Header {
     }
 }
 
-/// Parses and validates a manifest header read from `key` for backup `backup_id`.
-pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> {
-    #[derive(Deserialize)]
-    struct Version {
-        format: String,
-        version: u32,
-    }
-    let version: Version = serde_json::from_slice(bytes)
-        .map_err(|e| Error::manifest(key, format!("not a rockup manifest (corrupt?): {e}")))?;
-    if version.format != MANIFEST_FORMAT {
-        return Err(Error::manifest(
-            key,
-            format!("format {:?} is not {MANIFEST_FORMAT:?}", version.format),
-        ));
-    }
-    if version.version != MANIFEST_VERSION {
-        return Err(Error::manifest(
-            key,
-            format!(
-                "manifest version {} is not supported by rockup {} (reads version {MANIFEST_VERSION}); upgrade rockup",
-                version.version,
-                env!("CARGO_PKG_VERSION")
-            ),
-        ));
-    }
-    let header: Header = serde_json::from_slice(bytes)
-        .map_err(|e| Error::manifest(key, format!("corrupt manifest: {e}")))?;
-    header.validate(key, backup_id)?;
-    Ok(header)
-}
-
-/// Loads the header of backup `id` (`latest` is resolved first).
-pub async fn load(repo: &Repository, id: &str) -> Result<Header> {
-    let id = resolve(repo, id).await?;
-    let key = layout::manifest(&id);
-    let bytes = repo
-        .get_if_exists(&key)
-        .await?
-        .ok_or_else(|| Error::BackupNotFound(id.clone()))?;
-    parse_header(key.as_ref(), &id, &bytes)
-}
-
-/// Ids of every committed backup, oldest first (one LIST).
-pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
-    let mut ids: Vec<String> = repo
-        .list(layout::BACKUPS)
-        .await?
-        .iter()
-        .filter_map(|meta| layout::parse_manifest_key(&meta.location))
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
-
-/// Resolves `latest` to the newest committed backup; checks other ids' syntax.
-pub async fn resolve(repo: &Repository, id: &str) -> Result<String> {
-    if id == "latest" {
-        return committed_ids(repo)
-            .await?
-            .pop()
-            .ok_or_else(|| Error::BackupNotFound("latest".into()));
-    }
-    if layout::parse_backup_id(id).is_none() {
-        return Err(Error::Usage(format!(
-            "{id:?} is not a backup id (like 20261125T130500.123Z-1a2b3c4d) or \"latest\""
-        )));
-    }
-    Ok(id.to_string())
-}
-
-/// Writes the header: the commit point of a backup.
-pub async fn commit(repo: &Repository, header: &Header) -> Result<()> {
-    let bytes = Bytes::from(serde_json::to_vec_pretty(header).expect("header serializes"));
-    repo.create(&layout::manifest(&header.backup_id), bytes)
-        .await?;
-    Ok(())
-}
-
-/// One backup as `list` shows it: its header, or why it could not be read.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedBackup {
-    pub backup_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header: Option<Header>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Every committed backup, oldest first, reading headers only.
-pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
-    repo.check_marker(false).await?;
-    let ids = committed_ids(repo).await?;
-    let rows = futures::stream::iter(ids)
-        .map(|id| async move {
-            match load(repo, &id).await {
-                Ok(header) => ListedBackup {
-                    backup_id: id,
-                    header: Some(header),
-                    error: None,
-                },
-                Err(e) => ListedBackup {
-                    backup_id: id,
-                    header: None,
-                    error: Some(e.to_string()),
-                },
-            }
-        })
-        .buffered(16)
-        .collect()
-        .await;
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rocksdb_file_names() {
-        for ok in [
-            "000012.sst",
-            "000001.log",
-            "7.blob",
-            "MANIFEST-000005",
-            "OPTIONS-000007",
-            "CURRENT",
-            "IDENTITY",
-        ] {
-            assert!(is_rocksdb_file_name(ok), "{ok}");
-        }
-        for bad in [
-            "../CURRENT",
-            "LOCK",
-            "a.sst",
-            ".sst",
-            "MANIFEST-",
-            "x/000012.sst",
-            "000012.sst/",
-            "LOG",
-            "/etc/passwd",
-        ] {
-            assert!(!is_rocksdb_file_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn db_entries_must_point_into_the_layout() {
@@ -547,14 +320,5 @@ mod tests {
             .is_err());
         assert!(entry("000001.sst", "sst/../x").validate(id).is_err());
         assert!(entry("../000001.sst", "sst/x").validate(id).is_err());
-    }
-
-    #[test]
-    fn unknown_versions_and_garbage_are_rejected() {
-        let err =
-            parse_header("k", "id", br#"{"format":"rockup-manifest","version":2}"#).unwrap_err();
-        assert!(err.to_string().contains("version 2"), "{err}");
-        assert!(parse_header("k", "id", b"\x00garbage").is_err());
-        assert!(parse_header("k", "id", br#"{"format":"other","version":1}"#).is_err());
     }
 }

@@ -1,0 +1,181 @@
+//! One function per subcommand: open the repository, call the library, print a
+//! human summary on stderr, and return the JSON document and the exit code.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::args::{BackupArgs, Command, PruneArgs, RepoArgs, RestoreArgs, VerifyArgs};
+use crate::demo;
+use rockup::{BackupReport, Error, ListedBackup, Repository, Result, Source};
+
+/// Runs one command; returns its JSON document and exit code.
+pub async fn run(command: Command) -> Result<(Value, i32)> {
+    match command {
+        Command::Backup(args) => backup(args).await,
+        Command::List(args) => list(args).await,
+        Command::Restore(args) => restore(args).await,
+        Command::Verify(args) => verify(args).await,
+        Command::Prune(args) => prune(args).await,
+        Command::Unlock(args) => unlock(args).await,
+        Command::Demo(args) => demo(args.dir).await,
+    }
+}
+
+fn repository(args: &RepoArgs) -> Result<Repository> {
+    Repository::open(&args.repo, &args.store_options)
+}
+
+fn document(report: &impl Serialize) -> Value {
+    serde_json::to_value(report).expect("report serializes")
+}
+
+async fn backup(args: BackupArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let options = args.options()?;
+    let source = match (&args.db, &args.checkpoint) {
+        (Some(db), _) => Source::Db(db.clone()),
+        (None, Some(path)) => Source::Checkpoint {
+            path: path.clone(),
+            options: None,
+        },
+        (None, None) => unreachable!("clap requires --db or --checkpoint"),
+    };
+    let report = rockup::backup(&repo, source, &options).await?;
+    print_backup(&report);
+    let code = if report.problems.is_empty() { 0 } else { 3 };
+    Ok((document(&report), code))
+}
+
+fn print_backup(report: &BackupReport) {
+    let h = &report.header;
+    eprintln!(
+        "backup {} committed: sequence {}, {} DB files ({} bytes), {} external files ({} bytes); uploaded {} objects, {} bytes",
+        h.backup_id, h.sequence_number, h.stats.db_files, h.stats.db_bytes, h.stats.external_files,
+        h.stats.external_bytes, h.stats.uploaded_objects, h.stats.uploaded_bytes
+    );
+    for problem in &report.problems {
+        eprintln!("  recorded problem: {problem}");
+    }
+}
+
+async fn list(args: RepoArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args)?;
+    let rows = rockup::list(&repo).await?;
+    eprintln!(
+        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  source / tags",
+        "backup", "created", "sequence", "files", "bytes", "new bytes"
+    );
+    for row in &rows {
+        print_listed(row);
+    }
+    Ok((json!({"backups": rows}), 0))
+}
+
+fn print_listed(row: &ListedBackup) {
+    let Some(h) = &row.header else {
+        let error = row.error.as_deref().unwrap_or("");
+        eprintln!("{:<26} unreadable: {error}", row.backup_id);
+        return;
+    };
+    let tags: Vec<String> = h.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let problems = match h.problem_count {
+        0 => String::new(),
+        n => format!(" ({n} problems)"),
+    };
+    eprintln!(
+        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  {}:{} {}{}",
+        h.backup_id,
+        h.created_at.format("%Y-%m-%d %H:%M:%S"),
+        h.sequence_number,
+        h.stats.db_files + h.stats.external_files,
+        h.stats.db_bytes + h.stats.external_bytes,
+        h.stats.uploaded_bytes,
+        h.source.host,
+        h.source.path,
+        tags.join(","),
+        problems
+    );
+}
+
+async fn restore(args: RestoreArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let report = rockup::restore(&repo, &args.options()).await?;
+    eprintln!(
+        "restored backup {} (sequence {}): {} DB files, {} external files into {}; {} references checked",
+        report.backup_id, report.sequence_number, report.db_files, report.external_files,
+        args.db_dir.display(), report.references_checked
+    );
+    if report.known_problems > 0 {
+        eprintln!(
+            "  the backup recorded {} reference(s) it could not capture",
+            report.known_problems
+        );
+    }
+    Ok((document(&report), 0))
+}
+
+async fn verify(args: VerifyArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let report = rockup::verify(&repo, &args.options())
+        .await?
+        .into_result()?;
+    eprintln!(
+        "verified {} backup(s): {} objects, {} bytes{}; no problems",
+        report.backups.len(),
+        report.objects,
+        report.bytes,
+        if args.deep { ", re-hashed" } else { "" }
+    );
+    Ok((document(&report), 0))
+}
+
+async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let report = rockup::prune(&repo, &args.options()).await?;
+    let (verb, deleted) = match report.dry_run {
+        true => ("would forget", "would delete"),
+        false => ("forgot", "deleted"),
+    };
+    eprintln!(
+        "kept {} backup(s), {verb} {}; {deleted} {} unreferenced objects ({} bytes); {} younger than --grace left",
+        report.kept.len(),
+        report.forgotten.len(),
+        report.deleted_objects,
+        report.deleted_bytes,
+        report.young_unreferenced
+    );
+    for id in &report.forgotten {
+        eprintln!("  {verb} {id}");
+    }
+    Ok((document(&report), 0))
+}
+
+async fn unlock(args: RepoArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args)?;
+    let removed = rockup::unlock(&repo).await?;
+    for lock in &removed {
+        eprintln!("removed {lock}");
+    }
+    eprintln!("{} lock(s) removed", removed.len());
+    let keys: Vec<&str> = removed.iter().map(|l| l.key.as_str()).collect();
+    Ok((json!({ "removed": keys }), 0))
+}
+
+async fn demo(dir: Option<PathBuf>) -> Result<(Value, i32)> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => tempfile::Builder::new()
+            .prefix("rockup-demo-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?
+            .keep(),
+    };
+    let report = demo::demo(&dir).await?;
+    eprintln!("demo complete in {}", report.dir.display());
+    Ok((document(&report), 0))
+}

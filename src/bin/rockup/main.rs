@@ -1,0 +1,114 @@
+//! The `rockup` binary: parse arguments, set up logging, run one command of the
+//! library under signal handling, print the result (human text on stderr, or one
+//! JSON document on stdout with --json), and exit with the documented code:
+//! 0 clean, 1 operational error, 2 usage, 3 problems found, 130/143 interrupted.
+
+mod args;
+mod commands;
+mod demo;
+
+use clap::Parser;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+
+use args::{Cli, Command};
+use rockup::Error;
+
+/// Problems listed on stderr at most.
+const PROBLEMS_SHOWN: usize = 50;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_parse_error(e),
+    };
+    init_tracing(cli.verbose);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    let json = cli.json;
+    let result = runtime.block_on(run_until_signal(cli.command));
+    if matches!(result, Err(Error::Interrupted(_))) {
+        // Let cancelled work finish cleaning up: multipart aborts (spawned tasks)
+        // and blocking tasks that share the work directory, which is removed
+        // when the last of them lets go.
+        runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+        runtime.shutdown_timeout(std::time::Duration::from_secs(30));
+    }
+    let code = match result {
+        Ok((value, code)) => {
+            if json {
+                print_json(&value);
+            }
+            code
+        }
+        Err(error) => report_error(&error, json),
+    };
+    std::process::exit(code);
+}
+
+/// Usage errors exit 2 (with a JSON document under --json); --help and
+/// --version exit 0.
+fn exit_on_parse_error(e: clap::Error) -> ! {
+    let code = if e.use_stderr() { 2 } else { 0 };
+    let _ = e.print();
+    if code != 0 && std::env::args().any(|a| a == "--json") {
+        let message = e.kind().to_string();
+        print_json(&json!({"error": format!("usage: {message}"), "exit_code": code}));
+    }
+    std::process::exit(code);
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON output")
+    );
+}
+
+/// Prints `error` (and the problems it carries); returns its exit code.
+fn report_error(error: &Error, json: bool) -> i32 {
+    eprintln!("rockup: error: {error}");
+    let problems = match error {
+        Error::Problems { problems, .. } => problems.as_slice(),
+        _ => &[],
+    };
+    for problem in problems.iter().take(PROBLEMS_SHOWN) {
+        eprintln!("  {problem}");
+    }
+    if problems.len() > PROBLEMS_SHOWN {
+        eprintln!("  … and {} more", problems.len() - PROBLEMS_SHOWN);
+    }
+    if json {
+        let mut doc = json!({"error": error.to_string(), "exit_code": error.exit_code()});
+        if let Error::Problems { problems, .. } = error {
+            doc["problems"] = json!(problems);
+        }
+        print_json(&doc);
+    }
+    error.exit_code()
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "rockup=info,warn",
+        1 => "rockup=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn run_until_signal(command: Command) -> rockup::Result<(Value, i32)> {
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        result = commands::run(command) => result,
+        _ = interrupt.recv() => Err(Error::Interrupted("SIGINT")),
+        _ = terminate.recv() => Err(Error::Interrupted("SIGTERM")),
+    }
+}

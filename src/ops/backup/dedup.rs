@@ -1,0 +1,322 @@
+//! Deduplication, file by file: what each database file and each pinned external
+//! file becomes in the repository, uploading only what is not there yet. Shared
+//! tables by unique name (one LIST of `sst/`; hashes reused from the previous
+//! manifest), tables without a session id and external files by content (HEAD),
+//! and — unless `rehash` — external files whose path, size and mtime match the
+//! previous backup are neither read nor uploaded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::names::is_shared_table_file;
+use crate::common::spool::Spool;
+use crate::common::tasks::blocking;
+use crate::error::{Error, Problem, Result};
+use crate::repo::layout::{self, TableNaming};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::upload::{Content, Uploader};
+use crate::repo::Repository;
+use crate::source::{file_stamp, sst, Pinned, WorkDir};
+
+use super::pin::Job;
+use super::BackupOptions;
+
+/// What became of one job.
+pub(super) enum Outcome {
+    Db(DbFileEntry),
+    External(ExternalEntry),
+    Problem(Problem),
+}
+
+/// Everything the per-file decisions need, shared by all uploads of one backup.
+pub(super) struct Dedup {
+    pub uploader: Uploader,
+    backup_id: String,
+    checkpoint: PathBuf,
+    /// object key → (size, sha256) from the previous backup
+    known_tables: HashMap<String, (u64, String)>,
+    /// object key → size, from one LIST of `sst/`
+    existing_tables: HashMap<String, u64>,
+    /// The previous backup's external entries by path, unless re-hashing.
+    previous_external: Option<Spool>,
+}
+
+impl Dedup {
+    /// Loads what the repository and the previous backup of the same database
+    /// (`identity`) already hold.
+    pub async fn prepare(
+        repo: &Repository,
+        checkpoint: PathBuf,
+        identity: Option<&str>,
+        options: &BackupOptions,
+        work: &WorkDir,
+        backup_id: &str,
+    ) -> Result<Self> {
+        let previous = previous_backup(repo, identity).await?;
+        let existing_tables = repo.list(layout::SST).await?;
+        let previous_external = match (&options.external, &previous, options.rehash) {
+            (Some(_), Some(header), false) => Some(previous_external(repo, header, work).await?),
+            _ => None,
+        };
+        Ok(Self {
+            uploader: Uploader::new(repo.clone(), options.memory_budget),
+            backup_id: backup_id.to_string(),
+            checkpoint,
+            known_tables: known_tables(repo, previous.as_ref()).await?,
+            existing_tables: existing_tables
+                .into_iter()
+                .map(|m| (m.location.to_string(), m.size))
+                .collect(),
+            previous_external,
+        })
+    }
+
+    /// Stores one job's file (unless the repository has it) and describes it.
+    pub async fn run(&self, job: Job) -> Result<Outcome> {
+        match job {
+            Job::Db(name) => self.db_file(name).await.map(Outcome::Db),
+            Job::External(pinned) => self.external_file(pinned).await,
+            Job::Problem(problem) => Ok(Outcome::Problem(problem)),
+        }
+    }
+
+    async fn db_file(&self, name: String) -> Result<DbFileEntry> {
+        let path = self.checkpoint.join(&name);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len();
+        let (object, sha256) = if !is_shared_table_file(&name) {
+            let key = layout::backup_file(&self.backup_id, &name);
+            let (sha256, _) = self.uploader.upload_file(&path, &key, None).await?;
+            (key.to_string(), sha256)
+        } else {
+            match session_of(&name, &path).await? {
+                Some(session) => self.session_table(&name, &path, size, session).await?,
+                None => self.content_table(&name, &path, size).await?,
+            }
+        };
+        Ok(DbFileEntry {
+            name,
+            size,
+            sha256,
+            object,
+        })
+    }
+
+    /// A table named by its session id: reused when the repository holds it
+    /// (hash from the previous manifest, or read once), uploaded otherwise.
+    async fn session_table(
+        &self,
+        name: &str,
+        path: &Path,
+        size: u64,
+        session: String,
+    ) -> Result<(String, String)> {
+        let naming = TableNaming::Session(session);
+        let key = layout::shared_table_file(&layout::unique_table_name(name, size, &naming));
+        let object = key.to_string();
+        let present = self.existing_tables.get(&object) == Some(&size);
+        if let Some((known_size, sha256)) = self.known_tables.get(&object) {
+            if present && *known_size == size {
+                return Ok((object, sha256.clone()));
+            }
+        }
+        let sha256 = if present {
+            self.uploader.load(path, size).await?.sha256().to_string()
+        } else {
+            self.uploader.upload_file(path, &key, None).await?.0
+        };
+        Ok((object, sha256))
+    }
+
+    /// A table without a session id (blob files, old SSTs), named by content.
+    async fn content_table(&self, name: &str, path: &Path, size: u64) -> Result<(String, String)> {
+        let content = self.uploader.load(path, size).await?;
+        let naming = TableNaming::Content(content.sha256().to_string());
+        let key = layout::shared_table_file(&layout::unique_table_name(name, size, &naming));
+        if self.existing_tables.get(key.as_ref()) != Some(&size) {
+            self.store_content(path, &key, &content).await?;
+        }
+        Ok((key.to_string(), content.sha256().to_string()))
+    }
+
+    async fn store_content(
+        &self,
+        path: &Path,
+        key: &object_store::path::Path,
+        content: &Content,
+    ) -> Result<()> {
+        match content {
+            Content::Small { .. } => self.uploader.put_small(key, content).await,
+            Content::Large { sha256, .. } => self
+                .uploader
+                .upload_file(path, key, Some(sha256))
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn external_file(&self, pinned: Pinned) -> Result<Outcome> {
+        if let Some(previous) = self.unchanged_since_previous(&pinned)? {
+            return Ok(match &pinned.expected_sha256 {
+                Some(expected) if *expected != previous => {
+                    Outcome::Problem(pinned.problem(Problem::mismatch(
+                        &pinned.path,
+                        format!("record says SHA-256 {expected}, file has {previous}"),
+                    )))
+                }
+                _ => Outcome::External(external_entry(&pinned, previous)),
+            });
+        }
+        let stored = match self.store_external(&pinned).await {
+            Ok(sha256) => sha256,
+            Err(Error::HashMismatch { actual, .. }) => {
+                let problem = match &pinned.expected_sha256 {
+                    Some(expected) => Problem::mismatch(
+                        &pinned.path,
+                        format!("record says SHA-256 {expected}, file has {actual}"),
+                    ),
+                    None => Problem::changed(&pinned.path, "changed while it was read"),
+                };
+                return Ok(Outcome::Problem(pinned.problem(problem)));
+            }
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let problem = Problem::missing(&pinned.path, "vanished before it was read");
+                return Ok(Outcome::Problem(pinned.problem(problem)));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(unchanged_while_read(&pinned, stored))
+    }
+
+    /// The previous backup's hash of this file, if path, size and mtime are unchanged.
+    fn unchanged_since_previous(&self, pinned: &Pinned) -> Result<Option<String>> {
+        let Some(spool) = &self.previous_external else {
+            return Ok(None);
+        };
+        let Some(bytes) = spool.get(&pinned.path)? else {
+            return Ok(None);
+        };
+        let previous: ExternalEntry = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::manifest("previous backup", e.to_string()))?;
+        Ok(
+            (previous.size == pinned.size && previous.mtime_ns == pinned.mtime_ns)
+                .then_some(previous.sha256),
+        )
+    }
+
+    /// Puts the file in the content-addressed store unless it is there; returns its hash.
+    async fn store_external(&self, pinned: &Pinned) -> Result<String> {
+        let path = &pinned.read_from;
+        if let Some(expected) = &pinned.expected_sha256 {
+            let key = layout::external_blob(expected);
+            if !self.uploader.exists(&key).await? {
+                return Ok(self
+                    .uploader
+                    .upload_file(path, &key, Some(expected))
+                    .await?
+                    .0);
+            }
+            let actual = self
+                .uploader
+                .load(path, pinned.size)
+                .await?
+                .sha256()
+                .to_string();
+            return match actual == *expected {
+                true => Ok(actual),
+                false => Err(Error::HashMismatch {
+                    path: path.clone(),
+                    expected: expected.clone(),
+                    actual,
+                }),
+            };
+        }
+        let content = self.uploader.load(path, pinned.size).await?;
+        let key = layout::external_blob(content.sha256());
+        if !self.uploader.exists(&key).await? {
+            self.store_content(path, &key, &content).await?;
+        }
+        Ok(content.sha256().to_string())
+    }
+}
+
+fn external_entry(pinned: &Pinned, sha256: String) -> ExternalEntry {
+    ExternalEntry {
+        path: pinned.path.clone(),
+        size: pinned.size,
+        sha256,
+        mtime_ns: pinned.mtime_ns,
+        mode: pinned.mode,
+    }
+}
+
+/// The stored file, if size and mtime after reading are what was pinned.
+fn unchanged_while_read(pinned: &Pinned, sha256: String) -> Outcome {
+    match std::fs::metadata(&pinned.read_from).map(|m| file_stamp(&m)) {
+        Ok((size, mtime_ns, _)) if size == pinned.size && mtime_ns == pinned.mtime_ns => {
+            Outcome::External(external_entry(pinned, sha256))
+        }
+        Ok(_) => Outcome::Problem(pinned.problem(Problem::changed(
+            &pinned.path,
+            "size or mtime changed while it was read",
+        ))),
+        Err(_) => Outcome::Problem(
+            pinned.problem(Problem::missing(&pinned.path, "vanished while it was read")),
+        ),
+    }
+}
+
+/// The session id of an SST (read from its properties block, no full read).
+async fn session_of(name: &str, path: &Path) -> Result<Option<String>> {
+    if !name.ends_with(".sst") {
+        return Ok(None);
+    }
+    let path = path.to_path_buf();
+    blocking(move || Ok(sst::session_id(&path))).await
+}
+
+/// The newest committed backup, preferring one of the same database.
+async fn previous_backup(repo: &Repository, identity: Option<&str>) -> Result<Option<Header>> {
+    let ids = manifest::committed_ids(repo).await?;
+    let mut newest = None;
+    for id in ids.iter().rev() {
+        let Ok(header) = manifest::load(repo, id).await else {
+            continue;
+        };
+        if header.source.db_identity.as_deref() == identity {
+            return Ok(Some(header));
+        }
+        newest.get_or_insert(header);
+    }
+    Ok(newest)
+}
+
+/// Shared table files the previous backup has, with their size and hash.
+async fn known_tables(
+    repo: &Repository,
+    previous: Option<&Header>,
+) -> Result<HashMap<String, (u64, String)>> {
+    let Some(header) = previous else {
+        return Ok(HashMap::new());
+    };
+    let entries: Vec<DbFileEntry> = header.entries(repo).await?;
+    Ok(entries
+        .into_iter()
+        .map(|e| (e.object, (e.size, e.sha256)))
+        .collect())
+}
+
+/// The previous backup's external entries, spooled by path.
+async fn previous_external(repo: &Repository, header: &Header, work: &WorkDir) -> Result<Spool> {
+    let spool = Spool::create(&work.path().join("previous"))?;
+    header
+        .for_each_entry(repo, |entry: ExternalEntry| {
+            spool.put(
+                &entry.path,
+                &serde_json::to_vec(&entry).expect("entries serialize"),
+            )
+        })
+        .await?;
+    Ok(spool)
+}

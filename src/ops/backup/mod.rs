@@ -1,0 +1,214 @@
+//! One backup, as a pipeline of named stages:
+//!
+//! ```text
+//! checkpoint ──► pin ──► transfer (dedup + upload) ──► commit
+//! (source)       (references → captured files)          (parts, header: write-once)
+//! ```
+//!
+//! `checkpoint` takes the source's checkpoint (pre-linking the blob tree around the
+//! point in time for a `--db` source); `pin` captures every referenced file on a
+//! blocking thread, then feeds them to the transfer; `transfer` streams database
+//! files and pinned files through one bounded upload stream, deduplicating
+//! against the repository and the previous backup (`dedup`); `commit` stores the
+//! sorted parts and commits the header only when every file is in the repository
+//! and — unless the caller allows it — no reference is missing or invalid. The
+//! work directory is removed whatever happens.
+
+mod checkpoint;
+mod commit;
+mod dedup;
+mod pin;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Problem, Result};
+use crate::repo::layout;
+use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::manifest::Header;
+use crate::repo::upload::DEFAULT_MEMORY_BUDGET;
+use crate::repo::Repository;
+use crate::source::{
+    check_work_base, default_work_base, CheckpointStats, DeletionGuard, ExternalFiles, Prepared,
+    Source, WorkDir,
+};
+use dedup::Dedup;
+
+/// How to run a backup.
+#[derive(Clone)]
+pub struct BackupOptions {
+    /// External files to capture, if the database references any.
+    pub external: Option<ExternalFiles>,
+    /// Files uploaded at once.
+    pub jobs: usize,
+    /// Bytes of file content in memory at once, across all uploads.
+    pub memory_budget: u64,
+    /// Tags recorded in the manifest (`--tag K=V`).
+    pub tags: BTreeMap<String, String>,
+    /// Commit even when references are missing or invalid (they are recorded).
+    pub allow_missing_blobs: bool,
+    /// Re-read external files even when the previous backup has them unchanged.
+    pub rehash: bool,
+    /// Base of the work directory (default: beside the database).
+    pub work_dir: Option<PathBuf>,
+    /// The application's deletion guard (library mode).
+    pub guard: Option<DeletionGuard>,
+    /// For a `--db` source: hard-link the blob tree into the work directory the
+    /// moment the point in time is fixed, so that files the application deletes
+    /// meanwhile are still captured (one link per file per backup).
+    pub prelink: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            external: None,
+            jobs: 4,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            tags: BTreeMap::new(),
+            allow_missing_blobs: false,
+            rehash: false,
+            work_dir: None,
+            guard: None,
+            prelink: true,
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The committed manifest header.
+    pub header: Header,
+    /// Every problem found (also recorded in the manifest).
+    pub problems: Vec<Problem>,
+    /// How the checkpoint was taken.
+    pub checkpoint: CheckpointStats,
+    /// Referenced files deleted from the blob tree after the point in time and
+    /// captured from their pre-links.
+    pub rescued_by_prelinks: u64,
+}
+
+/// The identity of one backup run.
+struct Run {
+    backup_id: String,
+    created_at: DateTime<Utc>,
+    started: Instant,
+}
+
+/// Backs up `source` (and, with `options.external`, the files its records
+/// reference) into `repo`.
+#[tracing::instrument(skip_all, fields(source = %source.path().display()))]
+pub async fn backup(
+    repo: &Repository,
+    source: Source<'_>,
+    options: &BackupOptions,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    repo.check_marker(true).await?;
+    let created_at = Utc::now();
+    let run = Run {
+        backup_id: layout::new_backup_id(created_at),
+        created_at,
+        started,
+    };
+    // Keeps `prune` from deleting objects this backup reuses before it commits.
+    let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id).await?;
+    let result = pipeline(repo, source, options, &run).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");
+    }
+    result
+}
+
+/// Backs up the application's own open database, holding `guard` (if given) from
+/// before the checkpoint until every referenced external file is pinned.
+/// `open_options` are the options the checkpoint is opened with (the
+/// application's comparator and merge operators); `None` reads its OPTIONS file.
+pub async fn backup_live(
+    repo: &Repository,
+    db: &rocksdb::DB,
+    open_options: Option<rocksdb::Options>,
+    options: &BackupOptions,
+) -> Result<BackupReport> {
+    let source = Source::Live {
+        db,
+        options: open_options,
+    };
+    backup(repo, source, options).await
+}
+
+async fn pipeline(
+    repo: &Repository,
+    source: Source<'_>,
+    options: &BackupOptions,
+    run: &Run,
+) -> Result<BackupReport> {
+    // Shared with the blocking tasks that write into it, so that the directory is
+    // removed only when the last of them is done, also when the backup is cancelled.
+    let work = Arc::new(work_dir(&source, options, &run.backup_id)?);
+    // The guard is held from before the checkpoint until every reference is pinned.
+    let hold = options.guard.as_ref().map(DeletionGuard::hold);
+    let (prepared, prelinks) = checkpoint::take(source, &work, options).await?;
+    let Prepared {
+        dir,
+        db,
+        files,
+        stats,
+        snapshot,
+    } = prepared;
+    let pinning = pin::start(db, prelinks, options, &work, hold);
+    let identity = snapshot.origin.db_identity.as_deref();
+    let dedup = Dedup::prepare(repo, dir, identity, options, &work, &run.backup_id).await?;
+    let transferred = transfer::run(dedup, files, pinning.jobs, options, &work).await?;
+    let rescued_by_prelinks = pinning.task.await??;
+    transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;
+    let (header, problems) = commit::commit(repo, run, snapshot, transferred, options).await?;
+    Ok(BackupReport {
+        header,
+        problems,
+        checkpoint: stats,
+        rescued_by_prelinks,
+    })
+}
+
+/// The run's work directory, never inside the database or the blob root.
+fn work_dir(source: &Source<'_>, options: &BackupOptions, run_id: &str) -> Result<WorkDir> {
+    let blob_root = options.external.as_ref().map(|e| e.blob_root.as_path());
+    if let Some(root) = blob_root.filter(|root| !root.is_dir()) {
+        return Err(Error::Usage(format!(
+            "blob root {} is not a directory; check --blob-root",
+            root.display()
+        )));
+    }
+    let base = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_base(source.path(), blob_root));
+    check_work_base(&base, source.path(), blob_root)?;
+    WorkDir::create(&base, run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn backup_futures_can_be_spawned() {
+        let repo = Repository::from_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "memory://",
+        );
+        let options = BackupOptions::default();
+        let future = backup(&repo, Source::Db("/nonexistent".into()), &options);
+        is_send(&future);
+    }
+}

@@ -1,0 +1,126 @@
+//! Stage 3: database files and pinned external files flow through one bounded
+//! stream (`--jobs` at a time) into the repository; each outcome is collected —
+//! database entries in memory (a bounded list), external entries into a spool in
+//! the work directory (sorted and de-duplicated by path without sitting in
+//! memory), problems aside — with a progress line every few seconds.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+
+use crate::common::spool::Spool;
+use crate::error::{Error, Problem, Result};
+use crate::repo::manifest::{DbFileEntry, ExternalEntry, Stats};
+use crate::source::WorkDir;
+
+use super::dedup::{Dedup, Outcome};
+use super::pin::Job;
+use super::BackupOptions;
+
+/// How often a long backup logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything the transfer stored, ready to be committed.
+pub(super) struct Transferred {
+    /// Database files, by name.
+    pub db_entries: Vec<DbFileEntry>,
+    /// External entries by path.
+    pub external: Spool,
+    /// References that could not be captured, by path.
+    pub problems: Vec<Problem>,
+    /// Counts and bytes, including what was uploaded.
+    pub stats: Stats,
+}
+
+/// Runs every database file in `files` and every job from the pin stage
+/// through `dedup`, `options.jobs` at a time.
+pub(super) async fn run(
+    dedup: Dedup,
+    files: Vec<String>,
+    pinned: mpsc::Receiver<Job>,
+    options: &BackupOptions,
+    work: &WorkDir,
+) -> Result<Transferred> {
+    let dedup = Arc::new(dedup);
+    let jobs = futures::stream::iter(files.into_iter().map(Job::Db)).chain(pinned);
+    let mut outcomes = jobs
+        .map(|job| {
+            let dedup = dedup.clone();
+            async move { dedup.run(job).await }
+        })
+        .buffer_unordered(options.jobs.max(1));
+    let mut transferred = Transferred {
+        db_entries: Vec::new(),
+        external: Spool::create(&work.path().join("entries"))?,
+        problems: Vec::new(),
+        stats: Stats::default(),
+    };
+    let mut last_progress = Instant::now();
+    while let Some(outcome) = outcomes.next().await {
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            transferred.log_progress(&dedup);
+        }
+        transferred.add(outcome?)?;
+    }
+    drop(outcomes);
+    let uploaded = dedup.uploader.stats();
+    transferred.stats.uploaded_objects = uploaded.objects.load(Ordering::Relaxed);
+    transferred.stats.uploaded_bytes = uploaded.bytes.load(Ordering::Relaxed);
+    transferred.db_entries.sort_by(|a, b| a.name.cmp(&b.name));
+    transferred.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(transferred)
+}
+
+impl Transferred {
+    fn add(&mut self, outcome: Outcome) -> Result<()> {
+        match outcome {
+            Outcome::Db(entry) => {
+                self.stats.db_files += 1;
+                self.stats.db_bytes += entry.size;
+                self.db_entries.push(entry);
+            }
+            Outcome::External(entry) => self.add_external(entry)?,
+            Outcome::Problem(problem) => {
+                tracing::warn!(%problem, "reference not captured");
+                self.problems.push(problem);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_external(&mut self, entry: ExternalEntry) -> Result<()> {
+        if self.external.get(&entry.path)?.is_none() {
+            self.stats.external_files += 1;
+            self.stats.external_bytes += entry.size;
+        }
+        let json = serde_json::to_vec(&entry).expect("entries serialize");
+        self.external.put(&entry.path, &json)
+    }
+
+    fn log_progress(&self, dedup: &Dedup) {
+        tracing::info!(
+            db_files = self.stats.db_files,
+            external_files = self.stats.external_files,
+            uploaded_bytes = dedup.uploader.stats().bytes.load(Ordering::Relaxed),
+            "progress"
+        );
+    }
+
+    /// Refuses to commit a backup with uncaptured references unless allowed.
+    pub fn refuse_problems(&self, backup_id: &str, allowed: bool) -> Result<()> {
+        if self.problems.is_empty() || allowed {
+            return Ok(());
+        }
+        Err(Error::Problems {
+            summary: format!(
+                "{} reference(s) could not be captured; backup {backup_id} was not committed (pass --allow-missing-blobs to commit it with them recorded)",
+                self.problems.len()
+            ),
+            problems: self.problems.clone(),
+        })
+    }
+}

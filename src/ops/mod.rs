@@ -1,0 +1,15 @@
+//! The operations a user runs, each reading top to bottom as its pipeline. They
+//! are the only modules that import both sides (`crate::source` and
+//! `crate::repo`).
+//!
+//! | module | owns |
+//! |---|---|
+//! | `backup` | checkpoint → pin → transfer (dedup + upload) → commit |
+//! | `restore` | verified parallel download into staging, placement, post-restore checks |
+//! | `verify` | existence and size by LIST; `--deep` re-hashing |
+//! | `prune` | retention per policy, garbage collection with a grace period |
+
+pub mod backup;
+pub mod prune;
+pub mod restore;
+pub mod verify;

@@ -1,0 +1,276 @@
+//! Retention and garbage collection. [`RetentionPolicy::keep`] (`retention`)
+//! decides which backups stay. [`prune`] then, under a prune lock (no backup may
+//! run meanwhile, see `crate::repo::lock`):
+//! 1. deletes the manifests of the backups to forget (each disappears at once:
+//!    a backup exists if and only if its manifest does), then their own objects;
+//! 2. collects every object a kept backup references into a scratch index (so
+//!    the set never has to fit in memory);
+//! 3. streams the repository listing and deletes every object nothing references —
+//!    shared table files, external files, objects of interrupted backups — once it
+//!    is older than the grace period.
+//!
+//! A repository with an unreadable manifest is not garbage-collected: what that
+//! backup references cannot be known.
+
+mod retention;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use serde::Serialize;
+
+use crate::common::spool::Spool;
+use crate::error::{Error, Result};
+use crate::repo::layout;
+use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::Repository;
+
+use retention::Candidate;
+pub use retention::RetentionPolicy;
+
+/// Objects deleted per bulk request batch.
+const DELETE_BATCH: usize = 1000;
+
+/// What `prune` does.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Which backups to keep.
+    pub policy: RetentionPolicy,
+    /// Unreferenced objects younger than this are left alone.
+    pub grace: Duration,
+    /// Report what would be deleted, delete nothing.
+    pub dry_run: bool,
+}
+
+/// A backup that stays, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    /// The backup kept.
+    pub backup_id: String,
+    /// The rules that keep it (`newest`, `last`, `daily`, `tag k=v`, …).
+    pub reasons: Vec<String>,
+}
+
+/// What `prune` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was deleted: the report says what would be.
+    pub dry_run: bool,
+    /// Backups kept, with their reasons.
+    pub kept: Vec<Kept>,
+    /// Backups forgotten (their manifests deleted), by id.
+    pub forgotten: Vec<String>,
+    /// Objects deleted (manifests included).
+    pub deleted_objects: u64,
+    /// Bytes of the objects deleted.
+    pub deleted_bytes: u64,
+    /// Unreferenced objects left because they are younger than the grace period.
+    pub young_unreferenced: u64,
+}
+
+/// Applies `options.policy` to the repository and collects its garbage.
+pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    if options.policy.is_empty() {
+        return Err(Error::Usage(
+            "prune needs a retention rule: --keep-last, --keep-daily, --keep-weekly, --keep-within or --keep-tag".into(),
+        ));
+    }
+    repo.check_marker(false).await?;
+    let lock = match options.dry_run {
+        true => None,
+        false => {
+            let id = layout::new_backup_id(Utc::now());
+            Some(RepoLock::acquire(repo, LockKind::Prune, &id).await?)
+        }
+    };
+    let report = collect(repo, options).await;
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    report
+}
+
+async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    let headers = readable_headers(repo).await?;
+    let candidates: Vec<Candidate> = headers.iter().map(candidate).collect();
+    let kept = options.policy.keep(&candidates, Utc::now());
+    let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
+        .into_iter()
+        .partition(|h| kept.contains_key(&h.backup_id));
+    let mut report = PruneReport {
+        dry_run: options.dry_run,
+        kept: kept
+            .into_iter()
+            .map(|(backup_id, reasons)| Kept { backup_id, reasons })
+            .collect(),
+        forgotten: forgotten.iter().map(|h| h.backup_id.clone()).collect(),
+        ..Default::default()
+    };
+    let forgotten_manifests = forget(repo, &forgotten, options.dry_run, &mut report).await?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let referenced = Spool::create(scratch.path())?;
+    for header in &kept_headers {
+        mark_references(repo, header, &referenced).await?;
+    }
+    let garbage = Garbage {
+        referenced,
+        forgotten_manifests,
+        forgotten_prefixes: forgotten
+            .iter()
+            .map(|h| format!("{}/{}/", layout::BACKUPS, h.backup_id))
+            .collect(),
+        locks: format!("{}/", layout::LOCKS),
+        cutoff: Utc::now() - chrono::Duration::from_std(options.grace).unwrap_or_default(),
+    };
+    collect_garbage(repo, &garbage, options.dry_run, &mut report).await?;
+    Ok(report)
+}
+
+/// A backup as the retention policy sees it.
+fn candidate(header: &Header) -> Candidate {
+    Candidate {
+        backup_id: header.backup_id.clone(),
+        created_at: header.created_at,
+        tags: header.tags.clone(),
+    }
+}
+
+/// Every committed backup's header; refuses while any is unreadable.
+async fn readable_headers(repo: &Repository) -> Result<Vec<Header>> {
+    let mut headers = Vec::new();
+    for listed in manifest::list(repo).await? {
+        match (listed.header, listed.error) {
+            (Some(header), _) => headers.push(header),
+            (None, error) => {
+                return Err(Error::manifest(
+                    layout::manifest(&listed.backup_id).to_string(),
+                    format!(
+                    "is unreadable ({}), so what it references is unknown and nothing is pruned; \
+                         remove backups/{}/ by hand if that backup is lost",
+                    error.unwrap_or_default(),
+                    listed.backup_id
+                ),
+                ))
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// Deletes the manifests of the forgotten backups (counted in `report`);
+/// returns their keys.
+async fn forget(
+    repo: &Repository,
+    forgotten: &[Header],
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<HashSet<String>> {
+    let manifests: Vec<Path> = forgotten
+        .iter()
+        .map(|h| layout::manifest(&h.backup_id))
+        .collect();
+    let keys: HashSet<String> = manifests.iter().map(|k| k.to_string()).collect();
+    for meta in repo.list(layout::BACKUPS).await? {
+        if keys.contains(meta.location.as_ref()) {
+            report.deleted_objects += 1;
+            report.deleted_bytes += meta.size;
+        }
+    }
+    if !dry_run {
+        repo.delete_all(&manifests).await?;
+    }
+    Ok(keys)
+}
+
+/// What garbage collection keeps and what it may delete.
+struct Garbage {
+    /// Every object a kept backup references.
+    referenced: Spool,
+    /// Manifests already deleted (and counted) by `forget`.
+    forgotten_manifests: HashSet<String>,
+    /// The forgotten backups' own objects: deleted whatever their age.
+    forgotten_prefixes: Vec<String>,
+    locks: String,
+    /// Unreferenced objects modified after this are left alone.
+    cutoff: chrono::DateTime<Utc>,
+}
+
+impl Garbage {
+    /// Whether `meta` is deleted, `None` when it is kept for being young.
+    fn deletes(&self, meta: &ObjectMeta) -> Result<Option<bool>> {
+        let key = meta.location.as_ref();
+        if key == layout::MARKER
+            || key.starts_with(&self.locks)
+            || self.forgotten_manifests.contains(key)
+            || self.referenced.get(key)?.is_some()
+        {
+            return Ok(Some(false));
+        }
+        let of_forgotten = self.forgotten_prefixes.iter().any(|p| key.starts_with(p));
+        if !of_forgotten && meta.last_modified > self.cutoff {
+            return Ok(None);
+        }
+        Ok(Some(true))
+    }
+}
+
+/// Streams the listing and deletes, in batches, every object `garbage` deletes.
+async fn collect_garbage(
+    repo: &Repository,
+    garbage: &Garbage,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut batch = Vec::new();
+    let mut objects = repo.store().list(None);
+    while let Some(meta) = objects.next().await {
+        let meta = meta.map_err(|e| repo.error(e))?;
+        match garbage.deletes(&meta)? {
+            Some(false) => continue,
+            None => {
+                report.young_unreferenced += 1;
+                continue;
+            }
+            Some(true) => {}
+        }
+        report.deleted_objects += 1;
+        report.deleted_bytes += meta.size;
+        batch.push(meta.location);
+        if batch.len() == DELETE_BATCH {
+            delete_batch(repo, &mut batch, dry_run).await?;
+        }
+    }
+    delete_batch(repo, &mut batch, dry_run).await
+}
+
+/// Records every object `header`'s backup needs.
+async fn mark_references(repo: &Repository, header: &Header, referenced: &Spool) -> Result<()> {
+    let id = &header.backup_id;
+    referenced.put(layout::manifest(id).as_ref(), b"")?;
+    for part in &header.parts {
+        referenced.put(layout::part(id, &part.sha256).as_ref(), b"")?;
+    }
+    header
+        .for_each_entry(repo, |entry: DbFileEntry| {
+            referenced.put(&entry.object, b"")
+        })
+        .await?;
+    header
+        .for_each_entry(repo, |entry: ExternalEntry| {
+            referenced.put(layout::external_blob(&entry.sha256).as_ref(), b"")
+        })
+        .await
+}
+
+async fn delete_batch(repo: &Repository, batch: &mut Vec<Path>, dry_run: bool) -> Result<()> {
+    if !dry_run && !batch.is_empty() {
+        repo.delete_all(batch).await?;
+    }
+    batch.clear();
+    Ok(())
+}

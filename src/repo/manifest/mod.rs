@@ -1,0 +1,258 @@
+//! The manifest: a small JSON header at `backups/<id>/manifest.json` (the commit
+//! point, written once and last) that names its parts (`parts`). Loading
+//! validates everything a restore will act on: format and version, hashes, and
+//! every path and file name (no absolute paths, no `..`, only RocksDB file names).
+
+mod parts;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::common::references::ResolverConfig;
+use crate::error::{Error, Problem, Result};
+use crate::repo::layout;
+use crate::repo::Repository;
+
+use parts::check_sha256;
+pub use parts::{
+    store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry, PartKind, PartRef,
+};
+
+/// Format name in every manifest header.
+pub const MANIFEST_FORMAT: &str = "rockup-manifest";
+/// Major version written by this build; a reader rejects any other.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Most problems listed in the header itself (all of them are in a part).
+const HEADER_PROBLEMS: usize = 50;
+
+/// The manifest header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Header {
+    /// Always `rockup-manifest`.
+    pub format: String,
+    /// Major version of the manifest format.
+    pub version: u32,
+    /// `<UTC time to the millisecond>-<8 hex digits>`.
+    pub backup_id: String,
+    /// When the backup started (the backing-up host's clock).
+    pub created_at: DateTime<Utc>,
+    /// The rockup version that wrote it.
+    pub tool_version: String,
+    /// Where the backed-up database came from.
+    pub source: SourceInfo,
+    /// The sequence number the backup holds the database at.
+    pub sequence_number: u64,
+    /// The database's column families.
+    pub column_families: Vec<String>,
+    /// How external files were found; `None` when the backup has none.
+    pub external: Option<ExternalInfo>,
+    /// Counts and bytes.
+    pub stats: Stats,
+    #[serde(default)]
+    /// Tags given at backup time.
+    pub tags: BTreeMap<String, String>,
+    /// Number of problems (missing or invalid references) recorded.
+    pub problem_count: u64,
+    /// The first problems, for `list` and humans; all of them are in the parts.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    /// The parts listing database files, external files and problems.
+    pub parts: Vec<PartRef>,
+}
+
+/// Where the backed-up database came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    /// The host the backup ran on.
+    pub host: String,
+    /// `db`, `checkpoint` or `live`.
+    pub kind: String,
+    /// The database (or checkpoint) directory.
+    pub path: String,
+    /// Contents of the database's IDENTITY file, when it has one.
+    pub db_identity: Option<String>,
+}
+
+/// Figures about one backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// Database files in the backup.
+    pub db_files: u64,
+    /// Their bytes.
+    pub db_bytes: u64,
+    /// External files in the backup.
+    pub external_files: u64,
+    /// Their bytes.
+    pub external_bytes: u64,
+    /// Objects and bytes this backup actually uploaded (the rest were present).
+    pub uploaded_objects: u64,
+    /// Bytes this backup actually uploaded.
+    pub uploaded_bytes: u64,
+    /// How long the backup took.
+    pub duration_ms: u64,
+}
+
+/// What the manifest records about external files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalInfo {
+    /// The column family whose records reference them.
+    pub column_family: String,
+    /// The built-in resolver used; `None` for an application's own extractor.
+    pub resolver: Option<ResolverConfig>,
+}
+
+impl Header {
+    /// The problems recorded in the header, at most a few; see [`Header::problem_count`].
+    pub fn with_problems(mut self, problems: &[Problem]) -> Self {
+        self.problem_count = problems.len() as u64;
+        self.problems = problems.iter().take(HEADER_PROBLEMS).cloned().collect();
+        self
+    }
+
+    fn validate(&self, key: &str, expected_id: &str) -> Result<()> {
+        if self.backup_id != expected_id {
+            return Err(Error::manifest(
+                key,
+                format!("names backup {:?}, not {expected_id:?}", self.backup_id),
+            ));
+        }
+        for part in &self.parts {
+            check_sha256(&part.sha256).map_err(|e| Error::manifest(key, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a manifest header read from `key` for backup `backup_id`.
+pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> {
+    #[derive(Deserialize)]
+    struct Version {
+        format: String,
+        version: u32,
+    }
+    let version: Version = serde_json::from_slice(bytes)
+        .map_err(|e| Error::manifest(key, format!("not a rockup manifest (corrupt?): {e}")))?;
+    if version.format != MANIFEST_FORMAT {
+        return Err(Error::manifest(
+            key,
+            format!("format {:?} is not {MANIFEST_FORMAT:?}", version.format),
+        ));
+    }
+    if version.version != MANIFEST_VERSION {
+        return Err(Error::manifest(
+            key,
+            format!(
+                "manifest version {} is not supported by rockup {} (reads version {MANIFEST_VERSION}); upgrade rockup",
+                version.version,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    let header: Header = serde_json::from_slice(bytes)
+        .map_err(|e| Error::manifest(key, format!("corrupt manifest: {e}")))?;
+    header.validate(key, backup_id)?;
+    Ok(header)
+}
+
+/// Loads the header of backup `id` (`latest` is resolved first).
+pub async fn load(repo: &Repository, id: &str) -> Result<Header> {
+    let id = resolve(repo, id).await?;
+    let key = layout::manifest(&id);
+    let bytes = repo
+        .get_if_exists(&key)
+        .await?
+        .ok_or_else(|| Error::BackupNotFound(id.clone()))?;
+    parse_header(key.as_ref(), &id, &bytes)
+}
+
+/// Ids of every committed backup, oldest first (one LIST).
+pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = repo
+        .list(layout::BACKUPS)
+        .await?
+        .iter()
+        .filter_map(|meta| layout::parse_manifest_key(&meta.location))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Resolves `latest` to the newest committed backup; checks other ids' syntax.
+pub async fn resolve(repo: &Repository, id: &str) -> Result<String> {
+    if id == "latest" {
+        return committed_ids(repo)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::BackupNotFound("latest".into()));
+    }
+    if layout::parse_backup_id(id).is_none() {
+        return Err(Error::Usage(format!(
+            "{id:?} is not a backup id (like 20261125T130500.123Z-1a2b3c4d) or \"latest\""
+        )));
+    }
+    Ok(id.to_string())
+}
+
+/// Writes the header: the commit point of a backup.
+pub async fn commit(repo: &Repository, header: &Header) -> Result<()> {
+    let bytes = Bytes::from(serde_json::to_vec_pretty(header).expect("header serializes"));
+    repo.create(&layout::manifest(&header.backup_id), bytes)
+        .await?;
+    Ok(())
+}
+
+/// One backup as `list` shows it: its header, or why it could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedBackup {
+    /// The backup's id.
+    pub backup_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its header, when readable.
+    pub header: Option<Header>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the header could not be read.
+    pub error: Option<String>,
+}
+
+/// Every committed backup, oldest first, reading headers only.
+pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
+    repo.check_marker(false).await?;
+    let ids = committed_ids(repo).await?;
+    let rows = futures::stream::iter(ids)
+        .map(|id| async move {
+            match load(repo, &id).await {
+                Ok(header) => ListedBackup {
+                    backup_id: id,
+                    header: Some(header),
+                    error: None,
+                },
+                Err(e) => ListedBackup {
+                    backup_id: id,
+                    header: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_versions_and_garbage_are_rejected() {
+        let err =
+            parse_header("k", "id", br#"{"format":"rockup-manifest","version":2}"#).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(parse_header("k", "id", b"\x00garbage").is_err());
+        assert!(parse_header("k", "id", br#"{"format":"other","version":1}"#).is_err());
+    }
+}

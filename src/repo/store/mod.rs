@@ -1,0 +1,487 @@
+//! The repository: an object store scoped to the repository URL's prefix, and the
+//! primitives every operation shares — reads, overwriting writes of immutable
+//! objects, the write-once create used for commits, listing, bulk deletes, and the
+//! repository marker. Stores are built in `open`; their errors are worded in
+//! `errors`.
+
+mod errors;
+mod open;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, StoreErrorKind};
+use crate::repo::layout;
+use errors::{unsupported_by_store, BULK_DELETE_UNSUPPORTED};
+
+/// Repository format name and version, stored in `rockup.json`.
+pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
+/// Major version of the repository layout this build reads and writes.
+pub(crate) const REPOSITORY_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    version: u32,
+}
+
+/// A backup repository: an object store scoped to the repository URL's prefix.
+#[derive(Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    name: String,
+    /// The same bucket without bulk deletes (S3 only), for servers that lack
+    /// `DeleteObjects`; switched to on the first "not implemented".
+    single_deletes: Option<Arc<dyn ObjectStore>>,
+    bulk_delete_unsupported: Arc<AtomicBool>,
+}
+
+/// Outcome of a write-once create.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The object did not exist and now holds our bytes.
+    New,
+    /// The object already held exactly our bytes (an earlier attempt of ours).
+    AlreadyOurs,
+}
+
+/// Shows the redacted URL only: object_store's builders keep credentials in
+/// their `Debug` output.
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Wraps an already-built store (e.g. `InMemory` in tests, or a store the
+    /// application configured itself). `name` is used in messages.
+    pub fn from_store(store: Arc<dyn ObjectStore>, name: impl Into<String>) -> Self {
+        Self {
+            store,
+            name: name.into(),
+            single_deletes: None,
+            bulk_delete_unsupported: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The same repository as a store that deletes one object per request, used
+    /// when the main store's bulk delete is not implemented by the server
+    /// (`open` sets it up for S3).
+    pub(crate) fn with_single_deletes(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.single_deletes = Some(store);
+        self
+    }
+
+    /// Deletes `keys` (missing ones count as deleted): in bulk requests where the
+    /// store has them (S3 `DeleteObjects`, Azure blob batch), one request per
+    /// object where the server answers that bulk deletes are not implemented.
+    pub async fn delete_all(&self, keys: &[Path]) -> Result<()> {
+        let single = self.single_deletes.as_ref();
+        let bulk_failed = match single {
+            Some(single) if self.bulk_delete_unsupported.load(Ordering::Relaxed) => {
+                Self::delete_with(single, keys).await
+            }
+            _ => Self::delete_with(&self.store, keys).await,
+        };
+        match (bulk_failed, single) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(single)) if unsupported_by_store(&e) => {
+                tracing::info!(repo = %self.name, "the server has no bulk delete; deleting one object per request");
+                self.bulk_delete_unsupported.store(true, Ordering::Relaxed);
+                Self::delete_with(single, keys)
+                    .await
+                    .map_err(|e| self.error(e))
+            }
+            (Err(e), None) if unsupported_by_store(&e) => Err(Error::Store {
+                url: self.name.clone(),
+                kind: StoreErrorKind::NotImplemented,
+                message: format!("{BULK_DELETE_UNSUPPORTED}: {e}"),
+            }),
+            (Err(e), _) => Err(self.error(e)),
+        }
+    }
+
+    /// Deletes `keys` through `store`; missing objects count as deleted.
+    async fn delete_with(store: &Arc<dyn ObjectStore>, keys: &[Path]) -> object_store::Result<()> {
+        let owned: Vec<object_store::Result<Path>> = keys.iter().cloned().map(Ok).collect();
+        let mut deleted = store.delete_stream(futures::stream::iter(owned).boxed());
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The store, scoped to the repository prefix.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The repository URL as shown to users (query strings redacted).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads a whole object.
+    pub(crate) async fn get(&self, key: &Path) -> Result<Bytes> {
+        let result = self.store.get(key).await.map_err(|e| self.error(e))?;
+        result.bytes().await.map_err(|e| self.error(e))
+    }
+
+    /// Reads a whole object, `None` when it does not exist.
+    pub(crate) async fn get_if_exists(&self, key: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(key).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Writes an immutable object whose key is derived from its content or
+    /// identity (so overwriting it with the same bytes is harmless).
+    pub(crate) async fn put(&self, key: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `key` once and reads it back. Safe on stores that ignore
+    /// or reject `If-None-Match` and across retries: an existing object is checked
+    /// first; after `AlreadyExists` or any failed request the object is read back
+    /// and compared, so an earlier attempt of ours is recognised and anybody
+    /// else's is never overwritten. When the conditional write failed and the
+    /// object is still absent (a server that does not implement or refuses the
+    /// condition), a plain write follows. Either way the stored bytes are read
+    /// back and must be ours.
+    pub async fn create(&self, key: &Path, bytes: Bytes) -> Result<Created> {
+        if let Some(existing) = self.get_if_exists(key).await? {
+            return self.compare_existing(key, &existing, &bytes);
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let written = self
+            .store
+            .put_opts(key, PutPayload::from(bytes.clone()), opts)
+            .await;
+        if let Err(err) = written {
+            // AlreadyExists, a lost response, or a server that refuses or does not
+            // implement conditional writes (501, or a 400 naming the header).
+            match self.get_if_exists(key).await? {
+                Some(existing) => return self.compare_existing(key, &existing, &bytes),
+                None => {
+                    tracing::debug!(%key, "conditional write failed ({err}); plain write after the existence check");
+                    self.put(key, bytes.clone()).await?;
+                }
+            }
+        }
+        match self.get_if_exists(key).await? {
+            Some(stored) if stored == bytes => Ok(Created::New),
+            Some(_) => Err(Error::Conflict {
+                key: key.to_string(),
+                reason: "was written concurrently by somebody else (the store ignored If-None-Match); ours was not kept".into(),
+            }),
+            None => Err(Error::Store {
+                url: self.name.clone(),
+                kind: StoreErrorKind::Other,
+                message: format!("{key} was written but cannot be read back"),
+            }),
+        }
+    }
+
+    fn compare_existing(&self, key: &Path, existing: &[u8], ours: &[u8]) -> Result<Created> {
+        if existing == ours {
+            Ok(Created::AlreadyOurs)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_string(),
+                reason: "already exists with other content; refusing to overwrite it".into(),
+            })
+        }
+    }
+
+    /// Lists every object under `prefix` (one LIST, paginated by the store).
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = Path::from(prefix);
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Checks the repository marker; with `create`, writes it in a new repository.
+    /// A repository of an unknown major version is refused.
+    pub(crate) async fn check_marker(&self, create: bool) -> Result<()> {
+        let key = layout::marker();
+        let bytes = match self.get_if_exists(&key).await? {
+            Some(bytes) => bytes,
+            None if create => {
+                let marker = Marker {
+                    format: REPOSITORY_FORMAT.into(),
+                    version: REPOSITORY_VERSION,
+                };
+                let bytes =
+                    Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"));
+                match self.create(&key, bytes).await {
+                    Ok(_) => return Ok(()),
+                    // Another run created it concurrently: read theirs below.
+                    Err(Error::Conflict { .. }) => self.get(&key).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                // Tell a missing bucket (or wrong credentials) from a prefix that
+                // simply holds no repository: one LIST request.
+                self.store
+                    .list_with_delimiter(None)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                return Err(Error::Usage(format!(
+                    "{} is not a rockup repository (no {}); check --repo",
+                    self.name,
+                    layout::MARKER
+                )));
+            }
+        };
+        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
+        })?;
+        if marker.format != REPOSITORY_FORMAT {
+            return Err(Error::manifest(
+                layout::MARKER,
+                format!("not a rockup repository (format {:?})", marker.format),
+            ));
+        }
+        if marker.version != REPOSITORY_VERSION {
+            return Err(Error::manifest(
+                layout::MARKER,
+                format!(
+                    "repository format version {} is not supported by rockup {} (reads version {REPOSITORY_VERSION}); upgrade rockup",
+                    marker.version,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn create_is_write_once_and_recognises_our_own_retry() {
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        let key = Path::from("backups/x/manifest.json");
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+            Created::AlreadyOurs
+        );
+        let err = repo
+            .create(&key, Bytes::from_static(b"b"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"a"));
+    }
+
+    /// How a test server treats `If-None-Match: *`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Condition {
+        /// Accepted, and the object overwritten anyway.
+        Ignored,
+        /// "Not implemented" (and so are bulk deletes).
+        NotImplemented,
+        /// A 400 naming the header.
+        Refused,
+    }
+
+    #[derive(Debug)]
+    struct NoConditionalPut {
+        inner: Arc<InMemory>,
+        condition: Condition,
+    }
+
+    impl std::fmt::Display for NoConditionalPut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "NoConditionalPut({:?})", self.condition)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for NoConditionalPut {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if opts.mode != PutMode::Overwrite {
+                match self.condition {
+                    Condition::Ignored => {}
+                    Condition::NotImplemented => {
+                        return Err(object_store::Error::NotImplemented {
+                            operation: "conditional put".into(),
+                            implementer: self.to_string(),
+                        })
+                    }
+                    Condition::Refused => {
+                        return Err(object_store::Error::Generic {
+                            store: "S3",
+                            source: "400 Bad Request: InvalidArgument: header If-None-Match is not supported".into(),
+                        })
+                    }
+                }
+            }
+            self.inner
+                .put_opts(location, payload, PutOptions::default())
+                .await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            if self.condition != Condition::NotImplemented {
+                return self.inner.delete_stream(locations);
+            }
+            let implementer = self.to_string();
+            locations
+                .map(move |_| {
+                    Err(object_store::Error::NotImplemented {
+                        operation: "bulk delete".into(),
+                        implementer: implementer.clone(),
+                    })
+                })
+                .boxed()
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn create_never_overwrites_on_stores_without_conditional_put() {
+        for condition in [
+            Condition::Ignored,
+            Condition::NotImplemented,
+            Condition::Refused,
+        ] {
+            let store = NoConditionalPut {
+                inner: Arc::new(InMemory::new()),
+                condition,
+            };
+            let repo = Repository::from_store(Arc::new(store), "no-conditional-put://");
+            let key = Path::from("backups/x/manifest.json");
+            assert_eq!(
+                repo.create(&key, Bytes::from_static(b"first"))
+                    .await
+                    .unwrap(),
+                Created::New
+            );
+            let err = repo
+                .create(&key, Bytes::from_static(b"second"))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+            assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"first"));
+            assert_eq!(
+                repo.create(&key, Bytes::from_static(b"first"))
+                    .await
+                    .unwrap(),
+                Created::AlreadyOurs
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn deletes_fall_back_to_one_request_per_object() {
+        let inner = Arc::new(InMemory::new());
+        let store = NoConditionalPut {
+            inner: inner.clone(),
+            condition: Condition::NotImplemented,
+        };
+        let keys: Vec<Path> = (0..5).map(|i| Path::from(format!("sst/{i}"))).collect();
+        let without_fallback = Repository::from_store(Arc::new(store), "no-bulk://");
+        for key in &keys {
+            without_fallback
+                .put(key, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let err = without_fallback.delete_all(&keys).await.unwrap_err();
+        assert!(err.to_string().contains(BULK_DELETE_UNSUPPORTED), "{err}");
+
+        let repo = without_fallback.with_single_deletes(inner.clone());
+        repo.delete_all(&keys).await.unwrap();
+        assert!(repo.list("sst").await.unwrap().is_empty());
+        repo.delete_all(&keys).await.unwrap(); // missing objects count as deleted
+    }
+
+    #[tokio::test]
+    async fn marker_rejects_unknown_versions() {
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        assert!(repo.check_marker(false).await.is_err());
+        repo.check_marker(true).await.unwrap();
+        repo.check_marker(false).await.unwrap();
+        repo.put(
+            &layout::marker(),
+            Bytes::from_static(br#"{"format":"rockup-repository","version":9}"#),
+        )
+        .await
+        .unwrap();
+        let err = repo.check_marker(false).await.unwrap_err();
+        assert!(err.to_string().contains("version 9"), "{err}");
+    }
+}

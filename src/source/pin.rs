@@ -1,0 +1,306 @@
+//! Pinning: each reference is checked against the blob root's rules and captured
+//! at once — hard-linked into rockup's work directory, or, where a link is
+//! impossible (another filesystem, EPERM), read later with a before/after
+//! size+mtime check. A reference resolves from its pre-link first (a file the
+//! application deleted since the point in time), then from the live tree. What
+//! cannot be captured becomes a [`Problem`] naming the path and the record key,
+//! never a silent skip.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::common::names::{display_key, normalize_relative_path};
+use crate::common::references::Reference;
+use crate::error::{Error, Problem, Result};
+use crate::source::Prelinks;
+
+/// An external file captured at the backup's point in time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pinned {
+    /// Normalized path relative to the blob root.
+    pub path: String,
+    /// Where to read it: the pin (hard link) or, unlinked, the live file.
+    pub read_from: PathBuf,
+    /// Size when pinned.
+    pub size: u64,
+    /// Modification time when pinned, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// What the record says the file should hash to.
+    pub expected_sha256: Option<String>,
+    /// The record referencing it, for problems.
+    pub record_key: String,
+}
+
+impl Pinned {
+    /// `problem` (about this file) naming the record that references it.
+    pub fn problem(&self, problem: Problem) -> Problem {
+        problem.in_record(self.record_key.clone())
+    }
+}
+
+/// Size, mtime and mode of a file, as compared before and after reading it.
+pub fn file_stamp(meta: &std::fs::Metadata) -> (u64, i64, u32) {
+    (
+        meta.len(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.mode() & 0o7777,
+    )
+}
+
+/// Pins referenced files into a directory on the blob root's filesystem.
+pub struct Pinner {
+    root: PathBuf,
+    pins: PathBuf,
+    link: bool,
+    seen_unlinked: HashSet<String>,
+    prelinks: Option<Prelinks>,
+    /// Files pinned from their pre-link because the live file was gone.
+    pub rescued: u64,
+}
+
+/// What became of one reference.
+pub enum Pin {
+    /// Newly captured.
+    Captured(Pinned),
+    /// Already captured for an earlier record (and nothing new to check).
+    Duplicate,
+    /// Could not be captured.
+    Problem(Problem),
+}
+
+/// One reference being pinned: its normalized path, its record, what it expects.
+struct Wanted {
+    path: String,
+    record_key: String,
+    reference: Reference,
+}
+
+impl Wanted {
+    fn problem(&self, problem: fn(String, String) -> Problem, detail: impl Into<String>) -> Pin {
+        Pin::Problem(problem(self.path.clone(), detail.into()).in_record(self.record_key.clone()))
+    }
+}
+
+impl Pinner {
+    /// A pinner for files under `root`, linking into `pins` (created) when both are
+    /// on one filesystem.
+    pub fn new(root: &Path, pins: PathBuf) -> Result<Self> {
+        let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
+        std::fs::create_dir_all(&pins).map_err(|e| Error::io(&pins, e))?;
+        let device = |dir: &Path| {
+            std::fs::metadata(dir)
+                .map(|m| m.dev())
+                .map_err(|e| Error::io(dir, e))
+        };
+        Ok(Self {
+            link: device(&root)? == device(&pins)?,
+            root,
+            pins,
+            seen_unlinked: HashSet::new(),
+            prelinks: None,
+            rescued: 0,
+        })
+    }
+
+    /// Resolves references from `prelinks` first, then from the live tree.
+    pub fn with_prelinks(mut self, prelinks: Option<Prelinks>) -> Self {
+        self.prelinks = prelinks.filter(|p| p.files > 0);
+        self
+    }
+
+    /// Checks one reference against the rules and pins the file.
+    pub fn pin(&mut self, record_key: &[u8], reference: Reference) -> Pin {
+        let record_key = display_key(record_key);
+        let path = match normalize_relative_path(&reference.path) {
+            Ok(path) => path,
+            Err(reason) => {
+                let problem = Problem::invalid(reference.path, reason);
+                return Pin::Problem(problem.in_record(record_key));
+            }
+        };
+        let wanted = Wanted {
+            path,
+            record_key,
+            reference,
+        };
+        let real = match self.resolve(&wanted) {
+            Ok(real) => real,
+            Err(pin) => return pin,
+        };
+        if self.link {
+            self.pin_linked(wanted, real)
+        } else {
+            self.pin_unlinked(wanted, real)
+        }
+    }
+
+    /// Where the file is: its pre-link (as it was at the point in time; regular
+    /// files only, reached without symlinks), or the live file inside the root.
+    fn resolve(&mut self, wanted: &Wanted) -> std::result::Result<PathBuf, Pin> {
+        if let Some(link) = self.prelinked(&wanted.path) {
+            if std::fs::symlink_metadata(self.root.join(&wanted.path)).is_err() {
+                self.rescued += 1;
+            }
+            return Ok(link);
+        }
+        match self.root.join(&wanted.path).canonicalize() {
+            Ok(real) if real.starts_with(&self.root) => Ok(real),
+            Ok(_) => {
+                Err(wanted.problem(Problem::invalid, "resolves outside the blob root (symlink)"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(wanted.problem(Problem::missing, "file does not exist"))
+            }
+            Err(e) => Err(wanted.problem(Problem::missing, e.to_string())),
+        }
+    }
+
+    /// The pre-link of `path`, if the tree had a regular file there.
+    fn prelinked(&self, path: &str) -> Option<PathBuf> {
+        let link = self.prelinks.as_ref()?.dir().join(path);
+        std::fs::symlink_metadata(&link)
+            .is_ok_and(|m| m.is_file())
+            .then_some(link)
+    }
+
+    fn pin_linked(&mut self, wanted: Wanted, real: PathBuf) -> Pin {
+        let pin = self
+            .pins
+            .join(&hex::encode(Sha256::digest(wanted.path.as_bytes()))[..40]);
+        match std::fs::hard_link(&real, &pin) {
+            Ok(()) => self.captured(wanted, pin),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.duplicate(wanted, pin),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                wanted.problem(Problem::missing, "deleted before it could be pinned")
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
+                self.link = false;
+                self.pin_unlinked(wanted, real)
+            }
+            Err(e) => wanted.problem(Problem::missing, format!("cannot pin: {e}")),
+        }
+    }
+
+    fn pin_unlinked(&mut self, wanted: Wanted, real: PathBuf) -> Pin {
+        if !self.seen_unlinked.insert(wanted.path.clone()) {
+            return self.duplicate(wanted, real);
+        }
+        self.captured(wanted, real)
+    }
+
+    /// A file an earlier record already referenced: nothing more to capture,
+    /// unless this record states a size or hash of its own to check.
+    fn duplicate(&self, wanted: Wanted, read_from: PathBuf) -> Pin {
+        if wanted.reference.sha256.is_none() && wanted.reference.size.is_none() {
+            return Pin::Duplicate;
+        }
+        self.captured(wanted, read_from)
+    }
+
+    fn captured(&self, wanted: Wanted, read_from: PathBuf) -> Pin {
+        let meta = match std::fs::symlink_metadata(&read_from) {
+            Ok(meta) => meta,
+            Err(e) => {
+                return wanted.problem(Problem::missing, format!("vanished while pinning: {e}"))
+            }
+        };
+        if !meta.is_file() {
+            return wanted.problem(Problem::invalid, "not a regular file");
+        }
+        let (size, mtime_ns, mode) = file_stamp(&meta);
+        if let Some(expected) = wanted.reference.size.filter(|&e| e != size) {
+            return wanted.problem(
+                Problem::mismatch,
+                format!("record says {expected} bytes, file has {size}"),
+            );
+        }
+        Pin::Captured(Pinned {
+            path: wanted.path,
+            read_from,
+            size,
+            mtime_ns,
+            mode,
+            expected_sha256: wanted.reference.sha256,
+            record_key: wanted.record_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProblemKind;
+
+    #[test]
+    fn pinning_rejects_symlink_escapes_and_non_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::fs::write(root.join("ok.bin"), b"data").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
+        let mut pinner = Pinner::new(&root, dir.path().join("pins")).unwrap();
+        let reference = |p: &str| Reference {
+            path: p.into(),
+            sha256: None,
+            size: None,
+        };
+        let kind = |pin: Pin| match pin {
+            Pin::Problem(p) => Some(p.kind),
+            _ => None,
+        };
+        assert_eq!(
+            kind(pinner.pin(b"k", reference("escape"))),
+            Some(ProblemKind::Invalid)
+        );
+        assert_eq!(
+            kind(pinner.pin(b"k", reference("sub"))),
+            Some(ProblemKind::Invalid)
+        );
+        assert_eq!(
+            kind(pinner.pin(b"k", reference("nope"))),
+            Some(ProblemKind::Missing)
+        );
+        assert_eq!(
+            kind(pinner.pin(b"k", reference("../secret"))),
+            Some(ProblemKind::Invalid)
+        );
+        match pinner.pin(b"k", reference("./ok.bin")) {
+            Pin::Captured(p) => {
+                assert_eq!(p.path, "ok.bin");
+                assert_eq!(std::fs::read(&p.read_from).unwrap(), b"data");
+            }
+            _ => panic!("ok.bin not captured"),
+        }
+        assert!(matches!(
+            pinner.pin(b"k2", reference("ok.bin")),
+            Pin::Duplicate
+        ));
+        let checked_again = Reference {
+            path: "ok.bin".into(),
+            sha256: None,
+            size: Some(4),
+        };
+        assert!(
+            matches!(pinner.pin(b"k3", checked_again), Pin::Captured(_)),
+            "a duplicate with its own expectations is checked"
+        );
+        let wrong_size = Reference {
+            path: "ok.bin".into(),
+            sha256: None,
+            size: Some(9),
+        };
+        let mut fresh = Pinner::new(&root, dir.path().join("pins2")).unwrap();
+        assert_eq!(
+            kind(fresh.pin(b"k", wrong_size)),
+            Some(ProblemKind::Mismatch)
+        );
+    }
+}
