@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::Repository;
 
+/// Largest lock object read; anything larger is unreadable.
+const LOCK_LIMIT: u64 = 64 << 10;
+
 /// What holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,8 +138,11 @@ pub async fn list(repo: &Repository) -> Result<Vec<LockInfo>> {
     let mut locks = Vec::new();
     for meta in repo.list(layout::LOCKS).await? {
         let key = meta.location.to_string();
-        let Some(bytes) = repo.get_if_exists(&meta.location).await? else {
-            continue; // released meanwhile
+        let bytes = match repo.get_if_exists(&meta.location, LOCK_LIMIT).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,                        // released meanwhile
+            Err(Error::Manifest { .. }) => Bytes::new(), // too large: unreadable
+            Err(e) => return Err(e),
         };
         let mut info = serde_json::from_slice::<LockInfo>(&bytes).unwrap_or(LockInfo {
             kind: LockKind::Prune,

@@ -359,7 +359,10 @@ mod tests {
         let (sha, size) = uploader.upload_file(&path, &key, None).await.unwrap();
         assert_eq!(size, data.len() as u64);
         assert_eq!(sha, hex::encode(Sha256::digest(&data)));
-        assert_eq!(repo.get(&key).await.unwrap().as_ref(), data.as_slice());
+        assert_eq!(
+            repo.get(&key, 1 << 30).await.unwrap().as_ref(),
+            data.as_slice()
+        );
         assert_eq!(uploader.load(&path, size).await.unwrap().sha256(), sha);
 
         let wrong = ObjectPath::from("x/wrong");

@@ -236,9 +236,12 @@ pub fn blob_key(sha256: &str) -> String {
     format!("blobs/sha256/{}/{sha256}", &sha256[..2])
 }
 
-/// A backup id for `time`: `<UTC time to the millisecond>-<8 hex digits>`.
+/// A backup id for `time`: `<UTC time to the millisecond>-<8 hex digits>`,
+/// unique within the test run.
 pub fn backup_id_at(time: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{}-0000beef", time.format("%Y%m%dT%H%M%S%.3fZ"))
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n:08x}", time.format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -42,6 +42,7 @@ async fn forge(
             &format!("backups/{new_id}/"),
         );
         let new_sha = sha256_hex(text.as_bytes());
+        part["bytes"] = Value::from(text.len());
         put_object(repo, &part_key(&new_id, &new_sha), text).await;
         part["sha256"] = Value::from(new_sha);
     }
@@ -192,4 +193,65 @@ async fn a_part_whose_bytes_do_not_match_its_name_is_rejected() {
     bytes = text.into_bytes();
     put_object(&repo, &key, bytes).await;
     restore_fails(&fx, &repo, &header.backup_id, "does not match its hash").await;
+}
+
+/// After the newest backup was damaged: a new backup still commits (and
+/// restores), and verify names the damaged one.
+async fn damage_is_survived(fx: &Fixture, repo: &Repository, damaged: &str) {
+    let report = rockup::backup(repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let verified = verify(repo, "all", false).await;
+    assert!(
+        verified.problems.iter().any(|p| p.path.contains(damaged)),
+        "{:?}",
+        verified.problems
+    );
+    let target = fx.path(&format!("after-{}", report.header.backup_id));
+    let options = RestoreOptions::new(
+        &report.header.backup_id,
+        target.join("db"),
+        Some(target.join("files")),
+    );
+    rockup::restore(repo, &options).await.unwrap();
+    assert_eq!(read_all(&fx.db), read_all(&target.join("db")));
+    assert_eq!(tree(&fx.files), tree(&target.join("files")));
+}
+
+#[tokio::test]
+async fn forged_entry_counts_are_rejected_without_allocating() {
+    let (fx, repo, original) = backed_up().await;
+    for entries in [1_000_000_000_000_000u64, u64::MAX] {
+        let id = forge(
+            &repo,
+            &original,
+            PartKind::Db,
+            |_| {},
+            |h| h["parts"][0]["entries"] = Value::from(entries),
+        )
+        .await;
+        restore_fails(&fx, &repo, &id, "claims").await;
+        damage_is_survived(&fx, &repo, &id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_missing_or_oversized_part_does_not_stop_later_backups() {
+    let (fx, repo, original) = backed_up().await;
+    let header = manifest::load(&repo, &original).await.unwrap();
+    let part = &header.parts[0];
+    let key = part_key(&original, &part.sha256);
+    let bytes = get_object(&repo, &key).await.unwrap();
+
+    remove_object(&repo, &key).await;
+    restore_fails(&fx, &repo, &original, "not found").await;
+    damage_is_survived(&fx, &repo, &original).await;
+
+    // The same name, 64 MiB more than the header records: read no further.
+    let mut oversized = bytes.to_vec();
+    oversized.resize(bytes.len() + (64 << 20), b'\n');
+    put_object(&repo, &key, oversized).await;
+    restore_fails(&fx, &repo, &original, "larger than").await;
+    damage_is_survived(&fx, &repo, &original).await;
 }

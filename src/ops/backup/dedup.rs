@@ -52,22 +52,19 @@ impl Dedup {
         work: &WorkDir,
         backup_id: &str,
     ) -> Result<Self> {
-        let previous = previous_backup(repo, identity).await?;
+        let want_external = options.external.is_some() && !options.rehash;
+        let previous = Previous::find(repo, identity, want_external, work).await?;
         let existing_tables = repo.list(layout::SST).await?;
-        let previous_external = match (&options.external, &previous, options.rehash) {
-            (Some(_), Some(header), false) => Some(previous_external(repo, header, work).await?),
-            _ => None,
-        };
         Ok(Self {
             uploader: Uploader::new(repo.clone(), options.memory_budget),
             backup_id: backup_id.to_string(),
             checkpoint,
-            known_tables: known_tables(repo, previous.as_ref()).await?,
+            known_tables: previous.known_tables,
             existing_tables: existing_tables
                 .into_iter()
                 .map(|m| (m.location.to_string(), m.size))
                 .collect(),
-            previous_external,
+            previous_external: previous.external,
         })
     }
 
@@ -276,47 +273,96 @@ async fn session_of(name: &str, path: &Path) -> Result<Option<String>> {
     blocking(move || Ok(sst::session_id(&path))).await
 }
 
-/// The newest committed backup, preferring one of the same database.
-async fn previous_backup(repo: &Repository, identity: Option<&str>) -> Result<Option<Header>> {
-    let ids = manifest::committed_ids(repo).await?;
-    let mut newest = None;
-    for id in ids.iter().rev() {
-        let Ok(header) = manifest::load(repo, id).await else {
-            continue;
-        };
-        if header.source.db_identity.as_deref() == identity {
-            return Ok(Some(header));
+/// What the previous backup tells: its shared tables and, unless re-hashing,
+/// its external entries.
+#[derive(Default)]
+struct Previous {
+    /// object key → (size, sha256)
+    known_tables: HashMap<String, (u64, String)>,
+    /// External entries by path.
+    external: Option<Spool>,
+}
+
+impl Previous {
+    /// The newest intact backup of the same database (`identity`), else the
+    /// newest intact one of any; none at all means no deduplication against a
+    /// previous manifest. A damaged backup is passed over with a warning — it
+    /// must never stop new backups — and `rockup verify` names the damage.
+    async fn find(
+        repo: &Repository,
+        identity: Option<&str>,
+        want_external: bool,
+        work: &WorkDir,
+    ) -> Result<Self> {
+        let mut others = Vec::new();
+        for id in manifest::committed_ids(repo).await?.iter().rev() {
+            let header = match manifest::load(repo, id).await {
+                Ok(header) => header,
+                Err(e) => {
+                    warn_damaged(id, &e);
+                    continue;
+                }
+            };
+            if header.source.db_identity.as_deref() != identity {
+                others.push(header.backup_id);
+                continue;
+            }
+            if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
+                return Ok(previous);
+            }
         }
-        newest.get_or_insert(header);
+        for id in others {
+            let header = manifest::load(repo, &id).await?;
+            if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
+                return Ok(previous);
+            }
+        }
+        Ok(Self::default())
     }
-    Ok(newest)
+
+    /// Reads `header`'s parts; `None` (with a warning) when they are damaged.
+    async fn load(
+        repo: &Repository,
+        header: &Header,
+        want_external: bool,
+        work: &WorkDir,
+    ) -> Result<Option<Self>> {
+        let known_tables = match header.entries::<DbFileEntry>(repo).await {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| (e.object, (e.size, e.sha256)))
+                .collect(),
+            Err(e) => return Ok(warn_damaged(&header.backup_id, &e)),
+        };
+        if !want_external {
+            let external = None;
+            return Ok(Some(Self {
+                known_tables,
+                external,
+            }));
+        }
+        let dir = work.path().join(format!("previous-{}", header.backup_id));
+        let spool = Spool::create(&dir)?;
+        let spooled = header
+            .for_each_entry(repo, |entry: ExternalEntry| {
+                let json = serde_json::to_vec(&entry).expect("entries serialize");
+                spool.put(&entry.path, &json)
+            })
+            .await;
+        match spooled {
+            Ok(()) => Ok(Some(Self {
+                known_tables,
+                external: Some(spool),
+            })),
+            Err(e @ (Error::Manifest { .. } | Error::Store { .. })) => {
+                Ok(warn_damaged(&header.backup_id, &e))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
-/// Shared table files the previous backup has, with their size and hash.
-async fn known_tables(
-    repo: &Repository,
-    previous: Option<&Header>,
-) -> Result<HashMap<String, (u64, String)>> {
-    let Some(header) = previous else {
-        return Ok(HashMap::new());
-    };
-    let entries: Vec<DbFileEntry> = header.entries(repo).await?;
-    Ok(entries
-        .into_iter()
-        .map(|e| (e.object, (e.size, e.sha256)))
-        .collect())
-}
-
-/// The previous backup's external entries, spooled by path.
-async fn previous_external(repo: &Repository, header: &Header, work: &WorkDir) -> Result<Spool> {
-    let spool = Spool::create(&work.path().join("previous"))?;
-    header
-        .for_each_entry(repo, |entry: ExternalEntry| {
-            spool.put(
-                &entry.path,
-                &serde_json::to_vec(&entry).expect("entries serialize"),
-            )
-        })
-        .await?;
-    Ok(spool)
+fn warn_damaged(id: &str, error: &Error) -> Option<Previous> {
+    tracing::warn!(backup = id, %error, "a previous backup is damaged; deduplicating against an older one (`rockup verify --backup {id}` names the damage)");
+    None
 }

@@ -17,7 +17,6 @@ use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::Repository;
 
-use parts::check_sha256;
 pub use parts::{
     store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry, PartKind, PartRef,
 };
@@ -26,6 +25,9 @@ pub use parts::{
 pub const MANIFEST_FORMAT: &str = "rockup-manifest";
 /// Major version written by this build; a reader rejects any other.
 pub const MANIFEST_VERSION: u32 = 1;
+/// Largest manifest header read: its size grows with the number of parts (one
+/// per 100,000 files) only.
+const HEADER_LIMIT: u64 = 16 << 20;
 /// Most problems listed in the header itself (all of them are in a part).
 const HEADER_PROBLEMS: usize = 50;
 
@@ -121,7 +123,7 @@ impl Header {
             ));
         }
         for part in &self.parts {
-            check_sha256(&part.sha256).map_err(|e| Error::manifest(key, e))?;
+            part.check().map_err(|e| Error::manifest(key, e))?;
         }
         Ok(())
     }
@@ -163,7 +165,7 @@ pub async fn load(repo: &Repository, id: &str) -> Result<Header> {
     let id = resolve(repo, id).await?;
     let key = layout::manifest(&id);
     let bytes = repo
-        .get_if_exists(&key)
+        .get_if_exists(&key, HEADER_LIMIT)
         .await?
         .ok_or_else(|| Error::BackupNotFound(id.clone()))?;
     parse_header(key.as_ref(), &id, &bytes)

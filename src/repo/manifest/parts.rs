@@ -17,6 +17,10 @@ use crate::repo::Repository;
 
 /// Most entries in one part.
 pub const PART_ENTRIES: usize = 100_000;
+/// A part is finished once it holds this many bytes (or [`PART_ENTRIES`]).
+const PART_TARGET_BYTES: usize = 64 << 20;
+/// Largest part a reader accepts: the target plus one entry of any sane size.
+const PART_MAX_BYTES: u64 = 2 * PART_TARGET_BYTES as u64;
 
 /// What a part lists.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,6 +45,27 @@ pub struct PartRef {
     pub entries: u64,
     /// Its size in bytes.
     pub bytes: u64,
+}
+
+impl PartRef {
+    /// Rejects a reference no rockup writes: a malformed hash, or more entries
+    /// or bytes than a part may hold (checked before anything is allocated).
+    pub(super) fn check(&self) -> std::result::Result<(), String> {
+        check_sha256(&self.sha256)?;
+        if self.entries as usize > PART_ENTRIES || self.entries == 0 {
+            return Err(format!(
+                "part {} claims {} entries (1 to {PART_ENTRIES} allowed)",
+                self.sha256, self.entries
+            ));
+        }
+        if self.bytes > PART_MAX_BYTES {
+            return Err(format!(
+                "part {} claims {} bytes (at most {PART_MAX_BYTES} allowed)",
+                self.sha256, self.bytes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A database file: name in the DB directory, and the object holding it.
@@ -136,7 +161,7 @@ impl PartEntry for Problem {
     }
 }
 
-pub(super) fn check_sha256(hex: &str) -> std::result::Result<(), String> {
+fn check_sha256(hex: &str) -> std::result::Result<(), String> {
     if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
@@ -171,9 +196,8 @@ impl PartBuffer {
         self.buffer.extend_from_slice(json);
         self.buffer.push(b'\n');
         self.entries += 1;
-        (self.entries as usize >= PART_ENTRIES)
-            .then(|| self.take())
-            .flatten()
+        let full = self.entries as usize >= PART_ENTRIES || self.buffer.len() >= PART_TARGET_BYTES;
+        full.then(|| self.take()).flatten()
     }
 
     /// Appends one entry.
@@ -241,14 +265,14 @@ impl Header {
         part: &PartRef,
     ) -> Result<Vec<T>> {
         let key = layout::part(&self.backup_id, &part.sha256);
-        let bytes = repo.get(&key).await?;
-        if sha256_hex(&bytes) != part.sha256 {
+        let bytes = repo.get(&key, part.bytes).await?;
+        if bytes.len() as u64 != part.bytes || sha256_hex(&bytes) != part.sha256 {
             return Err(Error::manifest(
                 key.to_string(),
                 "part does not match its hash (corrupt or tampered)",
             ));
         }
-        let mut entries = Vec::with_capacity(part.entries as usize);
+        let mut entries = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let entry: T = serde_json::from_slice(line)
                 .map_err(|e| Error::manifest(key.to_string(), format!("unreadable entry: {e}")))?;

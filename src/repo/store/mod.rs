@@ -10,7 +10,7 @@ mod open;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -24,6 +24,9 @@ use errors::{unsupported_by_store, BULK_DELETE_UNSUPPORTED};
 pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
 /// Major version of the repository layout this build reads and writes.
 pub(crate) const REPOSITORY_VERSION: u32 = 1;
+
+/// Largest repository marker read.
+const MARKER_LIMIT: u64 = 64 << 10;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -133,19 +136,46 @@ impl Repository {
         &self.name
     }
 
-    /// Reads a whole object.
-    pub(crate) async fn get(&self, key: &Path) -> Result<Bytes> {
-        let result = self.store.get(key).await.map_err(|e| self.error(e))?;
-        result.bytes().await.map_err(|e| self.error(e))
+    /// Reads a whole object of at most `limit` bytes.
+    pub(crate) async fn get(&self, key: &Path, limit: u64) -> Result<Bytes> {
+        self.get_if_exists(key, limit)
+            .await?
+            .ok_or_else(|| Error::Store {
+                url: self.name.clone(),
+                kind: StoreErrorKind::NotFound,
+                message: format!("{key} not found"),
+            })
     }
 
-    /// Reads a whole object, `None` when it does not exist.
-    pub(crate) async fn get_if_exists(&self, key: &Path) -> Result<Option<Bytes>> {
-        match self.store.get(key).await {
-            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(e))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(e)),
+    /// Reads a whole object of at most `limit` bytes, `None` when it does not
+    /// exist. Repository content is untrusted: nothing is allocated from the size
+    /// the store reports, and a larger object is an error after at most `limit`
+    /// bytes were read.
+    pub(crate) async fn get_if_exists(&self, key: &Path, limit: u64) -> Result<Option<Bytes>> {
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let too_large = || {
+            Error::manifest(
+                key.to_string(),
+                format!("is larger than the {limit} bytes it may have (damaged, or not rockup's)"),
+            )
+        };
+        if result.meta.size > limit {
+            return Err(too_large());
         }
+        let mut bytes = BytesMut::new();
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(e))?;
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(bytes.freeze()))
     }
 
     /// Writes an immutable object whose key is derived from its content or
@@ -167,7 +197,9 @@ impl Repository {
     /// condition), a plain write follows. Either way the stored bytes are read
     /// back and must be ours.
     pub async fn create(&self, key: &Path, bytes: Bytes) -> Result<Created> {
-        if let Some(existing) = self.get_if_exists(key).await? {
+        // Anything longer than ours is not ours: read no further than that.
+        let limit = bytes.len() as u64 + 1;
+        if let Some(existing) = self.get_if_exists_or_longer(key, limit).await? {
             return self.compare_existing(key, &existing, &bytes);
         }
         let opts = PutOptions {
@@ -181,7 +213,7 @@ impl Repository {
         if let Err(err) = written {
             // AlreadyExists, a lost response, or a server that refuses or does not
             // implement conditional writes (501, or a 400 naming the header).
-            match self.get_if_exists(key).await? {
+            match self.get_if_exists_or_longer(key, limit).await? {
                 Some(existing) => return self.compare_existing(key, &existing, &bytes),
                 None => {
                     tracing::debug!(%key, "conditional write failed ({err}); plain write after the existence check");
@@ -189,7 +221,7 @@ impl Repository {
                 }
             }
         }
-        match self.get_if_exists(key).await? {
+        match self.get_if_exists_or_longer(key, limit).await? {
             Some(stored) if stored == bytes => Ok(Created::New),
             Some(_) => Err(Error::Conflict {
                 key: key.to_string(),
@@ -201,6 +233,27 @@ impl Repository {
                 message: format!("{key} was written but cannot be read back"),
             }),
         }
+    }
+
+    /// The object's first `limit` bytes (all of it when shorter), `None` when
+    /// it does not exist; reading stops there.
+    async fn get_if_exists_or_longer(&self, key: &Path, limit: u64) -> Result<Option<Bytes>> {
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let mut bytes = BytesMut::new();
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(e))?;
+            let room = limit as usize - bytes.len();
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() as u64 == limit {
+                break;
+            }
+        }
+        Ok(Some(bytes.freeze()))
     }
 
     fn compare_existing(&self, key: &Path, existing: &[u8], ours: &[u8]) -> Result<Created> {
@@ -228,7 +281,7 @@ impl Repository {
     /// A repository of an unknown major version is refused.
     pub(crate) async fn check_marker(&self, create: bool) -> Result<()> {
         let key = layout::marker();
-        let bytes = match self.get_if_exists(&key).await? {
+        let bytes = match self.get_if_exists(&key, MARKER_LIMIT).await? {
             Some(bytes) => bytes,
             None if create => {
                 let marker = Marker {
@@ -240,7 +293,7 @@ impl Repository {
                 match self.create(&key, bytes).await {
                     Ok(_) => return Ok(()),
                     // Another run created it concurrently: read theirs below.
-                    Err(Error::Conflict { .. }) => self.get(&key).await?,
+                    Err(Error::Conflict { .. }) => self.get(&key, MARKER_LIMIT).await?,
                     Err(e) => return Err(e),
                 }
             }
@@ -303,7 +356,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-        assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"a"));
+        assert_eq!(
+            repo.get(&key, 1 << 30).await.unwrap(),
+            Bytes::from_static(b"a")
+        );
     }
 
     /// How a test server treats `If-None-Match: *`.
@@ -435,7 +491,10 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-            assert_eq!(repo.get(&key).await.unwrap(), Bytes::from_static(b"first"));
+            assert_eq!(
+                repo.get(&key, 1 << 30).await.unwrap(),
+                Bytes::from_static(b"first")
+            );
             assert_eq!(
                 repo.create(&key, Bytes::from_static(b"first"))
                     .await
