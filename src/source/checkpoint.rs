@@ -83,6 +83,8 @@ pub struct Origin {
     pub path: PathBuf,
     /// Contents of the database's IDENTITY file, when it has one.
     pub db_identity: Option<String>,
+    /// Permission bits of the source directory.
+    pub mode: Option<u32>,
 }
 
 /// What a checkpoint holds: the database at one point in time.
@@ -107,6 +109,13 @@ pub struct Prepared {
     pub stats: CheckpointStats,
     /// What it holds.
     pub snapshot: Snapshot,
+}
+
+/// The permission bits of `path`, if it can be read.
+pub fn permission_bits(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(meta.permissions().mode() & 0o7777)
 }
 
 /// Makes the checkpoint for `source` (into `<work>/checkpoint` where one is made)
@@ -154,6 +163,7 @@ pub fn prepare(
         column_families,
         origin: Origin {
             kind,
+            mode: permission_bits(&path),
             path,
             db_identity,
         },

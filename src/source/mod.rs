@@ -25,7 +25,9 @@ pub mod sst;
 mod wal;
 mod workdir;
 
-pub use checkpoint::{prepare, CheckpointStats, Prepared, Snapshot, Source};
+pub use checkpoint::{
+    permission_bits, prepare, CheckpointStats, Origin, Prepared, Snapshot, Source,
+};
 pub use guard::{DeletionGuard, GuardHold};
 pub use pin::{file_stamp, Pin, Pinned, Pinner};
 pub use prelink::Prelinks;

@@ -8,3 +8,4 @@ mod hostile;
 mod layers;
 mod live;
 mod prune;
+mod restore_safety;

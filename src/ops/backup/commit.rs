@@ -37,6 +37,7 @@ pub(super) async fn commit(
     parts.extend(manifest::store_entries(repo, id, &problems).await?);
     stats.duration_ms = run.started.elapsed().as_millis() as u64;
     let origin = snapshot.origin;
+
     let header = Header {
         format: manifest::MANIFEST_FORMAT.into(),
         version: manifest::MANIFEST_VERSION,
@@ -51,6 +52,7 @@ pub(super) async fn commit(
         },
         sequence_number: snapshot.sequence_number,
         column_families: snapshot.column_families,
+        db_mode: origin.mode,
         external: options.external.as_ref().map(external_info),
         stats,
         tags: options.tags.clone(),

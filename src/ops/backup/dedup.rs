@@ -16,7 +16,7 @@ use crate::repo::layout::{self, TableNaming};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
 use crate::repo::upload::{Content, Uploader};
 use crate::repo::Repository;
-use crate::source::{file_stamp, sst, Pinned, WorkDir};
+use crate::source::{file_stamp, permission_bits, sst, Origin, Pinned, WorkDir};
 
 use super::pin::Job;
 use super::BackupOptions;
@@ -33,6 +33,8 @@ pub(super) struct Dedup {
     pub uploader: Uploader,
     backup_id: String,
     checkpoint: PathBuf,
+    /// The source directory, whose files' modes are recorded.
+    origin: PathBuf,
     /// object key → (size, sha256) from the previous backup
     known_tables: HashMap<String, (u64, String)>,
     /// object key → size, from one LIST of `sst/`
@@ -47,18 +49,20 @@ impl Dedup {
     pub async fn prepare(
         repo: &Repository,
         checkpoint: PathBuf,
-        identity: Option<&str>,
+        origin: &Origin,
         options: &BackupOptions,
         work: &WorkDir,
         backup_id: &str,
     ) -> Result<Self> {
         let want_external = options.external.is_some() && !options.rehash;
+        let identity = origin.db_identity.as_deref();
         let previous = Previous::find(repo, identity, want_external, work).await?;
         let existing_tables = repo.list(layout::SST).await?;
         Ok(Self {
             uploader: Uploader::new(repo.clone(), options.memory_budget),
             backup_id: backup_id.to_string(),
             checkpoint,
+            origin: origin.path.clone(),
             known_tables: previous.known_tables,
             existing_tables: existing_tables
                 .into_iter()
@@ -92,11 +96,15 @@ impl Dedup {
                 None => self.content_table(&name, &path, size).await?,
             }
         };
+        // The mode of the file in the database (the checkpoint's copies of
+        // MANIFEST, OPTIONS and WALs are rockup's own files).
+        let mode = permission_bits(&self.origin.join(&name)).or(permission_bits(&path));
         Ok(DbFileEntry {
             name,
             size,
             sha256,
             object,
+            mode,
         })
     }
 

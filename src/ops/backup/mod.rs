@@ -164,8 +164,7 @@ async fn pipeline(
         snapshot,
     } = prepared;
     let pinning = pin::start(db, prelinks, options, &work, hold);
-    let identity = snapshot.origin.db_identity.as_deref();
-    let dedup = Dedup::prepare(repo, dir, identity, options, &work, &run.backup_id).await?;
+    let dedup = Dedup::prepare(repo, dir, &snapshot.origin, options, &work, &run.backup_id).await?;
     let transferred = transfer::run(dedup, files, pinning.jobs, options, &work).await?;
     let rescued_by_prelinks = pinning.task.await??;
     transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;

@@ -2,13 +2,16 @@
 //! into staging directories inside the targets, renamed into place at the end.
 //! Refuses non-empty targets; acts only on validated manifest entries (RocksDB file
 //! names; normalized relative paths), creates files with `O_EXCL` (never following
-//! a symlink), restores content, mode and mtime — never ownership. Then it opens
+//! a symlink) and mode 0600, restores content, permission bits (never setuid,
+//! setgid or sticky) and mtime — never ownership — and the database directory's
+//! mode where it creates it; placement is all or nothing. Then it opens
 //! the restored database read-only, checks that it reaches the backup's sequence
 //! number, and checks that every record's reference resolves to a restored file.
 
 mod check;
 mod stage;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
 use crate::repo::Repository;
-use stage::{collect_problems, download, Staging};
+use stage::{collect_problems, download, place_all, Expected, Staging, PERMISSION_BITS};
 
 /// How to restore.
 #[derive(Clone)]
@@ -115,9 +118,11 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
             header.backup_id
         )
     })?;
-    db_stage.place()?;
-    if let Some(stage) = blob_stage {
-        stage.place()?;
+    let placed = place_all([Some(db_stage), blob_stage].into_iter().flatten().collect())?;
+    if let (Some(mode), true) = (header.db_mode, placed[0].created_target) {
+        let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
+        std::fs::set_permissions(&options.db_dir, permissions)
+            .map_err(|e| Error::io(&options.db_dir, e))?;
     }
     let problems =
         check::check_restored(repo, &header, options, blob_root.as_deref(), &mut report).await?;
@@ -163,7 +168,13 @@ async fn download_db(
     let downloads = entries.iter().map(|entry| {
         let dest = stage.path.join(&entry.name);
         let key = ObjectPath::from(entry.object.as_str());
-        download(repo, key, dest, &entry.sha256, entry.size, None)
+        let expected = Expected {
+            sha256: &entry.sha256,
+            size: entry.size,
+            mode: entry.mode,
+            mtime_ns: None,
+        };
+        download(repo, key, dest, expected)
     });
     collect_problems(downloads, jobs).await
 }
@@ -190,7 +201,13 @@ async fn download_external(
         let downloads = entries.iter().map(|entry| {
             let dest = stage.path.join(&entry.path);
             let key = layout::external_blob(&entry.sha256);
-            download(repo, key, dest, &entry.sha256, entry.size, Some(entry))
+            let expected = Expected {
+                sha256: &entry.sha256,
+                size: entry.size,
+                mode: Some(entry.mode),
+                mtime_ns: Some(entry.mtime_ns),
+            };
+            download(repo, key, dest, expected)
         });
         problems.extend(collect_problems(downloads, jobs).await?);
     }

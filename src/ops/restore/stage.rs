@@ -1,9 +1,12 @@
-//! Downloads into staging: parallel, each object into a new file (`O_EXCL`,
-//! never following a symlink) inside a staging directory in the target, its size
-//! and SHA-256 checked; the staging directory is renamed into place only when
-//! everything is intact, and removed otherwise.
+//! Downloads into staging: parallel, each object into a new file (`O_EXCL`, so
+//! never through a symlink) created `0600` inside a `0700` staging directory in
+//! the target, its size checked while it streams (no byte past the recorded
+//! size is written) and its SHA-256 at the end; only then does it get its
+//! recorded permission bits — never setuid, setgid or sticky — and mtime.
+//! Placement renames everything staged into the targets, all or nothing: a
+//! failure halfway removes what was already placed.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,48 +17,139 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Problem, Result};
-use crate::repo::manifest::ExternalEntry;
 use crate::repo::Repository;
+
+/// The permission bits a restore may set: never setuid, setgid or sticky.
+pub(super) const PERMISSION_BITS: u32 = 0o777;
 
 /// A staging directory inside a restore target; removed unless placed.
 pub(super) struct Staging {
     target: PathBuf,
+    /// Whether this restore created the target (its mode is then ours to set).
+    created_target: bool,
     pub path: PathBuf,
-    placed: bool,
+}
+
+/// What one staging directory placed into its target, so it can be undone.
+#[derive(Debug)]
+pub(super) struct Placed {
+    pub target: PathBuf,
+    pub created_target: bool,
+    names: Vec<std::ffi::OsString>,
 }
 
 impl Staging {
     pub fn create(target: &Path, backup_id: &str) -> Result<Self> {
+        let created_target = !target.exists();
         std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
         let path = target.join(format!(".rockup-restore-{backup_id}"));
-        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| Error::io(&path, e))?;
         Ok(Self {
             target: target.to_path_buf(),
+            created_target,
             path,
-            placed: false,
         })
     }
 
-    /// Renames everything staged into the target.
-    pub fn place(mut self) -> Result<()> {
-        for entry in std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))? {
-            let entry = entry.map_err(|e| Error::io(&self.path, e))?;
-            let dest = self.target.join(entry.file_name());
-            std::fs::rename(entry.path(), &dest).map_err(|e| Error::io(&dest, e))?;
+    /// Renames everything staged into the target; on a failure, removes what
+    /// it had moved and returns the error (the staging directory goes on drop).
+    fn place(self) -> Result<Placed> {
+        let mut placed = Placed {
+            target: self.target.clone(),
+            created_target: self.created_target,
+            names: Vec::new(),
+        };
+        if let Err(e) = self.move_entries(&mut placed) {
+            placed.roll_back();
+            return Err(e);
         }
         std::fs::remove_dir(&self.path).map_err(|e| Error::io(&self.path, e))?;
         sync_dir(&self.target)?;
-        self.placed = true;
+        Ok(placed)
+    }
+
+    fn move_entries(&self, placed: &mut Placed) -> Result<()> {
+        for entry in std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))? {
+            let entry = entry.map_err(|e| Error::io(&self.path, e))?;
+            let dest = self.target.join(entry.file_name());
+            rename_no_replace(&entry.path(), &dest).map_err(|e| Error::io(&dest, e))?;
+            placed.names.push(entry.file_name());
+        }
         Ok(())
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.placed {
-            let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+impl Placed {
+    /// Removes what this restore placed (and nothing else).
+    fn roll_back(&self) {
+        for name in &self.names {
+            let path = self.target.join(name);
+            let removed = match path.symlink_metadata() {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => continue,
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "could not undo a partial restore");
+            }
         }
     }
+}
+
+/// Places every staging directory, all or nothing: when one fails, what the
+/// others placed is removed again.
+pub(super) fn place_all(stages: Vec<Staging>) -> Result<Vec<Placed>> {
+    let mut placed: Vec<Placed> = Vec::new();
+    for stage in stages {
+        match stage.place() {
+            Ok(done) => placed.push(done),
+            Err(e) => {
+                placed.iter().for_each(Placed::roll_back);
+                return Err(e);
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// Renames `from` to `to` unless `to` exists (atomically where the filesystem
+/// supports `RENAME_NOREPLACE`).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    // A filesystem without RENAME_NOREPLACE: check, then rename.
+    if to.symlink_metadata().is_ok() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    std::fs::rename(from, to)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -75,15 +169,23 @@ pub(super) async fn collect_problems(
         .await
 }
 
+/// What an object is expected to be, and what its file gets once it is.
+pub(super) struct Expected<'a> {
+    pub sha256: &'a str,
+    pub size: u64,
+    /// Permission bits to set (masked to [`PERMISSION_BITS`]); `None` keeps 0600.
+    pub mode: Option<u32>,
+    /// Modification time to set, nanoseconds since the Unix epoch.
+    pub mtime_ns: Option<i64>,
+}
+
 /// Downloads one object into a new file, checking size and hash; returns a
 /// problem when the object is missing or corrupt.
 pub(super) async fn download(
     repo: &Repository,
     key: ObjectPath,
     dest: PathBuf,
-    sha256: &str,
-    size: u64,
-    external: Option<&ExternalEntry>,
+    expected: Expected<'_>,
 ) -> Result<Option<Problem>> {
     let result = match repo.store().get(&key).await {
         Ok(result) => result,
@@ -95,6 +197,7 @@ pub(super) async fn download(
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&dest)
         .await
         .map_err(|e| Error::io(&dest, e))?;
@@ -103,6 +206,10 @@ pub(super) async fn download(
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| repo.error(e))?;
+        if written + chunk.len() as u64 > expected.size {
+            let detail = format!("larger than the {} bytes recorded", expected.size);
+            return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
+        }
         hasher.update(&chunk);
         written += chunk.len() as u64;
         file.write_all(&chunk)
@@ -110,21 +217,63 @@ pub(super) async fn download(
             .map_err(|e| Error::io(&dest, e))?;
     }
     let actual = hex::encode(hasher.finalize());
-    if written != size || actual != sha256 {
-        return Ok(Some(Problem::corrupt_object(
-            key.to_string(),
-            format!(
-                "expected {size} bytes with SHA-256 {sha256}, got {written} bytes with {actual}"
-            ),
-        )));
+    if written != expected.size || actual != expected.sha256 {
+        let detail = format!(
+            "expected {} bytes with SHA-256 {}, got {written} bytes with {actual}",
+            expected.size, expected.sha256
+        );
+        return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
     }
     file.sync_all().await.map_err(|e| Error::io(&dest, e))?;
-    let file = file.into_std().await;
-    if let Some(entry) = external {
-        file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
-            .map_err(|e| Error::io(&dest, e))?;
-        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
-        file.set_modified(mtime).map_err(|e| Error::io(&dest, e))?;
-    }
+    finish(file.into_std().await, &dest, &expected)?;
     Ok(None)
+}
+
+/// Gives a verified file its recorded permission bits and mtime.
+fn finish(file: std::fs::File, dest: &Path, expected: &Expected<'_>) -> Result<()> {
+    if let Some(mode) = expected.mode {
+        let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
+        file.set_permissions(permissions)
+            .map_err(|e| Error::io(dest, e))?;
+    }
+    if let Some(mtime_ns) = expected.mtime_ns {
+        let mtime = UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);
+        file.set_modified(mtime).map_err(|e| Error::io(dest, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn placement_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, files) = (dir.path().join("db"), dir.path().join("files"));
+        let db_stage = Staging::create(&db, "id").unwrap();
+        std::fs::write(db_stage.path.join("CURRENT"), "x").unwrap();
+        let blob_stage = Staging::create(&files, "id").unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::create_dir(blob_stage.path.join(name)).unwrap();
+            std::fs::write(blob_stage.path.join(name).join("f"), name).unwrap();
+        }
+        // Something else appears in the target meanwhile: placement must fail
+        // there, and undo what it placed, in both targets.
+        std::fs::write(files.join("b"), "not ours").unwrap();
+        let err = place_all(vec![db_stage, blob_stage]).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        assert!(names(&db).is_empty(), "{:?}", names(&db));
+        assert_eq!(names(&files), ["b"]);
+        assert_eq!(std::fs::read(files.join("b")).unwrap(), b"not ours");
+    }
 }

@@ -50,6 +50,9 @@ pub struct Header {
     pub sequence_number: u64,
     /// The database's column families.
     pub column_families: Vec<String>,
+    /// Permission bits of the database directory (absent in older backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_mode: Option<u32>,
     /// How external files were found; `None` when the backup has none.
     pub external: Option<ExternalInfo>,
     /// Counts and bytes.

@@ -79,6 +79,10 @@ pub struct DbFileEntry {
     pub sha256: String,
     /// The object holding it.
     pub object: String,
+    /// Permission bits in the database directory (absent in backups made
+    /// before rockup recorded them; restored as 0600 then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// An external file: path relative to the blob root; its object is
@@ -332,6 +336,7 @@ mod tests {
             size: 1,
             sha256: "a".repeat(64),
             object: object.into(),
+            mode: None,
         };
         assert!(entry("000001.sst", "sst/000001_sX_1.sst")
             .validate(id)
