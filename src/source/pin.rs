@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::common::names::{display_key, normalize_relative_path};
 use crate::common::references::Reference;
 use crate::error::{Error, Problem, Result};
-use crate::source::Prelinks;
+use crate::source::{GuardHold, Prelinks};
 
 /// An external file captured at the backup's point in time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +61,8 @@ pub struct Pinner {
     link: bool,
     seen_unlinked: HashSet<String>,
     prelinks: Option<Prelinks>,
+    /// The application's deletion guard, held until pinning ends.
+    guard: Option<GuardHold>,
     /// Files pinned from their pre-link because the live file was gone.
     pub rescued: u64,
 }
@@ -105,6 +107,7 @@ impl Pinner {
             pins,
             seen_unlinked: HashSet::new(),
             prelinks: None,
+            guard: None,
             rescued: 0,
         })
     }
@@ -113,6 +116,19 @@ impl Pinner {
     pub fn with_prelinks(mut self, prelinks: Option<Prelinks>) -> Self {
         self.prelinks = prelinks.filter(|p| p.files > 0);
         self
+    }
+
+    /// Resolves references from the files the application removed through
+    /// `guard` first (set aside as they were), and holds it until [`Pinner::finish`].
+    pub fn with_guard(mut self, guard: Option<GuardHold>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Ends pinning: lets go of the deletion guard; returns the files rescued
+    /// by pre-links.
+    pub fn finish(self) -> u64 {
+        self.rescued
     }
 
     /// Checks one reference against the rules and pins the file.
@@ -144,6 +160,13 @@ impl Pinner {
     /// Where the file is: its pre-link (as it was at the point in time; regular
     /// files only, reached without symlinks), or the live file inside the root.
     fn resolve(&mut self, wanted: &Wanted) -> std::result::Result<PathBuf, Pin> {
+        let set_aside = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.set_aside(&self.root.join(&wanted.path)));
+        if let Some(link) = set_aside {
+            return Ok(link);
+        }
         if let Some(link) = self.prelinked(&wanted.path) {
             if std::fs::symlink_metadata(self.root.join(&wanted.path)).is_err() {
                 self.rescued += 1;
@@ -302,5 +325,37 @@ mod tests {
             kind(fresh.pin(b"k", wrong_size)),
             Some(ProblemKind::Mismatch)
         );
+    }
+
+    #[test]
+    fn a_file_removed_through_the_guard_is_pinned_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), b"at the point in time").unwrap();
+        let guard = crate::source::DeletionGuard::new();
+        let hold = guard.hold(dir.path().join("aside")).unwrap();
+        let mut pinner = Pinner::new(&root, dir.path().join("pins"))
+            .unwrap()
+            .with_guard(Some(hold));
+        // The application removes the file and writes a new one at its path.
+        guard.remove(root.join("f")).unwrap();
+        std::fs::write(root.join("f"), b"written later").unwrap();
+        let reference = Reference {
+            path: "f".into(),
+            sha256: None,
+            size: None,
+        };
+        match pinner.pin(b"k", reference) {
+            Pin::Captured(p) => {
+                assert_eq!(
+                    std::fs::read(&p.read_from).unwrap(),
+                    b"at the point in time"
+                )
+            }
+            _ => panic!("not captured"),
+        }
+        pinner.finish();
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"written later");
     }
 }

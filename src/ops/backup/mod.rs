@@ -154,7 +154,17 @@ async fn pipeline(
     // removed only when the last of them is done, also when the backup is cancelled.
     let work = Arc::new(work_dir(&source, options, &run.backup_id)?);
     // The guard is held from before the checkpoint until every reference is pinned.
-    let hold = options.guard.as_ref().map(DeletionGuard::hold);
+    let hold = match &options.guard {
+        Some(guard) => {
+            let set_aside = work.path().join("set-aside");
+            Some(
+                guard
+                    .hold(set_aside.clone())
+                    .map_err(|e| Error::io(set_aside, e))?,
+            )
+        }
+        None => None,
+    };
     let (prepared, prelinks) = checkpoint::take(source, &work, options).await?;
     let Prepared {
         dir,

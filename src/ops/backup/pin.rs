@@ -53,14 +53,15 @@ pub(super) fn start(
         let Some(external) = external else {
             return Ok(0);
         };
-        let pinner =
-            Pinner::new(&external.blob_root, work.path().join("pins"))?.with_prelinks(prelinks);
+        let pinner = Pinner::new(&external.blob_root, work.path().join("pins"))?
+            .with_prelinks(prelinks)
+            .with_guard(hold);
         let spool = Spool::create(&work.path().join("pinned"))?;
         let (pinner, problems) = pin_all(&db, &external, pinner, &spool)?;
-        drop(hold); // every reference is pinned
+        let rescued = pinner.finish(); // every reference is pinned: lets go of the guard
         drop(db);
         feed(sender, problems, &spool)?;
-        Ok(pinner.rescued)
+        Ok(rescued)
     });
     Pinning { jobs, task }
 }
