@@ -1,33 +1,71 @@
 //! rockup's working directory for one run (`<base>/run-<id>`): locked while the
 //! run uses it and removed when it ends (success, error, or unwinding from a
-//! signal); a directory left by a crashed run is removed by the next run. Also
-//! where it may be: never inside the database directory or the blob root.
+//! signal). A run directory carries rockup's marker, written only once its lock
+//! is held; a marked directory of this host whose lock nobody holds was left by a
+//! crash and is removed by the next run. Nothing else under the base is ever
+//! removed — not a user's `run-something`, not a directory a starting run has not
+//! finished creating — and the base itself only when rockup created it. Also
+//! where the work directory may be: never inside the database directory or the
+//! blob root.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+use crate::common::names::hostname;
 use crate::error::{Error, Result};
+
+/// The name of the default base directory (beside the database).
+const DEFAULT_BASE: &str = ".rockup-work";
+/// The marker file in every run directory rockup creates.
+const MARKER: &str = "rockup-run.json";
+/// Attempts at creating a run directory while another run removes the base.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// What the marker says: whose run directory this is.
+#[derive(Serialize, Deserialize)]
+struct RunMarker {
+    host: String,
+    pid: u32,
+}
 
 /// rockup's working directory for one run: `<base>/run-<id>`, holding a lock
 /// file for as long as the run lives, removed on drop.
 pub struct WorkDir {
     path: PathBuf,
+    /// The base, when it is rockup's own (then removed with the last run).
+    own_base: Option<PathBuf>,
     _lock: File,
 }
 
 impl WorkDir {
     /// Creates a fresh run directory under `base`, first removing run directories
-    /// that no live run holds (left by a crash).
+    /// that a crashed run of this host left.
     pub fn create(base: &Path, run_id: &str) -> Result<Self> {
-        std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
-        remove_stale_runs(base);
         let path = base.join(format!("run-{run_id}"));
-        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        let lock = File::create(path.join("lock")).map_err(|e| Error::io(path.join("lock"), e))?;
-        lock.try_lock()
-            .map_err(|e| Error::io(path.join("lock"), io::Error::other(e.to_string())))?;
-        Ok(Self { path, _lock: lock })
+        for attempt in 1..=CREATE_ATTEMPTS {
+            // The default base is rockup's own; any other only when created here.
+            let owns_base = !base.exists() || base.file_name() == Some(DEFAULT_BASE.as_ref());
+            std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
+            remove_stale_runs(base);
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    let lock = lock_and_mark(&path)?;
+                    let created_base = owns_base.then(|| base.to_path_buf());
+                    return Ok(Self {
+                        path,
+                        own_base: created_base,
+                        _lock: lock,
+                    });
+                }
+                // Another run removed the (empty) base meanwhile: again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < CREATE_ATTEMPTS => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// The run directory.
@@ -36,31 +74,58 @@ impl WorkDir {
     }
 }
 
+/// Takes the run directory's lock, then writes the marker: a marked directory
+/// is always one whose lock was taken.
+fn lock_and_mark(path: &Path) -> Result<File> {
+    let lock_path = path.join("lock");
+    let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.try_lock()
+        .map_err(|e| Error::io(&lock_path, io::Error::other(e.to_string())))?;
+    let marker = RunMarker {
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    let bytes = serde_json::to_vec(&marker).expect("marker serializes");
+    std::fs::write(path.join(MARKER), bytes).map_err(|e| Error::io(path.join(MARKER), e))?;
+    Ok(lock)
+}
+
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // Removed while the lock is still held, so no other run takes it for stale.
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove the work directory");
         }
-        if let Some(base) = self.path.parent() {
-            let _ = std::fs::remove_dir(base); // only if empty
+        if let Some(base) = &self.own_base {
+            let _ = std::fs::remove_dir(base); // only if empty: other runs may use it
         }
     }
 }
 
+/// Removes the run directories a crashed run of this host left: named
+/// `run-*`, a real directory, carrying rockup's marker for this host, and with
+/// a lock nobody holds.
 fn remove_stale_runs(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("run-") {
-            continue;
-        }
-        let held = File::open(entry.path().join("lock")).is_ok_and(|f| f.try_lock().is_err());
-        if !held {
-            tracing::info!(path = %entry.path().display(), "removing a work directory left by an earlier run");
-            let _ = std::fs::remove_dir_all(entry.path());
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with("run-") && is_stale_run(&path) {
+            tracing::info!(path = %path.display(), "removing a work directory left by an earlier run");
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+fn is_stale_run(path: &Path) -> bool {
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    let ours = std::fs::read(path.join(MARKER))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
+        .is_some_and(|marker| marker.host == hostname());
+    let unlocked = File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok());
+    is_dir && ours && unlocked
 }
 
 /// Refuses a work directory inside the database directory or the blob root:
@@ -121,7 +186,7 @@ pub fn default_work_base(db: &Path, blob_root: Option<&Path>) -> PathBuf {
         .flatten()
         .find(|dir| source_containing(dir, &db, root.as_deref()).is_none())
         .unwrap_or_else(|| Path::new("/tmp"));
-    base.join(".rockup-work")
+    base.join(DEFAULT_BASE)
 }
 
 #[cfg(test)]
@@ -129,20 +194,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn work_dir_is_removed_and_stale_runs_are_cleaned() {
-        let base = tempfile::tempdir().unwrap();
-        let stale = base.path().join("run-crashed");
+    fn work_dir_is_removed_and_only_rockups_stale_runs_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("work");
+        let stale = base.join("run-crashed");
         std::fs::create_dir_all(&stale).unwrap();
         std::fs::write(stale.join("lock"), b"").unwrap();
-        let live = WorkDir::create(base.path(), "a").unwrap();
+        let marker = format!(r#"{{"host":"{}","pid":1}}"#, hostname());
+        std::fs::write(stale.join(MARKER), &marker).unwrap();
+        // A user's directory that merely looks like a run, and one of another host.
+        let users = base.join("run-important");
+        std::fs::create_dir_all(&users).unwrap();
+        std::fs::write(users.join("lock"), b"mine").unwrap();
+        let foreign = base.join("run-other-host");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join("lock"), b"").unwrap();
+        std::fs::write(foreign.join(MARKER), r#"{"host":"elsewhere","pid":1}"#).unwrap();
+
+        let live = WorkDir::create(&base, "a").unwrap();
         assert!(!stale.exists(), "stale run removed");
-        let second = WorkDir::create(base.path(), "b").unwrap();
+        assert!(
+            users.join("lock").exists() && foreign.exists(),
+            "never anybody else's"
+        );
+        let second = WorkDir::create(&base, "b").unwrap();
         assert!(live.path().exists(), "a live run is never removed");
         let path = live.path().to_path_buf();
         drop(live);
         assert!(!path.exists());
         drop(second);
-        assert!(!base.path().join(".rockup-work").exists());
+        assert!(base.exists(), "the base existed before: never removed");
+    }
+
+    #[test]
+    fn a_base_is_removed_only_when_rockup_created_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("given");
+        std::fs::create_dir(&given).unwrap();
+        drop(WorkDir::create(&given, "a").unwrap());
+        assert!(
+            given.exists(),
+            "an empty user-supplied work directory stays"
+        );
+        let made = dir.path().join("made");
+        drop(WorkDir::create(&made, "a").unwrap());
+        assert!(
+            !made.exists(),
+            "the base rockup created goes with its last run"
+        );
+    }
+
+    #[test]
+    fn concurrent_runs_never_remove_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join(".rockup-work");
+        let runs: Vec<_> = (0..8)
+            .map(|thread| {
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let work = WorkDir::create(&base, &format!("{thread}-{i}")).unwrap();
+                        std::fs::create_dir(work.path().join("checkpoint.tmp")).unwrap();
+                        assert!(work.path().join("lock").exists());
+                    }
+                })
+            })
+            .collect();
+        for run in runs {
+            run.join().unwrap();
+        }
+        assert!(!base.exists());
     }
 
     #[test]
