@@ -31,12 +31,23 @@ pub enum Error {
     /// Another run's lock is in the way.
     #[error(
         "cannot {what}: {lock}; wait for it to finish, or, if that process is gone (killed, \
-         host lost), remove the lock with `rockup unlock --repo URL`"
+         host lost), remove the lock with `rockup unlock --repo URL` (--force for another \
+         host's)"
     )]
     Locked {
         /// What this run tried to do.
         what: &'static str,
         /// The lock in the way, described.
+        lock: String,
+    },
+    /// This run's lock was removed while it ran (`rockup unlock --force`), so a
+    /// prune may have deleted what it reuses: nothing was committed.
+    #[error(
+        "this backup's lock {lock} was removed while it ran (rockup unlock --force?), so a \
+         prune may have deleted objects it reuses; nothing was committed: run the backup again"
+    )]
+    LockLost {
+        /// The lock's key.
         lock: String,
     },
     /// The writer kept changing the database faster than a consistent

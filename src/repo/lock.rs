@@ -6,9 +6,15 @@
 //! sees a prune lock, or a prune that sees any other lock, removes its own and
 //! stops. As every store here is strongly consistent for writes followed by
 //! lists, two runs that start together see each other at least one way round, so
-//! they never both proceed. Backups may run side by side. A lock left by a killed
-//! run stays until `rockup unlock` removes it; the refusal names its host, pid and
-//! age.
+//! they never both proceed. Backups may run side by side.
+//!
+//! A lock is written once and never rewritten (a rewrite could bring back a
+//! lock somebody just removed). `rockup unlock` removes only locks whose holder
+//! is known to be gone — a process of this host that no longer exists — unless
+//! forced. And a backup checks, right before it commits, that its own lock is
+//! still there: if somebody removed it, a prune may have deleted objects the
+//! backup reuses, so it fails rather than commit a backup that cannot be
+//! restored.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -64,8 +70,33 @@ impl std::fmt::Display for LockInfo {
     }
 }
 
-/// A lock this process holds; released by [`RepoLock::release`] or, best effort,
-/// when dropped inside a Tokio runtime (e.g. a cancelled backup).
+impl LockInfo {
+    /// Why the holder may still be running, or `None` when it is known to be
+    /// gone (a process of this host that no longer exists).
+    pub fn alive(&self) -> Option<String> {
+        if self.host != hostname() || self.pid == 0 {
+            return Some(format!(
+                "whether process {} on {} still runs cannot be checked from here",
+                self.pid, self.host
+            ));
+        }
+        process_exists(self.pid).then(|| format!("process {} is running", self.pid))
+    }
+}
+
+/// Whether a process with this id exists on this host.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let sent = unsafe { libc::kill(pid, 0) };
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A lock this process holds; released by
+/// [`RepoLock::release`] or, best effort, when dropped inside a Tokio runtime
+/// (e.g. a cancelled backup).
 pub struct RepoLock {
     repo: Option<Repository>,
     key: Path,
@@ -105,6 +136,18 @@ impl RepoLock {
         Ok(lock)
     }
 
+    /// Fails unless the lock is still in the repository: somebody removing it
+    /// (`rockup unlock --force`) lets a prune run beside this backup.
+    pub async fn check_held(&self) -> Result<()> {
+        let repo = self.repo.as_ref().expect("held until released");
+        match repo.get_if_exists(&self.key, LOCK_LIMIT).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::LockLost {
+                lock: self.key.to_string(),
+            }),
+        }
+    }
+
     /// Removes the lock.
     pub async fn release(mut self) -> Result<()> {
         let repo = self.repo.take().expect("released once");
@@ -137,7 +180,6 @@ fn kind_name(kind: LockKind) -> &'static str {
 pub async fn list(repo: &Repository) -> Result<Vec<LockInfo>> {
     let mut locks = Vec::new();
     for meta in repo.list(layout::LOCKS).await? {
-        let key = meta.location.to_string();
         let bytes = match repo.get_if_exists(&meta.location, LOCK_LIMIT).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => continue,                        // released meanwhile
@@ -151,20 +193,50 @@ pub async fn list(repo: &Repository) -> Result<Vec<LockInfo>> {
             created_at: meta.last_modified,
             key: String::new(),
         });
-        info.key = key;
+        info.key = meta.location.to_string();
         locks.push(info);
     }
     Ok(locks)
 }
 
-/// Removes every lock (`rockup unlock`): for locks left by killed runs. Returns
-/// what was removed.
-pub async fn unlock(repo: &Repository) -> Result<Vec<LockInfo>> {
+/// What `unlock` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnlockReport {
+    /// Keys of the locks removed.
+    pub removed: Vec<String>,
+    /// Locks left because their holder may still be running, and why.
+    pub refused: Vec<Refused>,
+}
+
+/// A lock `unlock` left in place.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    /// The lock, described (kind, key, holder, age).
+    pub lock: String,
+    /// Why its holder may still be running.
+    pub reason: String,
+}
+
+/// Removes the locks of runs that are gone (`rockup unlock`); with `force`,
+/// every lock.
+pub async fn unlock(repo: &Repository, force: bool) -> Result<UnlockReport> {
     repo.check_marker(false).await?;
-    let locks = list(repo).await?;
-    let keys: Vec<Path> = locks.iter().map(|l| Path::from(l.key.as_str())).collect();
+    let mut report = UnlockReport::default();
+    let mut keys = Vec::new();
+    for lock in list(repo).await? {
+        match lock.alive().filter(|_| !force) {
+            Some(reason) => report.refused.push(Refused {
+                lock: lock.to_string(),
+                reason,
+            }),
+            None => {
+                keys.push(Path::from(lock.key.as_str()));
+                report.removed.push(lock.key);
+            }
+        }
+    }
     repo.delete_all(&keys).await?;
-    Ok(locks)
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -217,11 +289,17 @@ mod tests {
         let lock = RepoLock::acquire(&repo, LockKind::Backup, "a")
             .await
             .unwrap();
-        std::mem::forget(lock); // as after kill -9
+        std::mem::forget(lock); // as after kill -9 — but this process still runs
         assert!(RepoLock::acquire(&repo, LockKind::Prune, "p")
             .await
             .is_err());
-        assert_eq!(unlock(&repo).await.unwrap().len(), 1);
+        let refused = unlock(&repo, false).await.unwrap();
+        assert!(refused.removed.is_empty(), "{refused:?}");
+        assert!(
+            refused.refused[0].reason.contains("is running"),
+            "{refused:?}"
+        );
+        assert_eq!(unlock(&repo, true).await.unwrap().removed.len(), 1);
         RepoLock::acquire(&repo, LockKind::Prune, "p")
             .await
             .unwrap();

@@ -284,12 +284,17 @@ pub async fn list_keys(repo: &Repository, prefix: &str) -> Vec<ObjectPath> {
     listed.into_iter().map(|m| m.location).collect()
 }
 
-/// The lock a backup run leaves when it is killed (`locks/backup-<id>.json`).
+/// The lock a backup run of this host leaves when it is killed
+/// (`locks/backup-<id>.json`, naming a process that no longer exists).
 pub async fn leave_backup_lock(repo: &Repository, id: &str) {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let lock = serde_json::json!({
         "kind": "backup",
-        "host": "killed-host",
-        "pid": 4_000_000,
+        "host": host.trim(),
+        "pid": dead_pid,
         "created_at": chrono::Utc::now(),
     });
     put_object(repo, &format!("locks/backup-{id}.json"), lock.to_string()).await;

@@ -39,7 +39,7 @@ pub enum Command {
     /// Forget backups by a retention policy and delete what no backup references.
     Prune(PruneArgs),
     /// Remove the locks of backups or prunes that were killed.
-    Unlock(RepoArgs),
+    Unlock(UnlockArgs),
     /// Back up, verify and restore a sample database with external files.
     Demo(DemoArgs),
 }
@@ -54,6 +54,16 @@ pub struct RepoArgs {
     /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
     pub store_options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also remove locks whose holder may still be running (another host's, or
+    /// a live process): a backup whose lock is removed then fails at its commit.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

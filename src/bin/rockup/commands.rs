@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::args::{BackupArgs, Command, PruneArgs, RepoArgs, RestoreArgs, VerifyArgs};
+use crate::args::{BackupArgs, Command, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs, VerifyArgs};
 use crate::demo;
 use rockup::{BackupReport, Error, ListedBackup, Repository, Result, Source};
 
@@ -152,15 +152,24 @@ async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
     Ok((document(&report), 0))
 }
 
-async fn unlock(args: RepoArgs) -> Result<(Value, i32)> {
-    let repo = repository(&args)?;
-    let removed = rockup::unlock(&repo).await?;
-    for lock in &removed {
-        eprintln!("removed {lock}");
+async fn unlock(args: UnlockArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let report = rockup::unlock(&repo, args.force).await?;
+    for key in &report.removed {
+        eprintln!("removed {key}");
     }
-    eprintln!("{} lock(s) removed", removed.len());
-    let keys: Vec<&str> = removed.iter().map(|l| l.key.as_str()).collect();
-    Ok((json!({ "removed": keys }), 0))
+    for refused in &report.refused {
+        eprintln!("left {}: {}", refused.lock, refused.reason);
+    }
+    eprintln!("{} lock(s) removed", report.removed.len());
+    if report.refused.is_empty() {
+        return Ok((document(&report), 0));
+    }
+    eprintln!(
+        "{} lock(s) left: their holders may still be running; if they are gone, pass --force",
+        report.refused.len()
+    );
+    Ok((document(&report), 1))
 }
 
 async fn demo(dir: Option<PathBuf>) -> Result<(Value, i32)> {

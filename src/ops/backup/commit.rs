@@ -8,6 +8,7 @@ use futures::{SinkExt, StreamExt};
 use crate::common::names::hostname;
 use crate::common::spool::Spool;
 use crate::error::{Problem, Result};
+use crate::repo::lock::RepoLock;
 use crate::repo::manifest::{
     self, ExternalInfo, Header, PartBuffer, PartKind, PartRef, SourceInfo,
 };
@@ -24,6 +25,7 @@ pub(super) async fn commit(
     snapshot: Snapshot,
     transferred: Transferred,
     options: &BackupOptions,
+    lock: &RepoLock,
 ) -> Result<(Header, Vec<Problem>)> {
     let Transferred {
         db_entries,
@@ -61,6 +63,8 @@ pub(super) async fn commit(
         parts,
     }
     .with_problems(&problems);
+    // A prune could only have run meanwhile if somebody removed this lock.
+    lock.check_held().await?;
     manifest::commit(repo, &header).await?;
     tracing::info!(id = %header.backup_id, "committed");
     Ok((header, problems))

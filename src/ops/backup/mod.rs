@@ -120,7 +120,7 @@ pub async fn backup(
     };
     // Keeps `prune` from deleting objects this backup reuses before it commits.
     let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id).await?;
-    let result = pipeline(repo, source, options, &run).await;
+    let result = pipeline(repo, source, options, &run, &lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");
     }
@@ -149,6 +149,7 @@ async fn pipeline(
     source: Source<'_>,
     options: &BackupOptions,
     run: &Run,
+    lock: &RepoLock,
 ) -> Result<BackupReport> {
     // Shared with the blocking tasks that write into it, so that the directory is
     // removed only when the last of them is done, also when the backup is cancelled.
@@ -178,7 +179,8 @@ async fn pipeline(
     let transferred = transfer::run(dedup, files, pinning.jobs, options, &work).await?;
     let rescued_by_prelinks = pinning.task.await??;
     transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;
-    let (header, problems) = commit::commit(repo, run, snapshot, transferred, options).await?;
+    let (header, problems) =
+        commit::commit(repo, run, snapshot, transferred, options, lock).await?;
     Ok(BackupReport {
         header,
         problems,
