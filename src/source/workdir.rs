@@ -22,7 +22,7 @@ const DEFAULT_BASE: &str = ".rockup-work";
 /// The marker file in every run directory rockup creates.
 const MARKER: &str = "rockup-run.json";
 /// Attempts at creating a run directory while another run removes the base.
-const CREATE_ATTEMPTS: usize = 3;
+const CREATE_ATTEMPTS: usize = 10;
 
 /// What the marker says: whose run directory this is.
 #[derive(Serialize, Deserialize)]
@@ -45,33 +45,45 @@ impl WorkDir {
     /// that a crashed run of this host left.
     pub fn create(base: &Path, run_id: &str) -> Result<Self> {
         let path = base.join(format!("run-{run_id}"));
-        for attempt in 1..=CREATE_ATTEMPTS {
-            // The default base is rockup's own; any other only when created here.
-            let owns_base = !base.exists() || base.file_name() == Some(DEFAULT_BASE.as_ref());
-            std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
-            remove_stale_runs(base);
-            match std::fs::create_dir(&path) {
-                Ok(()) => {
-                    let lock = lock_and_mark(&path)?;
-                    let created_base = owns_base.then(|| base.to_path_buf());
-                    return Ok(Self {
-                        path,
-                        own_base: created_base,
-                        _lock: lock,
-                    });
-                }
+        // The default base is rockup's own; any other only when created here.
+        let owns_base = !base.exists() || base.file_name() == Some(DEFAULT_BASE.as_ref());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match create_run_dir(base, &path) {
+                Ok(()) => break,
                 // Another run removed the (empty) base meanwhile: again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < CREATE_ATTEMPTS => {}
+                Err(e) if vanished_base(&e) && attempt < CREATE_ATTEMPTS => {}
                 Err(e) => return Err(Error::io(&path, e)),
             }
         }
-        unreachable!("the last attempt returns")
+        let lock = lock_and_mark(&path)?;
+        Ok(Self {
+            path,
+            own_base: owns_base.then(|| base.to_path_buf()),
+            _lock: lock,
+        })
     }
 
     /// The run directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Creates `base` if needed, clears the stale runs in it, and creates `path`.
+fn create_run_dir(base: &Path, path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(base)?;
+    remove_stale_runs(base);
+    std::fs::create_dir(path)
+}
+
+/// The errors of creating a directory whose parent another run removes.
+fn vanished_base(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+    )
 }
 
 /// Takes the run directory's lock, then writes the marker: a marked directory
@@ -119,13 +131,16 @@ fn remove_stale_runs(base: &Path) {
 }
 
 fn is_stale_run(path: &Path) -> bool {
-    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     let ours = std::fs::read(path.join(MARKER))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
         .is_some_and(|marker| marker.host == hostname());
-    let unlocked = File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok());
-    is_dir && ours && unlocked
+    // Only a marked directory's lock is tried: its owner took the lock before
+    // marking it, so trying never takes a lock from a run still starting.
+    ours && File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok())
 }
 
 /// Refuses a work directory inside the database directory or the blob root:
