@@ -15,6 +15,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use object_store::path::Path;
 use rand::Rng;
 
+use crate::common::names::is_rocksdb_file_name;
+
 /// Key of the repository marker.
 pub const MARKER: &str = "rockup.json";
 /// Prefix of every backup's own objects.
@@ -93,6 +95,26 @@ pub fn parse_manifest_key(key: &Path) -> Option<String> {
     }
 }
 
+/// Whether `key` is one of rockup's objects, as this layout names them: the
+/// marker, a lock, a backup's manifest, part or file, a shared table file, an
+/// external file. Anything else under the prefix is somebody else's.
+pub fn is_rockup_key(key: &str) -> bool {
+    let sha256 =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.');
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [MARKER] => true,
+        [LOCKS, name] => plain(name) && name.ends_with(".json"),
+        [BACKUPS, id, "manifest.json"] => parse_backup_id(id).is_some(),
+        [BACKUPS, id, "parts", sha] => parse_backup_id(id).is_some() && sha256(sha),
+        [BACKUPS, id, "files", name] => parse_backup_id(id).is_some() && is_rocksdb_file_name(name),
+        [SST, name] => plain(name),
+        ["blobs", "sha256", aa, sha] => sha256(sha) && sha.starts_with(aa) && aa.len() == 2,
+        _ => false,
+    }
+}
+
 /// The unique name a shared table file gets in the repository.
 ///
 /// SST files carry the id of the DB session that wrote them in their properties
@@ -141,6 +163,36 @@ mod tests {
             parse_manifest_key(&Path::from("backups/x/manifest.json")),
             None
         );
+    }
+
+    #[test]
+    fn only_rockups_keys_are_recognised() {
+        let id = "20261125T130500.000Z-0000000a";
+        let sha = "ab".repeat(32);
+        for ours in [
+            "rockup.json".to_string(),
+            "locks/backup-x.json".into(),
+            manifest(id).to_string(),
+            part(id, &sha).to_string(),
+            backup_file(id, "CURRENT").to_string(),
+            shared_table_file("000012_sABC_4096.sst").to_string(),
+            external_blob(&sha).to_string(),
+        ] {
+            assert!(is_rockup_key(&ours), "{ours}");
+        }
+        for foreign in [
+            "notes.txt",
+            "backups/README",
+            "backups/x/manifest.json",
+            &format!("backups/{id}/files/LOG"),
+            &format!("blobs/sha256/cd/{sha}"),
+            "blobs/sha256/ab/short",
+            "sst/.hidden",
+            "sst/a/b",
+            "locks/x.txt",
+        ] {
+            assert!(!is_rockup_key(foreign), "{foreign}");
+        }
     }
 
     #[test]

@@ -162,3 +162,62 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
     let verified = verify(&operator, "all", true).await;
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
 }
+
+/// A local repository with a symlink inside it: prune never deletes through it,
+/// a backup never writes through it, and foreign files are left alone.
+#[tokio::test]
+async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files() {
+    let fx = Fixture::new(6);
+    let repo = fx.local_repo();
+    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let root = fx.path("repo");
+    // Outside the repository: a file named like an unreferenced blob, reached
+    // through a symlinked directory.
+    let outside = fx.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let lookalike = format!("ef{}", "0".repeat(62));
+    std::fs::write(outside.join(&lookalike), b"not rockup's").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("blobs/sha256/ef")).unwrap();
+    // Foreign files under the prefix.
+    std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(root.join("backups/README"), b"mine").unwrap();
+
+    let prune = PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+        grace: Duration::ZERO,
+        dry_run: false,
+    };
+    let pruned = rockup::prune(&repo, &prune).await.unwrap();
+    assert_eq!(pruned.foreign_objects, 2, "{pruned:?}");
+    assert!(
+        outside.join(&lookalike).exists(),
+        "nothing deleted through the symlink"
+    );
+    assert!(root.join("notes.txt").exists() && root.join("backups/README").exists());
+
+    // A backup that would store a blob through a symlinked directory fails,
+    // naming it, and writes nothing outside.
+    let external: Vec<rockup::manifest::ExternalEntry> = first.header.entries(&repo).await.unwrap();
+    let sha = &external[0].sha256;
+    std::fs::remove_dir_all(root.join(format!("blobs/sha256/{}", &sha[..2]))).unwrap();
+    let trap = fx.path("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::os::unix::fs::symlink(&trap, root.join(format!("blobs/sha256/{}", &sha[..2]))).unwrap();
+    let rehash = rockup::BackupOptions {
+        rehash: true,
+        ..fx.options()
+    };
+    let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &rehash)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert!(
+        entries(&trap).is_empty(),
+        "nothing written through the symlink"
+    );
+}

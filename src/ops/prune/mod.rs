@@ -71,6 +71,9 @@ pub struct PruneReport {
     pub deleted_bytes: u64,
     /// Unreferenced objects left because they are younger than the grace period.
     pub young_unreferenced: u64,
+    /// Objects under the repository prefix that are not rockup's (their keys
+    /// are not in its layout): never deleted.
+    pub foreign_objects: u64,
 }
 
 /// Applies `options.policy` to the repository and collects its garbage.
@@ -200,22 +203,35 @@ struct Garbage {
     cutoff: chrono::DateTime<Utc>,
 }
 
+/// What garbage collection does with one listed object.
+enum Verdict {
+    /// Referenced, or rockup's marker or a lock.
+    Keep,
+    /// Unreferenced but younger than the grace period.
+    Young,
+    /// Not a key of rockup's layout: somebody else's.
+    Foreign,
+    Delete,
+}
+
 impl Garbage {
-    /// Whether `meta` is deleted, `None` when it is kept for being young.
-    fn deletes(&self, meta: &ObjectMeta) -> Result<Option<bool>> {
+    fn verdict(&self, meta: &ObjectMeta) -> Result<Verdict> {
         let key = meta.location.as_ref();
+        if !layout::is_rockup_key(key) {
+            return Ok(Verdict::Foreign);
+        }
         if key == layout::MARKER
             || key.starts_with(&self.locks)
             || self.forgotten_manifests.contains(key)
             || self.referenced.get(key)?.is_some()
         {
-            return Ok(Some(false));
+            return Ok(Verdict::Keep);
         }
         let of_forgotten = self.forgotten_prefixes.iter().any(|p| key.starts_with(p));
         if !of_forgotten && meta.last_modified > self.cutoff {
-            return Ok(None);
+            return Ok(Verdict::Young);
         }
-        Ok(Some(true))
+        Ok(Verdict::Delete)
     }
 }
 
@@ -230,13 +246,18 @@ async fn collect_garbage(
     let mut objects = repo.store().list(None);
     while let Some(meta) = objects.next().await {
         let meta = meta.map_err(|e| repo.error(e))?;
-        match garbage.deletes(&meta)? {
-            Some(false) => continue,
-            None => {
+        match garbage.verdict(&meta)? {
+            Verdict::Keep => continue,
+            Verdict::Young => {
                 report.young_unreferenced += 1;
                 continue;
             }
-            Some(true) => {}
+            Verdict::Foreign => {
+                tracing::warn!(key = %meta.location, "not rockup's object (not in its layout); left alone");
+                report.foreign_objects += 1;
+                continue;
+            }
+            Verdict::Delete => {}
         }
         report.deleted_objects += 1;
         report.deleted_bytes += meta.size;

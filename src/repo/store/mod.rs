@@ -5,6 +5,7 @@
 //! `errors`.
 
 mod errors;
+mod local;
 mod open;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreScheme};
 use url::Url;
 
 use super::errors::StoreSettings;
+use super::local::NoSymlinks;
 use super::Repository;
 use crate::error::{redact, Error, Result, StoreErrorKind};
 
@@ -153,14 +154,18 @@ impl Repository {
 
     fn local(path: PathBuf, name: String) -> Result<Self> {
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        let store = LocalFileSystem::new_with_prefix(&path)
+        let root = path.canonicalize().map_err(|e| Error::io(&path, e))?;
+        let store = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| Error::Store {
                 url: name.clone(),
                 kind: StoreErrorKind::Other,
                 message: e.to_string(),
             })?
             .with_fsync(true);
-        Ok(Self::from_store(Arc::new(store), name))
+        Ok(Self::from_store(
+            Arc::new(NoSymlinks::new(store, root)),
+            name,
+        ))
     }
 }
 

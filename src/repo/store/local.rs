@@ -1,0 +1,147 @@
+//! A local repository that never follows a symlink inside it: object_store's
+//! `LocalFileSystem` follows them (a symlinked directory would let a backup
+//! write, and a prune delete, outside the repository), so every request first
+//! checks each component of its key with `lstat` and refuses one that is a
+//! symlink, and listings leave out whatever is reached through one. (A symlink
+//! swapped in between the check and the request is not caught: the repository
+//! directory is meant to be writable by its owner only.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// `LocalFileSystem` rooted at `root`, refusing symlinks below it.
+#[derive(Debug)]
+pub(super) struct NoSymlinks {
+    inner: Arc<LocalFileSystem>,
+    root: PathBuf,
+}
+
+impl NoSymlinks {
+    pub fn new(inner: LocalFileSystem, root: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            root,
+        }
+    }
+
+    /// Fails when a component of `location` that exists is a symlink.
+    fn check(&self, location: &Path) -> object_store::Result<()> {
+        check(&self.root, location)
+    }
+}
+
+fn check(root: &std::path::Path, location: &Path) -> object_store::Result<()> {
+    let mut path = root.to_path_buf();
+    for part in location.parts() {
+        path.push(part.as_ref());
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(object_store::Error::PermissionDenied {
+                    path: location.to_string(),
+                    source: format!(
+                        "{} is a symlink: rockup never follows symlinks inside a local repository; remove it",
+                        path.display()
+                    )
+                    .into(),
+                })
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()), // not there (yet): nothing below it is a link
+        }
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for NoSymlinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoSymlinks {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check(location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check(location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check(location)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let root = self.root.clone();
+        let checked = locations.map(move |location| {
+            let location = location?;
+            check(&root, &location).map(|()| location)
+        });
+        self.inner.delete_stream(checked.boxed())
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let root = self.root.clone();
+        self.inner
+            .list(prefix)
+            .filter(move |meta| {
+                let through_link = meta
+                    .as_ref()
+                    .is_ok_and(|meta| check(&root, &meta.location).is_err());
+                futures::future::ready(!through_link)
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        if let Some(prefix) = prefix {
+            self.check(prefix)?;
+        }
+        let mut listed = self.inner.list_with_delimiter(prefix).await?;
+        listed
+            .objects
+            .retain(|meta| self.check(&meta.location).is_ok());
+        listed.common_prefixes.retain(|dir| self.check(dir).is_ok());
+        Ok(listed)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check(from)?;
+        self.check(to)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
