@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::common::names::escape_controls;
+
 /// Result alias used throughout rockup.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -203,14 +205,15 @@ impl StoreErrorKind {
 }
 
 impl Error {
-    /// The CLI exit code for this error: 2 usage, 3 problems found, 130/143
-    /// interrupted by SIGINT/SIGTERM, 1 for everything else.
+    /// The CLI exit code for this error: 2 usage, 3 problems found, 130
+    /// interrupted by SIGINT, 143 by SIGTERM (also SIGHUP, SIGQUIT), 1 for
+    /// everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
             Error::Problems { .. } => 3,
-            Error::Interrupted("SIGTERM") => 143,
-            Error::Interrupted(_) => 130,
+            Error::Interrupted("SIGINT") => 130,
+            Error::Interrupted(_) => 143,
             _ => 1,
         }
     }
@@ -322,19 +325,48 @@ impl Problem {
     }
 }
 
+/// Shown to humans: paths, keys and details come from records or from a
+/// repository, so control characters are escaped.
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} {}", self.kind, self.path)?;
+        write!(f, "{:?} {}", self.kind, escape_controls(&self.path))?;
         if let Some(key) = &self.record_key {
-            write!(f, " (record {key})")?;
+            write!(f, " (record {})", escape_controls(key))?;
         }
-        write!(f, ": {}", self.detail)
+        write!(f, ": {}", escape_controls(&self.detail))
     }
 }
 
-/// Removes query strings (SAS tokens, presigned signatures) from text that may
-/// contain URLs, so store errors can be shown without leaking credentials.
+/// Removes query strings (SAS tokens, presigned signatures) and user info
+/// (`scheme://user:password@`) from text that may contain URLs, so store
+/// errors can be shown without leaking credentials.
 pub(crate) fn redact(text: &str) -> String {
+    redact_query_strings(&redact_userinfo(text))
+}
+
+/// `scheme://user:password@host` → `scheme://<redacted>@host`.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("<redacted>");
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_query_strings(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word_start = 0; // where the current whitespace-separated word begins in `out`
     let mut in_query = false;
@@ -374,6 +406,18 @@ mod tests {
             redact("GET http://h/b?list-type=2 - <?xml version"),
             "GET http://h/b?<redacted> - <?xml version"
         );
+        assert_eq!(
+            redact("s3://AKIA:SECRET@minio:9000/bucket and https://u@h/p"),
+            "s3://<redacted>@minio:9000/bucket and https://<redacted>@h/p"
+        );
+        assert_eq!(redact("mail me@example.com"), "mail me@example.com");
+    }
+
+    #[test]
+    fn problems_escape_control_characters() {
+        let problem = Problem::missing("a\x1b]0;owned\x07", "x").in_record("k\r");
+        let shown = problem.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
     }
 
     #[test]

@@ -45,6 +45,8 @@ mod ops;
 mod repo;
 mod source;
 
+pub use common::cleanup::wait as wait_for_cleanup;
+pub use common::names::escape_controls;
 pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverConfig};
 pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};

@@ -4,6 +4,7 @@
 //! as a library (opening a database read-only with its own OPTIONS; a scratch
 //! sorted map), not the database being backed up.
 
+pub mod cleanup;
 pub mod names;
 pub mod references;
 pub mod rocks;

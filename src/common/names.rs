@@ -61,6 +61,22 @@ pub fn display_key(key: &[u8]) -> String {
     }
 }
 
+/// `text` with every control character (terminal escape sequences, carriage
+/// returns, newlines) shown escaped, for human messages about names that come
+/// from records or from a repository.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// This machine's host name, as recorded in manifests and locks.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -106,6 +122,12 @@ mod tests {
         for bad in ["/etc/passwd", "a/../../b", "..", "", "./", "a/\0"] {
             assert!(normalize_relative_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain/path"), "plain/path");
+        assert_eq!(escape_controls("a\x1b[31mred\r\n"), "a\\u{1b}[31mred\\r\\n");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::common::cleanup;
 use crate::common::names::hostname;
 use crate::error::{Error, Result};
 use crate::repo::layout;
@@ -157,13 +158,14 @@ impl RepoLock {
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        let (Some(repo), Ok(runtime)) = (self.repo.take(), tokio::runtime::Handle::try_current())
-        else {
+        let Some(repo) = self.repo.take() else {
             return;
         };
         let key = self.key.clone();
-        runtime.spawn(async move {
-            let _ = repo.delete_all(&[key]).await;
+        cleanup::spawn(async move {
+            if let Err(e) = repo.delete_all(&[key]).await {
+                tracing::warn!(error = %e, "could not remove this run's lock; `rockup unlock` removes it");
+            }
         });
     }
 }

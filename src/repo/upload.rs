@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::common::cleanup;
 use crate::common::tasks::blocking;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -274,11 +275,9 @@ struct AbortOnDrop(Option<Box<dyn MultipartUpload>>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(mut upload) = self.0.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = upload.abort().await;
-                });
-            }
+            cleanup::spawn(async move {
+                let _ = upload.abort().await;
+            });
         }
     }
 }

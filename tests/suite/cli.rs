@@ -188,6 +188,18 @@ fn exit_codes_and_json_documents() {
 
 #[test]
 fn sigterm_mid_backup_exits_143_and_removes_the_work_directory() {
+    signal_mid_backup(libc::SIGTERM);
+}
+
+#[test]
+fn sighup_and_sigquit_are_handled_like_sigterm() {
+    signal_mid_backup(libc::SIGHUP);
+    signal_mid_backup(libc::SIGQUIT);
+}
+
+/// Sends `signal` to a backup in the middle of pinning: it exits 143 having
+/// removed its work directory and its lock, and commits nothing.
+fn signal_mid_backup(signal: i32) {
     let fx = Fixture::new(3000);
     let work = fx.path("work");
     let repo = fx.path("repo");
@@ -232,9 +244,10 @@ fn sigterm_mid_backup_exits_143_and_removes_the_work_directory() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(entries(&repo.join("locks")).is_empty(), "lock removed");
     assert!(
         entries(&work).is_empty(),
         "work directory removed: {:?}",
@@ -299,4 +312,17 @@ async fn prune_and_unlock() {
     let report = json_of(&out);
     assert_eq!(report["forgotten"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(rockup::list(&repo).await.unwrap().len(), 1);
+}
+
+#[test]
+fn help_never_shows_environment_values() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rockup"))
+        .args(["list", "--help"])
+        .env("ROCKUP_REPO", "az://c/p?sv=2024&sig=SECRET-TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("ROCKUP_REPO"), "{help}");
+    assert!(!help.contains("SECRET-TOKEN"), "{help}");
 }

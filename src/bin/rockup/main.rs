@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
 use args::{Cli, Command};
-use rockup::Error;
+use rockup::{escape_controls, Error};
 
+/// How long clean-up may take after a signal.
+const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Problems listed on stderr at most.
 const PROBLEMS_SHOWN: usize = 50;
 
@@ -27,11 +29,14 @@ fn main() {
     let json = cli.json;
     let result = runtime.block_on(run_until_signal(cli.command));
     if matches!(result, Err(Error::Interrupted(_))) {
-        // Let cancelled work finish cleaning up: multipart aborts (spawned tasks)
-        // and blocking tasks that share the work directory, which is removed
-        // when the last of them lets go.
-        runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
-        runtime.shutdown_timeout(std::time::Duration::from_secs(30));
+        // Let cancelled work clean up — lock removal and multipart aborts, with
+        // their retries — within a bound, then blocking tasks that share the
+        // work directory (removed when the last of them lets go).
+        let left = runtime.block_on(rockup::wait_for_cleanup(CLEANUP_LIMIT));
+        if left > 0 {
+            eprintln!("rockup: {left} clean-up request(s) unfinished after {CLEANUP_LIMIT:?}; `rockup unlock` removes a lock left behind");
+        }
+        runtime.shutdown_timeout(CLEANUP_LIMIT);
     }
     let code = match result {
         Ok((value, code)) => {
@@ -66,7 +71,7 @@ fn print_json(value: &Value) {
 
 /// Prints `error` (and the problems it carries); returns its exit code.
 fn report_error(error: &Error, json: bool) -> i32 {
-    eprintln!("rockup: error: {error}");
+    eprintln!("rockup: error: {}", escape_controls(&error.to_string()));
     let problems = match error {
         Error::Problems { problems, .. } => problems.as_slice(),
         _ => &[],
@@ -103,12 +108,19 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
+/// Runs `command` until it ends or a signal stops it: SIGINT (exit 130), or
+/// SIGTERM, SIGHUP or SIGQUIT (exit 143, like SIGTERM).
 async fn run_until_signal(command: Command) -> rockup::Result<(Value, i32)> {
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let handler = |kind, name| signal(kind).unwrap_or_else(|e| panic!("{name} handler: {e}"));
+    let mut interrupt = handler(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = handler(SignalKind::terminate(), "SIGTERM");
+    let mut hangup = handler(SignalKind::hangup(), "SIGHUP");
+    let mut quit = handler(SignalKind::quit(), "SIGQUIT");
     tokio::select! {
         result = commands::run(command) => result,
         _ = interrupt.recv() => Err(Error::Interrupted("SIGINT")),
         _ = terminate.recv() => Err(Error::Interrupted("SIGTERM")),
+        _ = hangup.recv() => Err(Error::Interrupted("SIGHUP")),
+        _ = quit.recv() => Err(Error::Interrupted("SIGQUIT")),
     }
 }
