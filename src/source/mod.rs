@@ -18,6 +18,7 @@
 mod checkpoint;
 mod guard;
 mod held;
+mod nofollow;
 mod pin;
 mod prelink;
 mod scan;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::common::names::{display_key, normalize_relative_path};
 use crate::common::references::Reference;
 use crate::error::{Error, Problem, Result};
+use crate::source::nofollow::{is_symlink_refusal, link_open_file, open_beneath};
 use crate::source::{GuardHold, Prelinks};
 
 /// An external file captured at the backup's point in time.
@@ -75,6 +76,18 @@ pub enum Pin {
     Duplicate,
     /// Could not be captured.
     Problem(Problem),
+}
+
+/// Why a path through a symlink is not pinned.
+const SYMLINK_REFUSED: &str =
+    "a symlink on its path under the blob root: rockup never follows symlinks there";
+
+/// Where a referenced file was found.
+enum Found {
+    /// rockup's own link to it (set aside by the deletion guard, or pre-linked).
+    Own(PathBuf),
+    /// The live file, opened without following symlinks, and its path.
+    Live(std::fs::File, PathBuf),
 }
 
 /// One reference being pinned: its normalized path, its record, what it expects.
@@ -146,41 +159,50 @@ impl Pinner {
             record_key,
             reference,
         };
-        let real = match self.resolve(&wanted) {
-            Ok(real) => real,
+        let found = match self.resolve(&wanted) {
+            Ok(found) => found,
             Err(pin) => return pin,
         };
         if self.link {
-            self.pin_linked(wanted, real)
+            self.pin_linked(wanted, found)
         } else {
-            self.pin_unlinked(wanted, real)
+            self.pin_unlinked(wanted, found)
         }
     }
 
-    /// Where the file is: its pre-link (as it was at the point in time; regular
-    /// files only, reached without symlinks), or the live file inside the root.
-    fn resolve(&mut self, wanted: &Wanted) -> std::result::Result<PathBuf, Pin> {
+    /// Where the file is: set aside by the deletion guard, its pre-link (both
+    /// rockup's own links to the file as it was at the point in time), or the
+    /// live file, opened under the root without following any symlink.
+    fn resolve(&mut self, wanted: &Wanted) -> std::result::Result<Found, Pin> {
         let set_aside = self
             .guard
             .as_ref()
             .and_then(|g| g.set_aside(&self.root.join(&wanted.path)));
         if let Some(link) = set_aside {
-            return Ok(link);
+            return Ok(Found::Own(link));
         }
         if let Some(link) = self.prelinked(&wanted.path) {
             if std::fs::symlink_metadata(self.root.join(&wanted.path)).is_err() {
                 self.rescued += 1;
             }
-            return Ok(link);
+            return Ok(Found::Own(link));
         }
-        match self.root.join(&wanted.path).canonicalize() {
-            Ok(real) if real.starts_with(&self.root) => Ok(real),
-            Ok(_) => {
-                Err(wanted.problem(Problem::invalid, "resolves outside the blob root (symlink)"))
-            }
+        let file = match open_beneath(&self.root, &wanted.path) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(wanted.problem(Problem::missing, "file does not exist"))
+                return Err(wanted.problem(Problem::missing, "file does not exist"))
             }
+            Err(e) if is_symlink_refusal(&e) => {
+                return Err(wanted.problem(Problem::invalid, SYMLINK_REFUSED))
+            }
+            Err(e) => return Err(wanted.problem(Problem::missing, e.to_string())),
+        };
+        match file.metadata() {
+            Ok(meta) if meta.is_symlink() => Err(wanted.problem(Problem::invalid, SYMLINK_REFUSED)),
+            Ok(meta) if !meta.is_file() => {
+                Err(wanted.problem(Problem::invalid, "not a regular file"))
+            }
+            Ok(_) => Ok(Found::Live(file, self.root.join(&wanted.path))),
             Err(e) => Err(wanted.problem(Problem::missing, e.to_string())),
         }
     }
@@ -193,11 +215,15 @@ impl Pinner {
             .then_some(link)
     }
 
-    fn pin_linked(&mut self, wanted: Wanted, real: PathBuf) -> Pin {
+    fn pin_linked(&mut self, wanted: Wanted, found: Found) -> Pin {
         let pin = self
             .pins
             .join(&hex::encode(Sha256::digest(wanted.path.as_bytes()))[..40]);
-        match std::fs::hard_link(&real, &pin) {
+        let linked = match &found {
+            Found::Own(path) => std::fs::hard_link(path, &pin),
+            Found::Live(file, _) => link_open_file(file, &pin),
+        };
+        match linked {
             Ok(()) => self.captured(wanted, pin),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.duplicate(wanted, pin),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -205,17 +231,22 @@ impl Pinner {
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
                 self.link = false;
-                self.pin_unlinked(wanted, real)
+                self.pin_unlinked(wanted, found)
             }
             Err(e) => wanted.problem(Problem::missing, format!("cannot pin: {e}")),
         }
     }
 
-    fn pin_unlinked(&mut self, wanted: Wanted, real: PathBuf) -> Pin {
+    /// Where links are impossible: the file is read later from its path, with
+    /// a before/after size and mtime check.
+    fn pin_unlinked(&mut self, wanted: Wanted, found: Found) -> Pin {
+        let read_from = match found {
+            Found::Own(path) | Found::Live(_, path) => path,
+        };
         if !self.seen_unlinked.insert(wanted.path.clone()) {
-            return self.duplicate(wanted, real);
+            return self.duplicate(wanted, read_from);
         }
-        self.captured(wanted, real)
+        self.captured(wanted, read_from)
     }
 
     /// A file an earlier record already referenced: nothing more to capture,
@@ -357,5 +388,30 @@ mod tests {
         }
         pinner.finish();
         assert_eq!(std::fs::read(root.join("f")).unwrap(), b"written later");
+    }
+
+    #[test]
+    fn a_symlink_inside_the_root_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f"), b"data").unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        std::os::unix::fs::symlink(root.join("real/f"), root.join("f-link")).unwrap();
+        let mut pinner = Pinner::new(&root, dir.path().join("pins")).unwrap();
+        for path in ["alias/f", "f-link"] {
+            let reference = Reference {
+                path: path.into(),
+                sha256: None,
+                size: None,
+            };
+            match pinner.pin(b"k", reference) {
+                Pin::Problem(p) => {
+                    assert_eq!(p.kind, ProblemKind::Invalid, "{path}");
+                    assert!(p.detail.contains("symlink"), "{p}");
+                }
+                _ => panic!("{path} was followed"),
+            }
+        }
     }
 }
