@@ -120,7 +120,16 @@ impl RepoLock {
             repo: Some(repo.clone()),
             key,
         };
-        let blocking = list(repo).await?.into_iter().find(|other| {
+        let others = match list(repo).await {
+            Ok(others) => others,
+            Err(e) => {
+                if let Err(release) = lock.release().await {
+                    tracing::warn!(error = %release, "could not remove this run's lock; `rockup unlock` removes it");
+                }
+                return Err(e);
+            }
+        };
+        let blocking = others.into_iter().find(|other| {
             other.key != lock.key.as_ref()
                 && (kind == LockKind::Prune || other.kind == LockKind::Prune)
         });

@@ -4,112 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
 use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
-use tokio::sync::Semaphore;
 
 use rockup::{Error, PruneOptions, Repository, RetentionPolicy, Source};
 
 use super::fixture::*;
-
-/// A store that holds the first write whose key contains `pattern` until the
-/// test lets it go.
-#[derive(Debug)]
-pub struct PauseOnPut {
-    inner: Arc<InMemory>,
-    pattern: &'static str,
-    reached: Semaphore,
-    resume: Semaphore,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl PauseOnPut {
-    pub fn new(inner: Arc<InMemory>, pattern: &'static str) -> Self {
-        Self {
-            inner,
-            pattern,
-            reached: Semaphore::new(0),
-            resume: Semaphore::new(0),
-            armed: true.into(),
-        }
-    }
-
-    /// Waits until a run is held at the write.
-    pub async fn reached(&self) {
-        let held = tokio::time::timeout(Duration::from_secs(60), self.reached.acquire());
-        held.await
-            .expect("the run reached the write")
-            .unwrap()
-            .forget();
-    }
-
-    /// Lets the held write go on.
-    pub fn resume(&self) {
-        self.resume.add_permits(1);
-    }
-}
-
-impl std::fmt::Display for PauseOnPut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PauseOnPut({})", self.pattern)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for PauseOnPut {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let ours = location.as_ref().contains(self.pattern);
-        if ours && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.reached.add_permits(1);
-            self.resume.acquire().await.unwrap().forget();
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+use super::stores::{Fault, Faulty, Op, PauseOnPut};
 
 /// `unlock` during a backup, then `prune --grace 0s`: the backup must not
 /// commit a manifest whose objects the prune deleted.
@@ -220,4 +120,113 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
         entries(&trap).is_empty(),
         "nothing written through the symlink"
     );
+}
+
+/// A repository on a faulty store, and the fixture it backs up.
+async fn faulty() -> (Fixture, Arc<Faulty>, Repository) {
+    let fx = Fixture::new(8);
+    let store = Arc::new(Faulty::default());
+    let repo = Repository::from_store(store.clone(), "faulty://");
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    (fx, store, repo)
+}
+
+/// What every fault case ends with: the source untouched, no lock left, every
+/// committed backup verifying deeply, and a clean backup and restore possible.
+async fn all_is_well(fx: &Fixture, repo: &Repository, before: &Records, files: &Tree) {
+    assert_eq!(&read_all(&fx.db), before, "the database is untouched");
+    assert_eq!(&tree(&fx.files), files, "the files are untouched");
+    assert!(list_keys(repo, "locks").await.is_empty(), "no lock left");
+    let verified = verify(repo, "all", true).await;
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    let report = rockup::backup(repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let target = fx.path(&format!("well-{}", report.header.backup_id));
+    let options = rockup::RestoreOptions::new(
+        &report.header.backup_id,
+        target.join("db"),
+        Some(target.join("files")),
+    );
+    rockup::restore(repo, &options).await.unwrap();
+    assert_eq!(&read_all(&target.join("db")), before);
+    assert_eq!(&tree(&target.join("files")), files);
+}
+
+#[tokio::test]
+async fn store_faults_fail_cleanly_and_lose_nothing() {
+    let (fx, store, repo) = faulty().await;
+    let (before, files) = (read_all(&fx.db), tree(&fx.files));
+    let rehash = rockup::BackupOptions {
+        rehash: true,
+        ..fx.options()
+    };
+    let backups = || async { rockup::list(&repo).await.unwrap().len() };
+
+    // A write that fails: the backup fails, commits nothing, leaves no lock.
+    store.inject(Op::Put, "/files/", Fault::Error, 1);
+    let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &rehash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert_eq!(backups().await, 1);
+    all_is_well(&fx, &repo, &before, &files).await;
+
+    // The commit's response is lost: the write-once protocol recognises its own.
+    store.inject(Op::Put, "/manifest.json", Fault::LoseResponse, 1);
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    assert_eq!(backups().await, 3);
+
+    // Reads that come back short or long: restore places nothing.
+    for fault in [Fault::Truncate, Fault::Oversize, Fault::Error] {
+        store.inject(Op::Get, "blobs/", fault, 1);
+        let target = fx.path(&format!("{fault:?}"));
+        let options =
+            rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+        let err = rockup::restore(&repo, &options).await.unwrap_err();
+        assert!(matches!(err.exit_code(), 1 | 3), "{fault:?}: {err}");
+        assert!(tree(&target).is_empty(), "{fault:?}: nothing placed");
+    }
+
+    // The previous backup's part reads short: the next backup falls back.
+    store.inject(Op::Get, "/parts/", Fault::Truncate, 2);
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    all_is_well(&fx, &repo, &before, &files).await;
+}
+
+#[tokio::test]
+async fn prune_faults_leave_every_kept_backup_whole() {
+    let (fx, store, repo) = faulty().await;
+    let (before, files) = (read_all(&fx.db), tree(&fx.files));
+    for _ in 0..2 {
+        rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+            .await
+            .unwrap();
+    }
+    let prune = PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(2),
+            ..Default::default()
+        },
+        grace: Duration::ZERO,
+        dry_run: false,
+    };
+    store.inject(Op::List, "", Fault::Error, 1);
+    assert!(rockup::prune(&repo, &prune).await.is_err());
+    assert_eq!(
+        rockup::list(&repo).await.unwrap().len(),
+        3,
+        "nothing forgotten"
+    );
+    store.inject(Op::Delete, "manifest.json", Fault::Error, 1);
+    assert!(rockup::prune(&repo, &prune).await.is_err());
+    all_is_well(&fx, &repo, &before, &files).await;
+    rockup::prune(&repo, &prune).await.unwrap();
+    all_is_well(&fx, &repo, &before, &files).await;
 }

@@ -13,6 +13,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use rockup::{ExternalFiles, RefSource, Repository, ResolverConfig};
 
 pub type Records = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+/// Relative path → bytes of every regular file under a root.
+pub type Tree = BTreeMap<String, Vec<u8>>;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,

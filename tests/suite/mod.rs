@@ -10,3 +10,4 @@ mod layers;
 mod live;
 mod prune;
 mod restore_safety;
+mod stores;

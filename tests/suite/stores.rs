@@ -1,0 +1,300 @@
+//! Object stores for tests: one that holds a chosen write until the test lets it
+//! go, and one that injects faults per kind of request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use tokio::sync::Semaphore;
+
+/// A store that holds the first write whose key contains `pattern` until the
+/// test lets it go.
+#[derive(Debug)]
+pub struct PauseOnPut {
+    inner: Arc<InMemory>,
+    pattern: &'static str,
+    reached: Semaphore,
+    resume: Semaphore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl PauseOnPut {
+    pub fn new(inner: Arc<InMemory>, pattern: &'static str) -> Self {
+        Self {
+            inner,
+            pattern,
+            reached: Semaphore::new(0),
+            resume: Semaphore::new(0),
+            armed: true.into(),
+        }
+    }
+
+    /// Waits until a run is held at the write.
+    pub async fn reached(&self) {
+        let held = tokio::time::timeout(Duration::from_secs(60), self.reached.acquire());
+        held.await
+            .expect("the run reached the write")
+            .unwrap()
+            .forget();
+    }
+
+    /// Lets the held write go on.
+    pub fn resume(&self) {
+        self.resume.add_permits(1);
+    }
+}
+
+impl std::fmt::Display for PauseOnPut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PauseOnPut({})", self.pattern)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for PauseOnPut {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let ours = location.as_ref().contains(self.pattern);
+        if ours && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.reached.add_permits(1);
+            self.resume.acquire().await.unwrap().forget();
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A kind of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Put,
+    List,
+    Delete,
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request fails (as a 503 after retries would).
+    Error,
+    /// A read returns only the first half of the object.
+    Truncate,
+    /// A read returns the object followed by 1 MiB more.
+    Oversize,
+    /// A write is carried out, but its response is lost: the caller sees an error.
+    LoseResponse,
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: Op,
+    pattern: &'static str,
+    fault: Fault,
+    remaining: usize,
+}
+
+/// An in-memory store that injects faults into requests whose key contains a
+/// pattern, a given number of times.
+#[derive(Debug, Default)]
+pub struct Faulty {
+    inner: Arc<InMemory>,
+    rules: Arc<Mutex<Vec<Rule>>>,
+}
+
+impl Faulty {
+    /// The next `times` requests of kind `op` on keys containing `pattern` meet `fault`.
+    pub fn inject(&self, op: Op, pattern: &'static str, fault: Fault, times: usize) {
+        let rule = Rule {
+            op,
+            pattern,
+            fault,
+            remaining: times,
+        };
+        self.rules.lock().unwrap().push(rule);
+    }
+
+    fn take(&self, op: Op, key: &Path) -> Option<Fault> {
+        take(&self.rules, op, key)
+    }
+}
+
+/// The fault the next request of kind `op` on `key` meets, if any (counted).
+fn take(rules: &Mutex<Vec<Rule>>, op: Op, key: &Path) -> Option<Fault> {
+    let mut rules = rules.lock().unwrap();
+    let rule = rules
+        .iter_mut()
+        .find(|r| r.op == op && r.remaining > 0 && key.as_ref().contains(r.pattern))?;
+    rule.remaining -= 1;
+    Some(rule.fault)
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: format!("injected fault: 503 Service Unavailable ({what})").into(),
+    }
+}
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Faulty")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        match self.take(Op::Put, location) {
+            Some(Fault::LoseResponse) => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(injected("response lost"))
+            }
+            Some(_) => Err(injected("put")),
+            None => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        match self.take(Op::Put, location) {
+            Some(_) => Err(injected("multipart put")),
+            None => self.inner.put_multipart_opts(location, opts).await,
+        }
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let fault = match options.head {
+            true => None,
+            false => self.take(Op::Get, location),
+        };
+        let result = match fault {
+            Some(Fault::Error) => return Err(injected("get")),
+            _ => self.inner.get_opts(location, options).await?,
+        };
+        match fault {
+            Some(Fault::Truncate) => with_body(result, |b| b.slice(..b.len() / 2)).await,
+            Some(Fault::Oversize) => {
+                with_body(result, |b| {
+                    [b.as_ref(), &[0u8; 1 << 20][..]].concat().into()
+                })
+                .await
+            }
+            _ => Ok(result),
+        }
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let (rules, inner) = (self.rules.clone(), self.inner.clone());
+        locations
+            .then(move |location| {
+                let (rules, inner) = (rules.clone(), inner.clone());
+                async move {
+                    let location = location?;
+                    if take(&rules, Op::Delete, &location).is_some() {
+                        return Err(injected("delete"));
+                    }
+                    inner.delete(&location).await.map(|()| location)
+                }
+            })
+            .boxed()
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if self
+            .take(Op::List, prefix.unwrap_or(&Path::from("")))
+            .is_some()
+        {
+            return futures::stream::once(async { Err(injected("list")) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The same result with its body changed by `change`.
+async fn with_body(
+    result: GetResult,
+    change: impl FnOnce(Bytes) -> Bytes,
+) -> object_store::Result<GetResult> {
+    let (meta, attributes, extensions) = (
+        result.meta.clone(),
+        result.attributes.clone(),
+        result.extensions.clone(),
+    );
+    let body = change(result.bytes().await?);
+    let range = 0..body.len() as u64;
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(futures::stream::once(async { Ok(body) }).boxed()),
+        meta,
+        range,
+        attributes,
+        extensions,
+    })
+}
