@@ -136,3 +136,40 @@ async fn prune_waits_for_running_backups_and_refuses_unreadable_manifests() {
         "the prune lock is released after a refusal"
     );
 }
+
+/// Writes a crash interrupted leave staging files (`<key>#<digits>`) in a local
+/// repository; object_store's listings skip them, so prune sweeps them itself —
+/// only for rockup's keys, and only past the grace period.
+#[tokio::test]
+async fn prune_removes_staging_files_of_interrupted_writes() {
+    let fx = Fixture::new(3);
+    let repo = fx.local_repo();
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let root = fx.path("repo");
+    let sha = "cd".repeat(32);
+    std::fs::create_dir_all(root.join("blobs/sha256/cd")).unwrap();
+    let old = root.join(format!("blobs/sha256/cd/{sha}#1234"));
+    let fresh = root.join("sst/000099_sX_7.sst#77");
+    let foreign = root.join("notes#5");
+    for path in [&old, &fresh, &foreign] {
+        std::fs::write(path, b"partial").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for path in [&old, &foreign] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let report = prune(&repo, &keep_last(1, Duration::from_secs(86_400), false))
+        .await
+        .unwrap();
+    assert_eq!(report.deleted_objects, 1, "{report:?}");
+    assert!(!old.exists(), "an old staging file of rockup's is swept");
+    assert!(fresh.exists(), "a young one may belong to a running write");
+    assert!(foreign.exists(), "never somebody else's");
+}

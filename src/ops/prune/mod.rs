@@ -131,6 +131,11 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
         cutoff: Utc::now() - chrono::Duration::from_std(options.grace).unwrap_or_default(),
     };
     collect_garbage(repo, &garbage, options.dry_run, &mut report).await?;
+    let (staged, bytes) = repo
+        .sweep_staged_uploads(garbage.cutoff, options.dry_run)
+        .await?;
+    report.deleted_objects += staged;
+    report.deleted_bytes += bytes;
     Ok(report)
 }
 

@@ -145,3 +145,41 @@ impl ObjectStore for NoSymlinks {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Removes the staging files (`<key>#<digits>`) that writes interrupted by a
+/// crash left under `root` — object_store's listings skip them, so nothing
+/// else ever would — when the key is rockup's and the file was last modified
+/// before `cutoff`. Walks without following symlinks. Returns the files and
+/// bytes removed (or, with `dry_run`, that would be).
+pub(super) fn sweep_staged(
+    root: &std::path::Path,
+    cutoff: std::time::SystemTime,
+    dry_run: bool,
+) -> std::io::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let Some(key) = staged_key(root, entry.path()) else {
+            continue;
+        };
+        let meta = entry.metadata().map_err(std::io::Error::other)?;
+        let old = meta.modified().is_ok_and(|t| t < cutoff);
+        if !entry.file_type().is_file() || !old || !crate::repo::layout::is_rockup_key(&key) {
+            continue;
+        }
+        if !dry_run {
+            std::fs::remove_file(entry.path())?;
+        }
+        files += 1;
+        bytes += meta.len();
+    }
+    Ok((files, bytes))
+}
+
+/// The key a staging file `<key>#<digits>` was being written for.
+fn staged_key(root: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    let relative = path.strip_prefix(root).ok()?.to_str()?;
+    let (key, suffix) = relative.rsplit_once('#')?;
+    let digits = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| key.to_string())
+}

@@ -44,6 +44,8 @@ pub struct Repository {
     /// `DeleteObjects`; switched to on the first "not implemented".
     single_deletes: Option<Arc<dyn ObjectStore>>,
     bulk_delete_unsupported: Arc<AtomicBool>,
+    /// The directory of a local repository.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Outcome of a write-once create.
@@ -74,6 +76,7 @@ impl Repository {
             name: name.into(),
             single_deletes: None,
             bulk_delete_unsupported: Arc::new(AtomicBool::new(false)),
+            local_root: None,
         }
     }
 
@@ -266,6 +269,25 @@ impl Repository {
                 reason: "already exists with other content; refusing to overwrite it".into(),
             })
         }
+    }
+
+    /// In a local repository, removes the staging files of writes a crash
+    /// interrupted, older than `cutoff` (see `local::sweep_staged`); returns
+    /// the files and bytes removed. Object stores abort or expire incomplete
+    /// uploads themselves (README: lifecycle rules).
+    pub(crate) async fn sweep_staged_uploads(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<(u64, u64)> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok((0, 0));
+        };
+        let cutoff = std::time::SystemTime::from(cutoff);
+        crate::common::tasks::blocking(move || {
+            local::sweep_staged(&root, cutoff, dry_run).map_err(|e| Error::io(&root, e))
+        })
+        .await
     }
 
     /// Lists every object under `prefix` (one LIST, paginated by the store).

@@ -162,10 +162,9 @@ impl Repository {
                 message: e.to_string(),
             })?
             .with_fsync(true);
-        Ok(Self::from_store(
-            Arc::new(NoSymlinks::new(store, root)),
-            name,
-        ))
+        let mut repo = Self::from_store(Arc::new(NoSymlinks::new(store, root.clone())), name);
+        repo.local_root = Some(root);
+        Ok(repo)
     }
 }
 
