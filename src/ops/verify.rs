@@ -74,7 +74,10 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     Ok(VerifyReport {
         backups: ids,
         objects: keys.len() as u64,
-        bytes: objects.values().map(|(size, _)| size).sum(),
+        // Sizes come from manifests: a forged one must not overflow the sum.
+        bytes: objects
+            .values()
+            .fold(0, |sum, (size, _)| sum.saturating_add(*size)),
         problems,
     })
 }

@@ -192,6 +192,14 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
         assert!(tree(&target).is_empty(), "{fault:?}: nothing placed");
     }
 
+    // Stalled reads only slow a restore down.
+    store.inject(Op::Get, "blobs/", Fault::Stall, 3);
+    let target = fx.path("stalled");
+    let options =
+        rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+    rockup::restore(&repo, &options).await.unwrap();
+    assert_eq!(tree(&target.join("files")), files);
+
     // The previous backup's part reads short: the next backup falls back.
     store.inject(Op::Get, "/parts/", Fault::Truncate, 2);
     rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())

@@ -286,6 +286,15 @@ pub async fn list_keys(repo: &Repository, prefix: &str) -> Vec<ObjectPath> {
     listed.into_iter().map(|m| m.location).collect()
 }
 
+/// Copies a backup's per-backup files (MANIFEST, CURRENT, WAL, …) under a new id.
+pub async fn copy_backup_files(repo: &Repository, from: &str, to: &str) {
+    for key in list_keys(repo, &format!("backups/{from}/files")).await {
+        let bytes = get_object(repo, key.as_ref()).await.unwrap();
+        let new_key = key.as_ref().replace(from, to);
+        put_object(repo, &new_key, bytes).await;
+    }
+}
+
 /// The lock a backup run of this host leaves when it is killed
 /// (`locks/backup-<id>.json`, naming a process that no longer exists).
 pub async fn leave_backup_lock(repo: &Repository, id: &str) {

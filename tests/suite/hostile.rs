@@ -46,6 +46,7 @@ async fn forge(
         put_object(repo, &part_key(&new_id, &new_sha), text).await;
         part["sha256"] = Value::from(new_sha);
     }
+    copy_backup_files(repo, &header.backup_id, &new_id).await;
     edit_header(&mut doc);
     put_object(
         repo,
@@ -254,4 +255,91 @@ async fn a_missing_or_oversized_part_does_not_stop_later_backups() {
     put_object(&repo, &key, oversized).await;
     restore_fails(&fx, &repo, &original, "larger than").await;
     damage_is_survived(&fx, &repo, &original).await;
+}
+
+/// Forged entry fields, one at a time: every one is either rejected before
+/// anything is written, or caught by its hash or size with nothing placed, or
+/// (times, modes) restored harmlessly — never a panic, never a write outside
+/// the targets.
+#[tokio::test]
+async fn forged_entry_fields_are_rejected_or_harmless() {
+    let (fx, repo, original) = backed_up().await;
+    let other_sha = {
+        let header = manifest::load(&repo, &original).await.unwrap();
+        let external: Vec<rockup::manifest::ExternalEntry> = header.entries(&repo).await.unwrap();
+        external[1].sha256.clone()
+    };
+    type Edit = Box<dyn Fn(&mut Value)>;
+    const CORRUPT: &str = "corrupt or missing object(s); nothing was placed";
+    let cases: Vec<(&str, Edit, Option<&str>)> = vec![
+        (
+            "size + 1",
+            Box::new(|l| l["size"] = Value::from(l["size"].as_u64().unwrap() + 1)),
+            Some(CORRUPT),
+        ),
+        (
+            "size 0",
+            Box::new(|l| l["size"] = Value::from(0)),
+            Some("larger than"),
+        ),
+        (
+            "size 2^64-1",
+            Box::new(|l| l["size"] = Value::from(u64::MAX)),
+            Some(CORRUPT),
+        ),
+        (
+            "sha256 not hex",
+            Box::new(|l| l["sha256"] = Value::from("z".repeat(64))),
+            Some("not a SHA-256"),
+        ),
+        (
+            "sha256 short",
+            Box::new(|l| l["sha256"] = Value::from("ab")),
+            Some("not a SHA-256"),
+        ),
+        (
+            "sha256 of another file",
+            Box::new(move |l| l["sha256"] = Value::from(other_sha.clone())),
+            Some(CORRUPT),
+        ),
+        (
+            "size a string",
+            Box::new(|l| l["size"] = Value::from("10")),
+            Some("unreadable entry"),
+        ),
+        (
+            "mtime minimal",
+            Box::new(|l| l["mtime_ns"] = Value::from(i64::MIN)),
+            None,
+        ),
+        (
+            "mtime maximal",
+            Box::new(|l| l["mtime_ns"] = Value::from(i64::MAX)),
+            None,
+        ),
+        (
+            "mode 2^32-1",
+            Box::new(|l| l["mode"] = Value::from(u32::MAX)),
+            None,
+        ),
+    ];
+    for (case, edit, expect) in cases {
+        let id = forge(&repo, &original, PartKind::External, edit, |_| {}).await;
+        let target = fx.path(case);
+        let options = RestoreOptions::new(&id, target.join("db"), Some(target.join("files")));
+        let result = rockup::restore(&repo, &options).await;
+        match (expect, result) {
+            (Some(expect), Err(err)) => {
+                let all = format!("{err} {:?}", err);
+                assert!(all.contains(expect), "{case}: expected {expect:?} in {all}");
+                assert!(tree(&target).is_empty(), "{case}: nothing placed");
+            }
+            (None, Ok(_)) => {
+                let files = tree(&target.join("files"));
+                assert_eq!(files, tree(&fx.files), "{case}: content restored as it was");
+            }
+            (expect, result) => panic!("{case}: expected {expect:?}, got {result:?}"),
+        }
+        assert!(!fx.path("evil").exists());
+    }
 }

@@ -130,15 +130,6 @@ async fn a_forged_setuid_mode_is_masked() {
     }
 }
 
-/// Copies a backup's per-backup files (MANIFEST, CURRENT, WAL, …) under a new id.
-async fn copy_backup_files(repo: &rockup::Repository, from: &str, to: &str) {
-    for key in list_keys(repo, &format!("backups/{from}/files")).await {
-        let bytes = get_object(repo, key.as_ref()).await.unwrap();
-        let new_key = key.as_ref().replace(from, to);
-        put_object(repo, &new_key, bytes).await;
-    }
-}
-
 #[tokio::test]
 async fn an_object_larger_than_its_entry_is_never_written_past_its_size() {
     let fx = Fixture::new(4);

@@ -129,7 +129,12 @@ pub enum Fault {
     Oversize,
     /// A write is carried out, but its response is lost: the caller sees an error.
     LoseResponse,
+    /// The request is answered only after a pause.
+    Stall,
 }
+
+/// How long a stalled request waits.
+pub const STALL: Duration = Duration::from_millis(300);
 
 #[derive(Debug)]
 struct Rule {
@@ -225,6 +230,10 @@ impl ObjectStore for Faulty {
         };
         let result = match fault {
             Some(Fault::Error) => return Err(injected("get")),
+            Some(Fault::Stall) => {
+                tokio::time::sleep(STALL).await;
+                self.inner.get_opts(location, options).await?
+            }
             _ => self.inner.get_opts(location, options).await?,
         };
         match fault {

@@ -96,7 +96,10 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         backup_id: header.backup_id.clone(),
         sequence_number: header.sequence_number,
         db_files: db_entries.len() as u64,
-        db_bytes: db_entries.iter().map(|e| e.size).sum(),
+        // Sizes come from the manifest: a forged one must not overflow the sum.
+        db_bytes: db_entries
+            .iter()
+            .fold(0, |sum, e| sum.saturating_add(e.size)),
         external_files: 0,
         external_bytes: 0,
         references_checked: 0,
@@ -196,7 +199,7 @@ async fn download_external(
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }
             report.external_files += 1;
-            report.external_bytes += entry.size;
+            report.external_bytes = report.external_bytes.saturating_add(entry.size);
         }
         let downloads = entries.iter().map(|entry| {
             let dest = stage.path.join(&entry.path);
