@@ -1,0 +1,210 @@
+//! The repository primitives: write-once create on stores that honour, ignore
+//! or refuse conditional writes, bulk-delete fallback, the marker.
+
+use super::*;
+use object_store::memory::InMemory;
+
+#[tokio::test]
+async fn create_is_write_once_and_recognises_our_own_retry() {
+    let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+    let key = Path::from("backups/x/manifest.json");
+    assert_eq!(
+        repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        repo.create(&key, Bytes::from_static(b"a")).await.unwrap(),
+        Created::AlreadyOurs
+    );
+    let err = repo
+        .create(&key, Bytes::from_static(b"b"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert_eq!(
+        repo.get(&key, 1 << 30).await.unwrap(),
+        Bytes::from_static(b"a")
+    );
+}
+
+/// How a test server treats `If-None-Match: *`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Condition {
+    /// Accepted, and the object overwritten anyway.
+    Ignored,
+    /// "Not implemented" (and so are bulk deletes).
+    NotImplemented,
+    /// A 400 naming the header.
+    Refused,
+}
+
+#[derive(Debug)]
+struct NoConditionalPut {
+    inner: Arc<InMemory>,
+    condition: Condition,
+}
+
+impl std::fmt::Display for NoConditionalPut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NoConditionalPut({:?})", self.condition)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoConditionalPut {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if opts.mode != PutMode::Overwrite {
+            match self.condition {
+                Condition::Ignored => {}
+                Condition::NotImplemented => {
+                    return Err(object_store::Error::NotImplemented {
+                        operation: "conditional put".into(),
+                        implementer: self.to_string(),
+                    })
+                }
+                Condition::Refused => return Err(object_store::Error::Generic {
+                    store: "S3",
+                    source:
+                        "400 Bad Request: InvalidArgument: header If-None-Match is not supported"
+                            .into(),
+                }),
+            }
+        }
+        self.inner
+            .put_opts(location, payload, PutOptions::default())
+            .await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        if self.condition != Condition::NotImplemented {
+            return self.inner.delete_stream(locations);
+        }
+        let implementer = self.to_string();
+        locations
+            .map(move |_| {
+                Err(object_store::Error::NotImplemented {
+                    operation: "bulk delete".into(),
+                    implementer: implementer.clone(),
+                })
+            })
+            .boxed()
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn create_never_overwrites_on_stores_without_conditional_put() {
+    for condition in [
+        Condition::Ignored,
+        Condition::NotImplemented,
+        Condition::Refused,
+    ] {
+        let store = NoConditionalPut {
+            inner: Arc::new(InMemory::new()),
+            condition,
+        };
+        let repo = Repository::from_store(Arc::new(store), "no-conditional-put://");
+        let key = Path::from("backups/x/manifest.json");
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"first"))
+                .await
+                .unwrap(),
+            Created::New
+        );
+        let err = repo
+            .create(&key, Bytes::from_static(b"second"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert_eq!(
+            repo.get(&key, 1 << 30).await.unwrap(),
+            Bytes::from_static(b"first")
+        );
+        assert_eq!(
+            repo.create(&key, Bytes::from_static(b"first"))
+                .await
+                .unwrap(),
+            Created::AlreadyOurs
+        );
+    }
+}
+
+#[tokio::test]
+async fn deletes_fall_back_to_one_request_per_object() {
+    let inner = Arc::new(InMemory::new());
+    let store = NoConditionalPut {
+        inner: inner.clone(),
+        condition: Condition::NotImplemented,
+    };
+    let keys: Vec<Path> = (0..5).map(|i| Path::from(format!("sst/{i}"))).collect();
+    let without_fallback = Repository::from_store(Arc::new(store), "no-bulk://");
+    for key in &keys {
+        without_fallback
+            .put(key, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    let err = without_fallback.delete_all(&keys).await.unwrap_err();
+    assert!(err.to_string().contains(BULK_DELETE_UNSUPPORTED), "{err}");
+
+    let repo = without_fallback.with_single_deletes(inner.clone());
+    repo.delete_all(&keys).await.unwrap();
+    assert!(repo.list("sst").await.unwrap().is_empty());
+    repo.delete_all(&keys).await.unwrap(); // missing objects count as deleted
+}
+
+#[tokio::test]
+async fn marker_rejects_unknown_versions() {
+    let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+    assert!(repo.check_marker(false).await.is_err());
+    repo.check_marker(true).await.unwrap();
+    repo.check_marker(false).await.unwrap();
+    repo.put(
+        &layout::marker(),
+        Bytes::from_static(br#"{"format":"rockup-repository","version":9}"#),
+    )
+    .await
+    .unwrap();
+    let err = repo.check_marker(false).await.unwrap_err();
+    assert!(err.to_string().contains("version 9"), "{err}");
+}
