@@ -21,6 +21,8 @@ use crate::repo::Repository;
 pub struct VerifyOptions {
     /// A backup id, `latest` or `all`.
     pub backup: String,
+    /// Whose `latest`: needed where the repository holds several sources.
+    pub source: Option<String>,
     /// Download and re-hash every object.
     pub deep: bool,
     /// Downloads at once (deep).
@@ -48,7 +50,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     repo.check_marker(false).await?;
     let ids = match options.backup.as_str() {
         "all" => manifest::committed_ids(repo).await?,
-        id => vec![manifest::resolve(repo, id).await?],
+        id => vec![manifest::resolve(repo, id, options.source.as_deref()).await?],
     };
     let mut problems = Vec::new();
     let objects = referenced_objects(repo, &ids, &mut problems).await?;
@@ -106,7 +108,7 @@ async fn referenced_objects(
     let mut objects = Objects::new();
     for id in ids {
         let unreadable = |e: Error| Problem::corrupt_object(layout::manifest(id), e.to_string());
-        let header = match manifest::load(repo, id).await {
+        let header = match manifest::read(repo, id).await {
             Ok(header) => header,
             Err(e) => {
                 problems.push(unreadable(e));

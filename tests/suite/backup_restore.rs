@@ -113,7 +113,7 @@ async fn second_backup_uploads_no_unchanged_data() {
     let second = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
-    let latest = rockup::manifest::load(&repo, "latest").await.unwrap();
+    let latest = rockup::manifest::load(&repo, "latest", None).await.unwrap();
     assert_eq!(
         latest.backup_id, second.header.backup_id,
         "latest is the newest, also within one second"

@@ -326,3 +326,38 @@ fn help_never_shows_environment_values() {
     assert!(help.contains("ROCKUP_REPO"), "{help}");
     assert!(!help.contains("SECRET-TOKEN"), "{help}");
 }
+
+#[test]
+fn sources_on_the_command_line() {
+    let (a, b) = (Fixture::new(3), Fixture::new(3));
+    let repo = a.path("repo");
+    let url = repo.to_str().unwrap();
+    let work = a.path("work");
+    for (fx, name) in [(&a, "app-a"), (&b, "app-b")] {
+        let mut args = vec!["backup", "--repo", url, "--db", fx.db.to_str().unwrap()];
+        args.extend(["--source", name, "--work-dir", work.to_str().unwrap()]);
+        let blobs = blob_args(&fx.files);
+        args.extend(blobs.iter().map(String::as_str));
+        let out = rockup(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let out = rockup(&["list", "--repo", url, "--source", "app-b", "--json"]);
+    let rows = json_of(&out)["backups"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["source"], "app-b");
+    let target = a.path("restored");
+    let db = target.join("db");
+    let files = target.join("files");
+    let restore = |source: Option<&str>| {
+        let mut args = vec!["restore", "--repo", url, "--db-dir", db.to_str().unwrap()];
+        args.extend(["--blob-root", files.to_str().unwrap()]);
+        args.extend(source.map(|s| ["--source", s]).into_iter().flatten());
+        rockup(&args)
+    };
+    let out = restore(None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("app-a, app-b"), "{}", stderr(&out));
+    let out = restore(Some("app-b"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(read_all(&db), read_all(&b.db));
+}

@@ -150,6 +150,7 @@ pub async fn conformance(repo: Repository) {
             },
             grace: Duration::ZERO,
             dry_run: false,
+            source: None,
         },
     )
     .await

@@ -44,6 +44,7 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
         },
         grace: Duration::ZERO,
         dry_run: false,
+        source: None,
     };
     let pruned = rockup::prune(&operator, &prune).await.unwrap();
     assert!(
@@ -91,6 +92,7 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
         },
         grace: Duration::ZERO,
         dry_run: false,
+        source: None,
     };
     let pruned = rockup::prune(&repo, &prune).await.unwrap();
     assert_eq!(pruned.foreign_objects, 2, "{pruned:?}");
@@ -224,6 +226,7 @@ async fn prune_faults_leave_every_kept_backup_whole() {
         },
         grace: Duration::ZERO,
         dry_run: false,
+        source: None,
     };
     store.inject(Op::List, "", Fault::Error, 1);
     assert!(rockup::prune(&repo, &prune).await.is_err());

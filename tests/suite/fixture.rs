@@ -214,6 +214,7 @@ pub fn entries(dir: &Path) -> Vec<String> {
 pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::VerifyReport {
     let options = rockup::VerifyOptions {
         backup: backup.into(),
+        source: None,
         deep,
         jobs: 4,
     };

@@ -17,7 +17,7 @@ async fn forge(
     edit_line: impl Fn(&mut Value),
     edit_header: impl Fn(&mut Value),
 ) -> String {
-    let header = manifest::load(repo, original).await.unwrap();
+    let header = manifest::load(repo, original, None).await.unwrap();
     let new_id = backup_id_at(chrono::Utc::now() + chrono::Duration::seconds(5));
     let mut doc = serde_json::to_value(&header).unwrap();
     doc["backup_id"] = Value::from(new_id.clone());
@@ -180,7 +180,7 @@ async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
 #[tokio::test]
 async fn a_part_whose_bytes_do_not_match_its_name_is_rejected() {
     let (fx, repo, original) = backed_up().await;
-    let header = manifest::load(&repo, &original).await.unwrap();
+    let header = manifest::load(&repo, &original, None).await.unwrap();
     let part = header
         .parts
         .iter()
@@ -240,7 +240,7 @@ async fn forged_entry_counts_are_rejected_without_allocating() {
 #[tokio::test]
 async fn a_missing_or_oversized_part_does_not_stop_later_backups() {
     let (fx, repo, original) = backed_up().await;
-    let header = manifest::load(&repo, &original).await.unwrap();
+    let header = manifest::load(&repo, &original, None).await.unwrap();
     let part = &header.parts[0];
     let key = part_key(&original, &part.sha256);
     let bytes = get_object(&repo, &key).await.unwrap();
@@ -265,7 +265,7 @@ async fn a_missing_or_oversized_part_does_not_stop_later_backups() {
 async fn forged_entry_fields_are_rejected_or_harmless() {
     let (fx, repo, original) = backed_up().await;
     let other_sha = {
-        let header = manifest::load(&repo, &original).await.unwrap();
+        let header = manifest::load(&repo, &original, None).await.unwrap();
         let external: Vec<rockup::manifest::ExternalEntry> = header.entries(&repo).await.unwrap();
         external[1].sha256.clone()
     };

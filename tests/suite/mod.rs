@@ -10,4 +10,5 @@ mod layers;
 mod live;
 mod prune;
 mod restore_safety;
+mod sources;
 mod stores;

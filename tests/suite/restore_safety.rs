@@ -82,7 +82,7 @@ async fn a_forged_setuid_mode_is_masked() {
         .await
         .unwrap();
     // Rewrite the external part with setuid, setgid and sticky bits everywhere.
-    let header = rockup::manifest::load(&repo, &report.header.backup_id)
+    let header = rockup::manifest::load(&repo, &report.header.backup_id, None)
         .await
         .unwrap();
     let mut doc = serde_json::to_value(&header).unwrap();

@@ -30,8 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Back up a database (and the external files its records reference).
     Backup(BackupArgs),
-    /// List the backups in a repository.
-    List(RepoArgs),
+    /// List the backups in a repository, by source.
+    List(ListArgs),
     /// Restore a backup into fresh directories, verified.
     Restore(RestoreArgs),
     /// Check that a backup's objects are present (and, with --deep, intact).
@@ -106,6 +106,19 @@ pub struct BackupArgs {
     /// during the backup are then more likely to be missed).
     #[arg(long)]
     pub no_prelink: bool,
+    /// Name the source this backup belongs to (default: the database's
+    /// IDENTITY); `latest` and retention apply per source.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this source's backups.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +147,9 @@ pub struct BlobArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
     /// Backup id, or latest.
     #[arg(long, default_value = "latest")]
     pub backup: String,
@@ -152,6 +168,9 @@ pub struct RestoreArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
     /// Backup id, latest, or all.
     #[arg(long, default_value = "latest")]
     pub backup: String,
@@ -167,6 +186,10 @@ pub struct VerifyArgs {
 pub struct PruneArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Apply the retention rules to this source only (each source keeps its
+    /// own newest backups either way; garbage collection is repository-wide).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
     /// Keep the N newest backups.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<usize>,
@@ -202,6 +225,7 @@ impl PruneArgs {
             },
             grace: self.grace,
             dry_run: self.dry_run,
+            source: self.source.clone(),
         }
     }
 }
@@ -268,6 +292,7 @@ impl BackupArgs {
             work_dir: self.work_dir.clone(),
             guard: None,
             prelink: !self.no_prelink,
+            source: self.source.clone(),
         })
     }
 }
@@ -276,6 +301,7 @@ impl RestoreArgs {
     pub fn options(&self) -> RestoreOptions {
         RestoreOptions {
             jobs: self.jobs.max(1),
+            source: self.source.clone(),
             ..RestoreOptions::new(&self.backup, &self.db_dir, self.blob_root.clone())
         }
     }
@@ -285,6 +311,7 @@ impl VerifyArgs {
     pub fn options(&self) -> VerifyOptions {
         VerifyOptions {
             backup: self.backup.clone(),
+            source: self.source.clone(),
             deep: self.deep,
             jobs: self.jobs.max(1),
         }

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::args::{BackupArgs, Command, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs, VerifyArgs};
+use crate::args::{
+    BackupArgs, Command, ListArgs, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs, VerifyArgs,
+};
 use crate::demo;
-use rockup::{BackupReport, Error, ListedBackup, Repository, Result, Source};
+use rockup::{escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source};
 
 /// Runs one command; returns its JSON document and exit code.
 pub async fn run(command: Command) -> Result<(Value, i32)> {
@@ -60,14 +62,25 @@ fn print_backup(report: &BackupReport) {
     }
 }
 
-async fn list(args: RepoArgs) -> Result<(Value, i32)> {
-    let repo = repository(&args)?;
-    let rows = rockup::list(&repo).await?;
+/// Backups grouped by source (oldest first within each); unreadable ones last.
+async fn list(args: ListArgs) -> Result<(Value, i32)> {
+    let repo = repository(&args.repo)?;
+    let mut rows = rockup::list(&repo).await?;
+    if let Some(source) = &args.source {
+        rows.retain(|row| row.source.as_ref() == Some(source));
+    }
+    rows.sort_by(|a, b| (a.source.is_none(), &a.source).cmp(&(b.source.is_none(), &b.source)));
     eprintln!(
-        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  source / tags",
+        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  host:path / tags",
         "backup", "created", "sequence", "files", "bytes", "new bytes"
     );
+    let mut current = None;
     for row in &rows {
+        if row.source.is_some() && row.source != current {
+            current = row.source.clone();
+            let source = current.as_deref().unwrap_or_default();
+            eprintln!("source {}", escape_controls(source));
+        }
         print_listed(row);
     }
     Ok((json!({"backups": rows}), 0))

@@ -141,6 +141,7 @@ async fn verify_and_restore(
 ) -> Result<u64> {
     let everything = VerifyOptions {
         backup: "all".into(),
+        source: None,
         deep: true,
         jobs: 8,
     };

@@ -13,7 +13,7 @@ use crate::repo::manifest::{
     self, ExternalInfo, Header, PartBuffer, PartKind, PartRef, SourceInfo,
 };
 use crate::repo::Repository;
-use crate::source::{ExternalFiles, Snapshot};
+use crate::source::{ExternalFiles, Origin, Snapshot};
 
 use super::transfer::Transferred;
 use super::{BackupOptions, Run};
@@ -38,7 +38,7 @@ pub(super) async fn commit(
     parts.extend(store_external_parts(repo, id, external).await?);
     parts.extend(manifest::store_entries(repo, id, &problems).await?);
     stats.duration_ms = run.started.elapsed().as_millis() as u64;
-    let origin = snapshot.origin;
+    let origin = &snapshot.origin;
 
     let header = Header {
         format: manifest::MANIFEST_FORMAT.into(),
@@ -46,12 +46,7 @@ pub(super) async fn commit(
         backup_id: id.clone(),
         created_at: run.created_at,
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        source: SourceInfo {
-            host: hostname(),
-            kind: origin.kind.to_string(),
-            path: origin.path.display().to_string(),
-            db_identity: origin.db_identity,
-        },
+        source: source_info(origin, options),
         sequence_number: snapshot.sequence_number,
         column_families: snapshot.column_families,
         db_mode: origin.mode,
@@ -68,6 +63,17 @@ pub(super) async fn commit(
     manifest::commit(repo, &header).await?;
     tracing::info!(id = %header.backup_id, "committed");
     Ok((header, problems))
+}
+
+/// Where the backup comes from, as the manifest records it.
+pub(super) fn source_info(origin: &Origin, options: &BackupOptions) -> SourceInfo {
+    SourceInfo {
+        host: hostname(),
+        kind: origin.kind.to_string(),
+        path: origin.path.display().to_string(),
+        db_identity: origin.db_identity.clone(),
+        name: options.source.clone(),
+    }
 }
 
 /// What the manifest records about how external files were found.

@@ -13,7 +13,7 @@ use crate::common::spool::Spool;
 use crate::common::tasks::blocking;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout::{self, TableNaming};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, SourceInfo};
 use crate::repo::upload::{Content, Uploader};
 use crate::repo::Repository;
 use crate::source::{file_stamp, permission_bits, sst, Origin, Pinned, WorkDir};
@@ -50,13 +50,13 @@ impl Dedup {
         repo: &Repository,
         checkpoint: PathBuf,
         origin: &Origin,
+        source: &SourceInfo,
         options: &BackupOptions,
         work: &WorkDir,
         backup_id: &str,
     ) -> Result<Self> {
         let want_external = options.external.is_some() && !options.rehash;
-        let identity = origin.db_identity.as_deref();
-        let previous = Previous::find(repo, identity, want_external, work).await?;
+        let previous = Previous::find(repo, &source.id(), want_external, work).await?;
         let existing_tables = repo.list(layout::SST).await?;
         Ok(Self {
             uploader: Uploader::new(repo.clone(), options.memory_budget),
@@ -298,20 +298,20 @@ impl Previous {
     /// must never stop new backups — and `rockup verify` names the damage.
     async fn find(
         repo: &Repository,
-        identity: Option<&str>,
+        source: &str,
         want_external: bool,
         work: &WorkDir,
     ) -> Result<Self> {
         let mut others = Vec::new();
         for id in manifest::committed_ids(repo).await?.iter().rev() {
-            let header = match manifest::load(repo, id).await {
+            let header = match manifest::read(repo, id).await {
                 Ok(header) => header,
                 Err(e) => {
                     warn_damaged(id, &e);
                     continue;
                 }
             };
-            if header.source.db_identity.as_deref() != identity {
+            if header.source.id() != source {
                 others.push(header.backup_id);
                 continue;
             }
@@ -320,7 +320,7 @@ impl Previous {
             }
         }
         for id in others {
-            let header = manifest::load(repo, &id).await?;
+            let header = manifest::read(repo, &id).await?;
             if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
                 return Ok(previous);
             }

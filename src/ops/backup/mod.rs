@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::lock::{LockKind, RepoLock};
-use crate::repo::manifest::Header;
+use crate::repo::manifest::{self, Header};
 use crate::repo::upload::DEFAULT_MEMORY_BUDGET;
 use crate::repo::Repository;
 use crate::source::{
@@ -59,6 +59,9 @@ pub struct BackupOptions {
     pub work_dir: Option<PathBuf>,
     /// The application's deletion guard (library mode).
     pub guard: Option<DeletionGuard>,
+    /// The source's name (`--source`); by default the database's IDENTITY
+    /// stands for it. Retention and `latest` apply per source.
+    pub source: Option<String>,
     /// For a `--db` source: hard-link the blob tree into the work directory the
     /// moment the point in time is fixed, so that files the application deletes
     /// meanwhile are still captured (one link per file per backup).
@@ -76,6 +79,7 @@ impl Default for BackupOptions {
             rehash: false,
             work_dir: None,
             guard: None,
+            source: None,
             prelink: true,
         }
     }
@@ -111,6 +115,9 @@ pub async fn backup(
     options: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = Instant::now();
+    if let Some(name) = &options.source {
+        manifest::check_source_name(name)?;
+    }
     repo.check_marker(true).await?;
     let created_at = Utc::now();
     let run = Run {
@@ -175,7 +182,17 @@ async fn pipeline(
         snapshot,
     } = prepared;
     let pinning = pin::start(db, prelinks, options, &work, hold);
-    let dedup = Dedup::prepare(repo, dir, &snapshot.origin, options, &work, &run.backup_id).await?;
+    let source = commit::source_info(&snapshot.origin, options);
+    let dedup = Dedup::prepare(
+        repo,
+        dir,
+        &snapshot.origin,
+        &source,
+        options,
+        &work,
+        &run.backup_id,
+    );
+    let dedup = dedup.await?;
     let transferred = transfer::run(dedup, files, pinning.jobs, options, &work).await?;
     let rescued_by_prelinks = pinning.task.await??;
     transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;

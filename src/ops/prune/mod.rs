@@ -14,7 +14,7 @@
 
 mod retention;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -45,6 +45,8 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Report what would be deleted, delete nothing.
     pub dry_run: bool,
+    /// Apply the policy to this source's backups only.
+    pub source: Option<String>,
 }
 
 /// A backup that stays, and why.
@@ -100,8 +102,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
 
 async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let headers = readable_headers(repo).await?;
-    let candidates: Vec<Candidate> = headers.iter().map(candidate).collect();
-    let kept = options.policy.keep(&candidates, Utc::now());
+    let kept = keep_per_source(&headers, options);
     let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
         .into_iter()
         .partition(|h| kept.contains_key(&h.backup_id));
@@ -137,6 +138,31 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
     report.deleted_objects += staged;
     report.deleted_bytes += bytes;
     Ok(report)
+}
+
+/// The backups to keep, by id with their reasons: the policy applied to each
+/// source's backups on their own (every source keeps its newest), and every
+/// backup of another source than `options.source`, when one is named.
+fn keep_per_source(headers: &[Header], options: &PruneOptions) -> BTreeMap<String, Vec<String>> {
+    let mut by_source: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for header in headers {
+        by_source
+            .entry(header.source.id())
+            .or_default()
+            .push(candidate(header));
+    }
+    let mut kept = BTreeMap::new();
+    for (source, candidates) in by_source {
+        if options.source.as_ref().is_some_and(|only| *only != source) {
+            let other = candidates
+                .into_iter()
+                .map(|c| (c.backup_id, vec!["other source".into()]));
+            kept.extend(other);
+            continue;
+        }
+        kept.extend(options.policy.keep(&candidates, Utc::now()));
+    }
+    kept
 }
 
 /// A backup as the retention policy sees it.

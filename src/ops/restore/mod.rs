@@ -40,6 +40,8 @@ pub struct RestoreOptions {
     pub extractor: Option<Arc<dyn ReferenceExtractor>>,
     /// Options to open the restored database with (custom comparators).
     pub open_options: Option<rocksdb::Options>,
+    /// Whose `latest`: needed where the repository holds several sources.
+    pub source: Option<String>,
 }
 
 impl RestoreOptions {
@@ -57,6 +59,7 @@ impl RestoreOptions {
             jobs: 8,
             extractor: None,
             open_options: None,
+            source: None,
         }
     }
 }
@@ -85,7 +88,7 @@ pub struct RestoreReport {
 /// Restores a backup; see the module docs for what is checked.
 pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<RestoreReport> {
     repo.check_marker(false).await?;
-    let header = manifest::load(repo, &options.backup).await?;
+    let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
     let blob_root = blob_root(&header, options)?;
     require_empty(&options.db_dir)?;
     if let Some(root) = &blob_root {

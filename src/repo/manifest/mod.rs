@@ -4,6 +4,9 @@
 //! every path and file name (no absolute paths, no `..`, only RocksDB file names).
 
 mod parts;
+mod sources;
+
+pub use sources::{check_source_name, resolve};
 
 use std::collections::BTreeMap;
 
@@ -80,6 +83,21 @@ pub struct SourceInfo {
     pub path: String,
     /// Contents of the database's IDENTITY file, when it has one.
     pub db_identity: Option<String>,
+    /// The source's name, when the backup was given one (`--source NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl SourceInfo {
+    /// The source this backup belongs to: its given name, else the database's
+    /// IDENTITY, else `host:path` (derived on read for older backups too).
+    pub fn id(&self) -> String {
+        match (&self.name, &self.db_identity) {
+            (Some(name), _) => name.clone(),
+            (None, Some(identity)) => identity.clone(),
+            (None, None) => format!("{}:{}", self.host, self.path),
+        }
+    }
 }
 
 /// Figures about one backup.
@@ -163,9 +181,16 @@ pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> 
     Ok(header)
 }
 
-/// Loads the header of backup `id` (`latest` is resolved first).
-pub async fn load(repo: &Repository, id: &str) -> Result<Header> {
-    let id = resolve(repo, id).await?;
+/// Loads the header of backup `id`, or of the newest backup of `source` for
+/// `latest` (see [`resolve`]).
+pub async fn load(repo: &Repository, id: &str, source: Option<&str>) -> Result<Header> {
+    let id = resolve(repo, id, source).await?;
+    read(repo, &id).await
+}
+
+/// Reads and validates the header of backup `id`.
+pub async fn read(repo: &Repository, id: &str) -> Result<Header> {
+    let id = id.to_string();
     let key = layout::manifest(&id);
     let bytes = repo
         .get_if_exists(&key, HEADER_LIMIT)
@@ -184,22 +209,6 @@ pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
         .collect();
     ids.sort();
     Ok(ids)
-}
-
-/// Resolves `latest` to the newest committed backup; checks other ids' syntax.
-pub async fn resolve(repo: &Repository, id: &str) -> Result<String> {
-    if id == "latest" {
-        return committed_ids(repo)
-            .await?
-            .pop()
-            .ok_or_else(|| Error::BackupNotFound("latest".into()));
-    }
-    if layout::parse_backup_id(id).is_none() {
-        return Err(Error::Usage(format!(
-            "{id:?} is not a backup id (like 20261125T130500.123Z-1a2b3c4d) or \"latest\""
-        )));
-    }
-    Ok(id.to_string())
 }
 
 /// Writes the header: the commit point of a backup.
@@ -221,6 +230,9 @@ pub struct ListedBackup {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// Why the header could not be read.
     pub error: Option<String>,
+    /// The source it belongs to ([`SourceInfo::id`]), when readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Every committed backup, oldest first, reading headers only.
@@ -229,9 +241,10 @@ pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
     let ids = committed_ids(repo).await?;
     let rows = futures::stream::iter(ids)
         .map(|id| async move {
-            match load(repo, &id).await {
+            match read(repo, &id).await {
                 Ok(header) => ListedBackup {
                     backup_id: id,
+                    source: Some(header.source.id()),
                     header: Some(header),
                     error: None,
                 },
@@ -239,6 +252,7 @@ pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
                     backup_id: id,
                     header: None,
                     error: Some(e.to_string()),
+                    source: None,
                 },
             }
         })

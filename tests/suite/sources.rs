@@ -1,0 +1,118 @@
+//! Many databases in one repository: each backup belongs to a source (its
+//! database's IDENTITY, or a name given with --source); `latest` and retention
+//! apply per source.
+
+use std::time::Duration;
+
+use rockup::{Error, PruneOptions, Repository, RestoreOptions, RetentionPolicy, Source};
+
+use super::fixture::*;
+
+async fn back_up(repo: &Repository, fx: &Fixture, name: Option<&str>) -> rockup::BackupReport {
+    let options = rockup::BackupOptions {
+        source: name.map(String::from),
+        ..fx.options()
+    };
+    rockup::backup(repo, Source::Db(fx.db.clone()), &options)
+        .await
+        .unwrap()
+}
+
+fn restore(fx: &Fixture, target: &str, source: Option<&str>) -> RestoreOptions {
+    let target = fx.path(target);
+    RestoreOptions {
+        source: source.map(String::from),
+        ..RestoreOptions::new("latest", target.join("db"), Some(target.join("files")))
+    }
+}
+
+#[tokio::test]
+async fn retention_keeps_every_sources_newest_backup() {
+    let (a, b) = (Fixture::new(4), Fixture::new(5));
+    let repo = memory_repo();
+    let a_first = back_up(&repo, &a, None).await;
+    let a_newest = back_up(&repo, &a, None).await;
+    let b_only = back_up(&repo, &b, None).await;
+    let prune = PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+        grace: Duration::ZERO,
+        dry_run: false,
+        source: None,
+    };
+    let pruned = rockup::prune(&repo, &prune).await.unwrap();
+    assert_eq!(
+        pruned.forgotten,
+        std::slice::from_ref(&a_first.header.backup_id),
+        "{pruned:?}"
+    );
+    let mut listed: Vec<String> = rockup::list(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.backup_id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![a_newest.header.backup_id, b_only.header.backup_id];
+    expected.sort();
+    assert_eq!(listed, expected, "B's only backup survives");
+    assert!(verify(&repo, "all", true).await.problems.is_empty());
+}
+
+#[tokio::test]
+async fn latest_is_per_source_and_must_be_chosen_among_several() {
+    let (a, b) = (Fixture::new(4), Fixture::new(5));
+    let repo = memory_repo();
+    back_up(&repo, &a, Some("app-a")).await;
+    let b_report = back_up(&repo, &b, None).await;
+    let b_source = b_report.header.source.db_identity.clone().unwrap();
+
+    let err = rockup::restore(&repo, &restore(&a, "none", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err}");
+    assert!(
+        err.to_string().contains("app-a") && err.to_string().contains(&b_source),
+        "{err}"
+    );
+    assert!(tree(&a.path("none")).is_empty());
+
+    rockup::restore(&repo, &restore(&a, "a", Some("app-a")))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&a.path("a/db")), read_all(&a.db));
+    assert_eq!(tree(&a.path("a/files")), tree(&a.files));
+    rockup::restore(&repo, &restore(&b, "b", Some(&b_source)))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&b.path("b/db")), read_all(&b.db));
+
+    let rows = rockup::list(&repo).await.unwrap();
+    let sources: Vec<Option<&str>> = rows.iter().map(|r| r.source.as_deref()).collect();
+    assert!(sources.contains(&Some("app-a")) && sources.contains(&Some(b_source.as_str())));
+    let err = rockup::restore(&repo, &restore(&a, "x", Some("nobody")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BackupNotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_repository_of_one_source_needs_no_name_and_bad_names_are_refused() {
+    let fx = Fixture::new(3);
+    let repo = memory_repo();
+    back_up(&repo, &fx, None).await;
+    back_up(&repo, &fx, None).await;
+    rockup::restore(&repo, &restore(&fx, "r", None))
+        .await
+        .unwrap();
+    let options = rockup::BackupOptions {
+        source: Some("bad\u{1b}name".into()),
+        ..fx.options()
+    };
+    let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+}
