@@ -26,6 +26,13 @@ fi
 
 bash scripts/lint.sh
 
+# The clock-skew tests run the binary under libfaketime.
+if ! command -v faketime >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq faketime >/dev/null
+fi
+
 trap stop_emulators EXIT
 start_emulators
 if [ -n "${ROCKUP_TEST_GCS:-}" ]; then

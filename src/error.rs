@@ -42,6 +42,18 @@ pub enum Error {
         /// The lock in the way, described.
         lock: String,
     },
+    /// This host's clock is too far off the store's for time-based decisions.
+    #[error(
+        "this host's clock ({local}) is more than 5 minutes off the store's ({store}); \
+         retention and grace periods follow the store's clock, so fix this host's time \
+         (NTP) before pruning"
+    )]
+    ClockSkew {
+        /// This host's time.
+        local: chrono::DateTime<chrono::Utc>,
+        /// The store's time.
+        store: chrono::DateTime<chrono::Utc>,
+    },
     /// This run's lock was removed while it ran (`rockup unlock --force`), so a
     /// prune may have deleted what it reuses: nothing was committed.
     #[error(

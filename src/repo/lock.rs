@@ -26,6 +26,7 @@ use crate::common::names::hostname;
 use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::Repository;
+use object_store::ObjectStoreExt;
 
 /// Largest lock object read; anything larger is unreadable.
 const LOCK_LIMIT: u64 = 64 << 10;
@@ -95,12 +96,20 @@ fn process_exists(pid: u32) -> bool {
     sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// How far this host's clock may be off the store's before prune refuses to
+/// run (retention and grace periods are measured by the store's clock).
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A lock this process holds; released by
 /// [`RepoLock::release`] or, best effort, when dropped inside a Tokio runtime
 /// (e.g. a cancelled backup).
 pub struct RepoLock {
     repo: Option<Repository>,
     key: Path,
+    /// When the store says the lock was written: the store's "now".
+    written_at: DateTime<Utc>,
+    /// This host's clock minus the store's, measured when the lock was written.
+    skew: chrono::Duration,
 }
 
 impl RepoLock {
@@ -115,11 +124,24 @@ impl RepoLock {
         };
         let key = layout::lock(&format!("{}-{id}", kind_name(kind)));
         let bytes = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
+        let asked_at = Utc::now();
         repo.put(&key, bytes).await?;
-        let lock = Self {
+        let mut lock = Self {
             repo: Some(repo.clone()),
             key,
+            written_at: asked_at,
+            skew: chrono::Duration::zero(),
         };
+        match repo.store().head(&lock.key).await {
+            Ok(meta) => {
+                lock.written_at = meta.last_modified;
+                lock.skew = asked_at - meta.last_modified;
+            }
+            Err(e) => {
+                let _ = lock.release().await;
+                return Err(repo.error(e));
+            }
+        }
         let others = match list(repo).await {
             Ok(others) => others,
             Err(e) => {
@@ -144,6 +166,24 @@ impl RepoLock {
             });
         }
         Ok(lock)
+    }
+
+    /// When the store wrote the lock: the store's clock at acquisition.
+    pub fn written_at(&self) -> DateTime<Utc> {
+        self.written_at
+    }
+
+    /// Fails when this host's clock was more than [`MAX_CLOCK_SKEW`] off the
+    /// store's when the lock was written.
+    pub fn check_clock(&self) -> Result<()> {
+        let off = self.skew.abs().to_std().unwrap_or_default();
+        if off <= MAX_CLOCK_SKEW {
+            return Ok(());
+        }
+        Err(Error::ClockSkew {
+            local: self.written_at + self.skew,
+            store: self.written_at,
+        })
     }
 
     /// Fails unless the lock is still in the repository: somebody removing it

@@ -361,3 +361,65 @@ fn sources_on_the_command_line() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(read_all(&db), read_all(&b.db));
 }
+
+/// A host whose clock runs two days ahead (libfaketime): prune refuses and
+/// deletes nothing — not even a 1-second-old leftover a wrong clock would take
+/// for older than the 24 h grace; a backup warns and still commits.
+#[tokio::test]
+async fn a_host_with_a_skewed_clock_never_prunes() {
+    let faketime = std::path::Path::new("/usr/bin/faketime");
+    assert!(
+        faketime.exists(),
+        "this test needs faketime (apt-get install faketime; scripts/test.sh installs it)"
+    );
+    let fx = Fixture::new(3);
+    let repo = fx.local_repo();
+    rockup::backup(&repo, rockup::Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let leftover = blob_key(&"ee".repeat(32));
+    put_object(&repo, &leftover, &b"of a backup still running"[..]).await;
+    let url = fx.path("repo");
+    let skewed = |args: &[&str]| {
+        Command::new(faketime)
+            .args(["-f", "+2d", env!("CARGO_BIN_EXE_rockup")])
+            .args(args)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .unwrap()
+    };
+    let out = skewed(&[
+        "prune",
+        "--repo",
+        url.to_str().unwrap(),
+        "--keep-last",
+        "1",
+        "--grace",
+        "24h",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("clock"), "{}", stderr(&out));
+    assert!(
+        get_object(&repo, &leftover).await.is_some(),
+        "nothing deleted"
+    );
+    assert!(
+        list_keys(&repo, "locks").await.is_empty(),
+        "its lock removed"
+    );
+
+    let mut backup = vec![
+        "backup",
+        "--repo",
+        url.to_str().unwrap(),
+        "--db",
+        fx.db.to_str().unwrap(),
+    ];
+    let work = fx.path("work");
+    backup.extend(["--work-dir", work.to_str().unwrap()]);
+    let blobs = blob_args(&fx.files);
+    backup.extend(blobs.iter().map(String::as_str));
+    let out = skewed(&backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("store's"), "warned: {}", stderr(&out));
+}

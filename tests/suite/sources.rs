@@ -116,3 +116,57 @@ async fn a_repository_of_one_source_needs_no_name_and_bad_names_are_refused() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
 }
+
+/// A backup made by a host whose clock ran two days ahead (its id and
+/// created_at in the future, its manifest written before the real newest):
+/// `latest` and retention follow the store's clock.
+#[tokio::test]
+async fn the_store_clock_orders_backups_not_the_hosts() {
+    let fx = Fixture::new(4);
+    let repo = memory_repo();
+    let first = back_up(&repo, &fx, None).await;
+    // The fast host's backup: a copy of the first under a future id.
+    let ahead = chrono::Utc::now() + chrono::Duration::days(2);
+    let future_id = backup_id_at(ahead);
+    let mut doc = serde_json::to_value(&first.header).unwrap();
+    doc["backup_id"] = future_id.clone().into();
+    doc["created_at"] = serde_json::to_value(ahead).unwrap();
+    copy_backup_files(&repo, &first.header.backup_id, &future_id).await;
+    for part in doc["parts"].as_array_mut().unwrap() {
+        let sha = part["sha256"].as_str().unwrap().to_string();
+        let bytes = get_object(&repo, &part_key(&first.header.backup_id, &sha))
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap().replace(
+            &format!("backups/{}/", first.header.backup_id),
+            &format!("backups/{future_id}/"),
+        );
+        let sha = sha256_hex(text.as_bytes());
+        part["sha256"] = sha.clone().into();
+        part["bytes"] = text.len().into();
+        put_object(&repo, &part_key(&future_id, &sha), text).await;
+    }
+    put_object(
+        &repo,
+        &manifest_key(&future_id),
+        serde_json::to_vec(&doc).unwrap(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let real_newest = back_up(&repo, &fx, None).await;
+
+    let latest = rockup::manifest::load(&repo, "latest", None).await.unwrap();
+    assert_eq!(latest.backup_id, real_newest.header.backup_id);
+    let prune = PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+        grace: Duration::ZERO,
+        dry_run: true,
+        source: None,
+    };
+    let report = rockup::prune(&repo, &prune).await.unwrap();
+    let kept: Vec<&str> = report.kept.iter().map(|k| k.backup_id.as_str()).collect();
+    assert_eq!(kept, [real_newest.header.backup_id.as_str()], "{report:?}");
+}

@@ -127,6 +127,9 @@ pub async fn backup(
     };
     // Keeps `prune` from deleting objects this backup reuses before it commits.
     let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id).await?;
+    if let Err(skew) = lock.check_clock() {
+        tracing::warn!(%skew, "the backup id carries this host's time; backups are ordered by the store's");
+    }
     let result = pipeline(repo, source, options, &run, &lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");

@@ -17,7 +17,7 @@ mod retention;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectMeta;
@@ -86,25 +86,29 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
         ));
     }
     repo.check_marker(false).await?;
-    let lock = match options.dry_run {
-        true => None,
-        false => {
-            let id = layout::new_backup_id(Utc::now());
-            Some(RepoLock::acquire(repo, LockKind::Prune, &id).await?)
-        }
+    // Also for a dry run: its report is what a prune would do now, and the
+    // lock tells the store's time.
+    let id = layout::new_backup_id(Utc::now());
+    let lock = RepoLock::acquire(repo, LockKind::Prune, &id).await?;
+    let report = match lock.check_clock() {
+        Ok(()) => collect(repo, options, lock.written_at()).await,
+        Err(e) => Err(e),
     };
-    let report = collect(repo, options).await;
-    if let Some(lock) = lock {
-        lock.release().await?;
-    }
+    lock.release().await?;
     report
 }
 
-async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+/// Forgets and collects, with `now` the store's time.
+async fn collect(
+    repo: &Repository,
+    options: &PruneOptions,
+    now: DateTime<Utc>,
+) -> Result<PruneReport> {
     let headers = readable_headers(repo).await?;
-    let kept = keep_per_source(&headers, options);
+    let kept = keep_per_source(&headers, options, now);
     let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
         .into_iter()
+        .map(|(header, _)| header)
         .partition(|h| kept.contains_key(&h.backup_id));
     let mut report = PruneReport {
         dry_run: options.dry_run,
@@ -129,7 +133,7 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
             .map(|h| format!("{}/{}/", layout::BACKUPS, h.backup_id))
             .collect(),
         locks: format!("{}/", layout::LOCKS),
-        cutoff: Utc::now() - chrono::Duration::from_std(options.grace).unwrap_or_default(),
+        cutoff: now - chrono::Duration::from_std(options.grace).unwrap_or_default(),
     };
     collect_garbage(repo, &garbage, options.dry_run, &mut report).await?;
     let (staged, bytes) = repo
@@ -143,13 +147,17 @@ async fn collect(repo: &Repository, options: &PruneOptions) -> Result<PruneRepor
 /// The backups to keep, by id with their reasons: the policy applied to each
 /// source's backups on their own (every source keeps its newest), and every
 /// backup of another source than `options.source`, when one is named.
-fn keep_per_source(headers: &[Header], options: &PruneOptions) -> BTreeMap<String, Vec<String>> {
+fn keep_per_source(
+    headers: &[(Header, DateTime<Utc>)],
+    options: &PruneOptions,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, Vec<String>> {
     let mut by_source: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-    for header in headers {
+    for (header, committed_at) in headers {
         by_source
             .entry(header.source.id())
             .or_default()
-            .push(candidate(header));
+            .push(candidate(header, *committed_at));
     }
     let mut kept = BTreeMap::new();
     for (source, candidates) in by_source {
@@ -160,26 +168,27 @@ fn keep_per_source(headers: &[Header], options: &PruneOptions) -> BTreeMap<Strin
             kept.extend(other);
             continue;
         }
-        kept.extend(options.policy.keep(&candidates, Utc::now()));
+        kept.extend(options.policy.keep(&candidates, now));
     }
     kept
 }
 
-/// A backup as the retention policy sees it.
-fn candidate(header: &Header) -> Candidate {
+/// A backup as the retention policy sees it: dated by the store's clock.
+fn candidate(header: &Header, committed_at: DateTime<Utc>) -> Candidate {
     Candidate {
         backup_id: header.backup_id.clone(),
-        created_at: header.created_at,
+        created_at: committed_at,
         tags: header.tags.clone(),
     }
 }
 
-/// Every committed backup's header; refuses while any is unreadable.
-async fn readable_headers(repo: &Repository) -> Result<Vec<Header>> {
+/// Every committed backup's header with its commit time by the store's clock;
+/// refuses while any is unreadable.
+async fn readable_headers(repo: &Repository) -> Result<Vec<(Header, DateTime<Utc>)>> {
     let mut headers = Vec::new();
     for listed in manifest::list(repo).await? {
         match (listed.header, listed.error) {
-            (Some(header), _) => headers.push(header),
+            (Some(header), _) => headers.push((header, listed.committed_at)),
             (None, error) => {
                 return Err(Error::manifest(
                     layout::manifest(&listed.backup_id).to_string(),

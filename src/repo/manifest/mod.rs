@@ -201,14 +201,31 @@ pub async fn read(repo: &Repository, id: &str) -> Result<Header> {
 
 /// Ids of every committed backup, oldest first (one LIST).
 pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
-    let mut ids: Vec<String> = repo
+    Ok(committed(repo)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Every committed backup with the time its manifest was written by the
+/// store's clock, oldest first (one LIST). The store's clock, not the id's
+/// (the writing host's): a host whose clock runs ahead cannot make its backup
+/// the newest.
+pub async fn committed(repo: &Repository) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let mut committed: Vec<(String, DateTime<Utc>)> = repo
         .list(layout::BACKUPS)
         .await?
         .iter()
-        .filter_map(|meta| layout::parse_manifest_key(&meta.location))
+        .filter_map(|meta| {
+            Some((
+                layout::parse_manifest_key(&meta.location)?,
+                meta.last_modified,
+            ))
+        })
         .collect();
-    ids.sort();
-    Ok(ids)
+    committed.sort_by(|(a, a_at), (b, b_at)| (a_at, a).cmp(&(b_at, b)));
+    Ok(committed)
 }
 
 /// Writes the header: the commit point of a backup.
@@ -224,6 +241,9 @@ pub async fn commit(repo: &Repository, header: &Header) -> Result<()> {
 pub struct ListedBackup {
     /// The backup's id.
     pub backup_id: String,
+    /// When its manifest was written, by the store's clock: backups are
+    /// ordered, and retention applied, by this time.
+    pub committed_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// Its header, when readable.
     pub header: Option<Header>,
@@ -238,18 +258,20 @@ pub struct ListedBackup {
 /// Every committed backup, oldest first, reading headers only.
 pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
     repo.check_marker(false).await?;
-    let ids = committed_ids(repo).await?;
-    let rows = futures::stream::iter(ids)
-        .map(|id| async move {
+    let committed = committed(repo).await?;
+    let rows = futures::stream::iter(committed)
+        .map(|(id, committed_at)| async move {
             match read(repo, &id).await {
                 Ok(header) => ListedBackup {
                     backup_id: id,
+                    committed_at,
                     source: Some(header.source.id()),
                     header: Some(header),
                     error: None,
                 },
                 Err(e) => ListedBackup {
                     backup_id: id,
+                    committed_at,
                     header: None,
                     error: Some(e.to_string()),
                     source: None,
