@@ -53,7 +53,7 @@ pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::prune::{prune, Kept, PruneOptions, PruneReport, RetentionPolicy};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};
-pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport};
+pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};
 pub use repo::{Created, Repository};
 pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};

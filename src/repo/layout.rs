@@ -9,6 +9,7 @@
 //! sst/<unique-name>                  SST and RocksDB blob files, shared across backups
 //! blobs/sha256/<aa>/<sha256>         external files, content-addressed, shared
 //! locks/<kind>-<id>.json             locks of running backups and prunes
+//! locks/<kind>-<id>.lease            their leases, rewritten while they run
 //! ```
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -74,6 +75,14 @@ pub fn lock(name: &str) -> Path {
     Path::from(format!("{LOCKS}/{name}.json"))
 }
 
+/// What ends a lock's lease object: `locks/<name>.lease`.
+pub const LEASE_SUFFIX: &str = ".lease";
+
+/// `locks/<name>.lease`, rewritten while the lock's holder runs
+pub fn lease(name: &str) -> Path {
+    Path::from(format!("{LOCKS}/{name}{LEASE_SUFFIX}"))
+}
+
 /// `sst/<unique-name>`
 pub fn shared_table_file(unique_name: &str) -> Path {
     Path::from(format!("{SST}/{unique_name}"))
@@ -105,7 +114,7 @@ pub fn is_rockup_key(key: &str) -> bool {
     let parts: Vec<&str> = key.split('/').collect();
     match parts.as_slice() {
         [MARKER] => true,
-        [LOCKS, name] => plain(name) && name.ends_with(".json"),
+        [LOCKS, name] => plain(name) && (name.ends_with(".json") || name.ends_with(LEASE_SUFFIX)),
         [BACKUPS, id, "manifest.json"] => parse_backup_id(id).is_some(),
         [BACKUPS, id, "parts", sha] => parse_backup_id(id).is_some() && sha256(sha),
         [BACKUPS, id, "files", name] => parse_backup_id(id).is_some() && is_rocksdb_file_name(name),

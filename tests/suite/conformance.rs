@@ -151,6 +151,7 @@ pub async fn conformance(repo: Repository) {
             grace: Duration::ZERO,
             dry_run: false,
             source: None,
+            lease: rockup::DEFAULT_LEASE,
         },
     )
     .await

@@ -45,6 +45,7 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
         grace: Duration::ZERO,
         dry_run: false,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     };
     let pruned = rockup::prune(&operator, &prune).await.unwrap();
     assert!(
@@ -93,6 +94,7 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
         grace: Duration::ZERO,
         dry_run: false,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     };
     let pruned = rockup::prune(&repo, &prune).await.unwrap();
     assert_eq!(pruned.foreign_objects, 2, "{pruned:?}");
@@ -227,6 +229,7 @@ async fn prune_faults_leave_every_kept_backup_whole() {
         grace: Duration::ZERO,
         dry_run: false,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     };
     store.inject(Op::List, "", Fault::Error, 1);
     assert!(rockup::prune(&repo, &prune).await.is_err());
@@ -240,4 +243,98 @@ async fn prune_faults_leave_every_kept_backup_whole() {
     all_is_well(&fx, &repo, &before, &files).await;
     rockup::prune(&repo, &prune).await.unwrap();
     all_is_well(&fx, &repo, &before, &files).await;
+}
+
+fn keep_last_one() -> PruneOptions {
+    PruneOptions {
+        policy: RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+        grace: Duration::ZERO,
+        dry_run: false,
+        source: None,
+        lease: rockup::DEFAULT_LEASE,
+    }
+}
+
+/// A killed run's lock (of another host, so no process can be checked) stops
+/// blocking prune once its lease has run out; prune removes it.
+#[tokio::test]
+async fn a_killed_runs_lock_expires_with_its_lease() {
+    let fx = Fixture::new(3);
+    let repo = memory_repo();
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let lock = serde_json::json!({
+        "kind": "backup", "host": "lost-host", "pid": 7,
+        "created_at": chrono::Utc::now(), "lease_secs": 1,
+    });
+    put_object(&repo, "locks/backup-killed.json", lock.to_string()).await;
+    let err = rockup::prune(&repo, &keep_last_one()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Locked { .. }),
+        "a fresh lease blocks: {err}"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let report = rockup::prune(&repo, &keep_last_one()).await.unwrap();
+    assert_eq!(report.stale_locks_removed, ["locks/backup-killed.json"]);
+    assert!(list_keys(&repo, "locks").await.is_empty());
+}
+
+/// A backup held for longer than its lease keeps renewing it: prune stays away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_backup_renews_its_lease() {
+    let fx = Fixture::new(6);
+    let inner = Arc::new(InMemory::new());
+    let operator = Repository::from_store(inner.clone(), "memory://shared");
+    let store = Arc::new(PauseOnPut::new(inner, "/parts/"));
+    let running = Repository::from_store(store.clone(), "memory://shared");
+    let options = rockup::BackupOptions {
+        lease: Duration::from_secs(1),
+        ..fx.options()
+    };
+    let db = fx.db.clone();
+    let backup =
+        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
+    store.reached().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await; // two and a half leases
+    let err = rockup::prune(&operator, &keep_last_one())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    store.resume();
+    backup.await.unwrap().unwrap();
+    assert!(verify(&operator, "all", true).await.problems.is_empty());
+}
+
+/// A backup whose lease ran out (its renewals failed while it was held) finds
+/// its lock removed by the prune that took it for stale: it commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_lease_ran_out_does_not_commit() {
+    let fx = Fixture::new(6);
+    let inner = Arc::new(InMemory::new());
+    let operator = Repository::from_store(inner.clone(), "memory://shared");
+    rockup::backup(&operator, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let store = Arc::new(PauseOnPut::new(inner, "/parts/").failing(".lease"));
+    let running = Repository::from_store(store.clone(), "memory://shared");
+    let options = rockup::BackupOptions {
+        lease: Duration::from_secs(1),
+        ..fx.options()
+    };
+    let db = fx.db.clone();
+    let backup =
+        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
+    store.reached().await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let pruned = rockup::prune(&operator, &keep_last_one()).await.unwrap();
+    assert_eq!(pruned.stale_locks_removed.len(), 1, "{pruned:?}");
+    store.resume();
+    let result = backup.await.unwrap();
+    assert!(matches!(result, Err(Error::LockLost { .. })), "{result:?}");
+    assert_eq!(rockup::list(&operator).await.unwrap().len(), 1);
+    assert!(verify(&operator, "all", true).await.problems.is_empty());
 }

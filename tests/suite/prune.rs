@@ -17,6 +17,7 @@ fn keep_last(n: usize, grace: Duration, dry_run: bool) -> PruneOptions {
         grace,
         dry_run,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     }
 }
 

@@ -41,6 +41,7 @@ async fn retention_keeps_every_sources_newest_backup() {
         grace: Duration::ZERO,
         dry_run: false,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     };
     let pruned = rockup::prune(&repo, &prune).await.unwrap();
     assert_eq!(
@@ -165,6 +166,7 @@ async fn the_store_clock_orders_backups_not_the_hosts() {
         grace: Duration::ZERO,
         dry_run: true,
         source: None,
+        lease: rockup::DEFAULT_LEASE,
     };
     let report = rockup::prune(&repo, &prune).await.unwrap();
     let kept: Vec<&str> = report.kept.iter().map(|k| k.backup_id.as_str()).collect();

@@ -24,6 +24,8 @@ pub struct PauseOnPut {
     reached: Semaphore,
     resume: Semaphore,
     armed: std::sync::atomic::AtomicBool,
+    /// Writes to keys containing this fail (e.g. lease renewals).
+    failing: Option<&'static str>,
 }
 
 impl PauseOnPut {
@@ -34,7 +36,14 @@ impl PauseOnPut {
             reached: Semaphore::new(0),
             resume: Semaphore::new(0),
             armed: true.into(),
+            failing: None,
         }
+    }
+
+    /// Also fails every write to a key containing `pattern`.
+    pub fn failing(mut self, pattern: &'static str) -> Self {
+        self.failing = Some(pattern);
+        self
     }
 
     /// Waits until a run is held at the write.
@@ -66,6 +75,12 @@ impl ObjectStore for PauseOnPut {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.failing.is_some_and(|f| location.as_ref().contains(f)) {
+            return Err(object_store::Error::Generic {
+                store: "pause",
+                source: "injected failure".into(),
+            });
+        }
         let ours = location.as_ref().contains(self.pattern);
         if ours && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.reached.add_permits(1);

@@ -110,6 +110,17 @@ pub struct BackupArgs {
     /// IDENTITY); `latest` and retention apply per source.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+    #[command(flatten)]
+    pub lease: LeaseArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArg {
+    /// How long this run's lock stays live if it stops renewing it (it renews
+    /// every third of that); a lock not renewed for its lease is taken for a
+    /// killed run's, ignored, and removed by the next prune.
+    #[arg(long = "lease", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +222,8 @@ pub struct PruneArgs {
     /// Show what would be forgotten and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub lease: LeaseArg,
 }
 
 impl PruneArgs {
@@ -226,6 +239,7 @@ impl PruneArgs {
             grace: self.grace,
             dry_run: self.dry_run,
             source: self.source.clone(),
+            lease: self.lease.duration,
         }
     }
 }
@@ -293,6 +307,7 @@ impl BackupArgs {
             guard: None,
             prelink: !self.no_prelink,
             source: self.source.clone(),
+            lease: self.lease.duration,
         })
     }
 }

@@ -58,11 +58,25 @@ pub(super) async fn commit(
         parts,
     }
     .with_problems(&problems);
-    // A prune could only have run meanwhile if somebody removed this lock.
+    // A prune could only have run meanwhile if somebody removed this lock:
+    // checked before the commit, and after it (a prune that removed the lock
+    // afterwards may have listed the manifests before this one existed).
     lock.check_held().await?;
     manifest::commit(repo, &header).await?;
+    if let Err(lost) = lock.check_held().await {
+        withdraw(repo, &header.backup_id).await;
+        return Err(lost);
+    }
     tracing::info!(id = %header.backup_id, "committed");
     Ok((header, problems))
+}
+
+/// Deletes the manifest just committed: its objects may be gone.
+async fn withdraw(repo: &Repository, backup_id: &str) {
+    let key = crate::repo::layout::manifest(backup_id);
+    if let Err(e) = repo.delete_all(std::slice::from_ref(&key)).await {
+        tracing::error!(%key, error = %e, "could not withdraw a manifest whose objects a prune may have deleted; delete it, or `rockup verify` will name what is missing");
+    }
 }
 
 /// Where the backup comes from, as the manifest records it.

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
-use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
 use crate::repo::manifest::{self, Header};
 use crate::repo::upload::DEFAULT_MEMORY_BUDGET;
 use crate::repo::Repository;
@@ -62,6 +62,9 @@ pub struct BackupOptions {
     /// The source's name (`--source`); by default the database's IDENTITY
     /// stands for it. Retention and `latest` apply per source.
     pub source: Option<String>,
+    /// How long this backup's lock stays live without renewal (`--lease`); it
+    /// is renewed every third of that while the backup runs.
+    pub lease: std::time::Duration,
     /// For a `--db` source: hard-link the blob tree into the work directory the
     /// moment the point in time is fixed, so that files the application deletes
     /// meanwhile are still captured (one link per file per backup).
@@ -80,6 +83,7 @@ impl Default for BackupOptions {
             work_dir: None,
             guard: None,
             source: None,
+            lease: DEFAULT_LEASE,
             prelink: true,
         }
     }
@@ -126,7 +130,7 @@ pub async fn backup(
         started,
     };
     // Keeps `prune` from deleting objects this backup reuses before it commits.
-    let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id).await?;
+    let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id, options.lease).await?;
     if let Err(skew) = lock.check_clock() {
         tracing::warn!(%skew, "the backup id carries this host's time; backups are ordered by the store's");
     }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::common::spool::Spool;
 use crate::error::{Error, Result};
 use crate::repo::layout;
-use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::lock::{self, LockKind, RepoLock};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
 use crate::repo::Repository;
 
@@ -47,6 +47,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Apply the policy to this source's backups only.
     pub source: Option<String>,
+    /// How long the prune's lock stays live without renewal.
+    pub lease: Duration,
 }
 
 /// A backup that stays, and why.
@@ -76,6 +78,8 @@ pub struct PruneReport {
     /// Objects under the repository prefix that are not rockup's (their keys
     /// are not in its layout): never deleted.
     pub foreign_objects: u64,
+    /// Locks whose lease had run out (their runs are gone), removed.
+    pub stale_locks_removed: Vec<String>,
 }
 
 /// Applies `options.policy` to the repository and collects its garbage.
@@ -89,7 +93,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
     // Also for a dry run: its report is what a prune would do now, and the
     // lock tells the store's time.
     let id = layout::new_backup_id(Utc::now());
-    let lock = RepoLock::acquire(repo, LockKind::Prune, &id).await?;
+    let lock = RepoLock::acquire(repo, LockKind::Prune, &id, options.lease).await?;
     let report = match lock.check_clock() {
         Ok(()) => collect(repo, options, lock.written_at()).await,
         Err(e) => Err(e),
@@ -104,6 +108,12 @@ async fn collect(
     options: &PruneOptions,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
+    // Locks whose lease ran out go first, before any manifest is read: a
+    // backup that lost its lock finds it gone and withdraws its manifest.
+    let stale_locks_removed = match options.dry_run {
+        true => Vec::new(),
+        false => lock::remove_stale(repo, now).await?,
+    };
     let headers = readable_headers(repo).await?;
     let kept = keep_per_source(&headers, options, now);
     let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
@@ -117,6 +127,7 @@ async fn collect(
             .map(|(backup_id, reasons)| Kept { backup_id, reasons })
             .collect(),
         forgotten: forgotten.iter().map(|h| h.backup_id.clone()).collect(),
+        stale_locks_removed,
         ..Default::default()
     };
     let forgotten_manifests = forget(repo, &forgotten, options.dry_run, &mut report).await?;

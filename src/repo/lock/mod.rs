@@ -1,0 +1,276 @@
+//! Repository locks that keep `prune` and `backup` apart: a backup may reuse an
+//! object that is unreferenced until its manifest is committed, so garbage
+//! collection must never run beside a backup.
+//!
+//! Each run writes `locks/<kind>-<id>.json`, then lists `locks/`: a backup that
+//! sees a live prune lock, or a prune that sees any other live lock, removes its
+//! own and stops. As every store here is strongly consistent for writes followed
+//! by lists, two runs that start together see each other at least one way
+//! round, so they never both proceed. Backups may run side by side. Nothing
+//! relies on conditional writes.
+//!
+//! Leases: a lock is written once and never rewritten (a rewrite could bring
+//! back a lock somebody removed); a running run renews it by rewriting its
+//! lease object `locks/<kind>-<id>.lease` every third of its lease. A lock whose
+//! newest write is older than its lease, by the store's clock, is stale: its
+//! holder is gone. Stale locks are ignored, and the next prune removes them
+//! before it reads any manifest. A backup checks that its own lock is still
+//! there before it commits, and again after: if somebody removed it (a prune
+//! that took it for stale, `rockup unlock --force`), a prune may have deleted
+//! objects it reuses, so it withdraws its manifest and fails. As a prune removes
+//! stale locks before it lists the manifests, a backup either committed before
+//! that listing (and is kept) or finds its lock gone.
+
+mod listing;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use tokio::task::JoinHandle;
+
+use crate::common::cleanup;
+use crate::common::names::hostname;
+use crate::error::{Error, Result};
+use crate::repo::layout;
+use crate::repo::Repository;
+
+use listing::{keys_of, LOCK_LIMIT};
+pub use listing::{list, remove_stale, unlock, LockInfo, LockKind, Refused, UnlockReport};
+
+/// How long a lock stays live without being renewed, unless a run says
+/// otherwise (`--lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
+/// How far this host's clock may be off the store's before prune refuses to
+/// run (retention and grace periods are measured by the store's clock).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// A lock this process holds, renewed while it lives; released by
+/// [`RepoLock::release`] or, best effort, when dropped inside a Tokio runtime
+/// (e.g. a cancelled backup).
+pub struct RepoLock {
+    repo: Option<Repository>,
+    key: Path,
+    /// When the store says the lock was written: the store's "now".
+    written_at: DateTime<Utc>,
+    /// This host's clock minus the store's, measured when the lock was written.
+    skew: chrono::Duration,
+    renewal: Option<JoinHandle<()>>,
+}
+
+impl RepoLock {
+    /// Takes a lock of `kind`, renewed every third of `lease`, or fails naming
+    /// the live lock that is in the way.
+    pub async fn acquire(
+        repo: &Repository,
+        kind: LockKind,
+        id: &str,
+        lease: Duration,
+    ) -> Result<Self> {
+        let info = LockInfo {
+            kind,
+            host: hostname(),
+            pid: std::process::id(),
+            created_at: Utc::now(),
+            lease_secs: Some(lease.as_secs().max(1)),
+            key: String::new(),
+            renewed_at: None,
+        };
+        let name = format!("{}-{id}", kind_name(kind));
+        let key = layout::lock(&name);
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
+        let asked_at = Utc::now();
+        repo.put(&key, bytes).await?;
+        let mut lock = Self {
+            repo: Some(repo.clone()),
+            key,
+            written_at: asked_at,
+            skew: chrono::Duration::zero(),
+            renewal: None,
+        };
+        if let Err(e) = lock.settle(kind, asked_at).await {
+            if let Err(release) = lock.release().await {
+                tracing::warn!(error = %release, "could not remove this run's lock; `rockup unlock` removes it");
+            }
+            return Err(e);
+        }
+        let renew_every = (lease / 3).max(Duration::from_millis(200));
+        let lease_key = layout::lease(&name);
+        lock.renewal = Some(tokio::spawn(renew(repo.clone(), lease_key, renew_every)));
+        Ok(lock)
+    }
+
+    /// Reads the store's time of the lock, then fails if a live lock is in the way.
+    async fn settle(&mut self, kind: LockKind, asked_at: DateTime<Utc>) -> Result<()> {
+        let repo = self.repo.as_ref().expect("held");
+        let meta = repo
+            .store()
+            .head(&self.key)
+            .await
+            .map_err(|e| repo.error(e))?;
+        self.written_at = meta.last_modified;
+        self.skew = asked_at - meta.last_modified;
+        let now = self.written_at;
+        let blocking = list(repo).await?.locks.into_iter().find(|other| {
+            other.key != self.key.as_ref()
+                && !other.stale(now)
+                && (kind == LockKind::Prune || other.kind == LockKind::Prune)
+        });
+        match blocking {
+            Some(other) => Err(Error::Locked {
+                what: match kind {
+                    LockKind::Backup => "back up while a prune runs",
+                    LockKind::Prune => "prune while another backup or prune runs",
+                },
+                lock: other.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// When the store wrote the lock: the store's clock at acquisition.
+    pub fn written_at(&self) -> DateTime<Utc> {
+        self.written_at
+    }
+
+    /// Fails when this host's clock was more than [`MAX_CLOCK_SKEW`] off the
+    /// store's when the lock was written.
+    pub fn check_clock(&self) -> Result<()> {
+        let off = self.skew.abs().to_std().unwrap_or_default();
+        if off <= MAX_CLOCK_SKEW {
+            return Ok(());
+        }
+        Err(Error::ClockSkew {
+            local: self.written_at + self.skew,
+            store: self.written_at,
+        })
+    }
+
+    /// Fails unless the lock is still in the repository: somebody removing it
+    /// (a prune that found its lease run out, `rockup unlock --force`) lets a
+    /// prune run beside this backup.
+    pub async fn check_held(&self) -> Result<()> {
+        let repo = self.repo.as_ref().expect("held until released");
+        match repo.get_if_exists(&self.key, LOCK_LIMIT).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::LockLost {
+                lock: self.key.to_string(),
+            }),
+        }
+    }
+
+    /// Removes the lock and its lease.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        let repo = self.repo.take().expect("released once");
+        repo.delete_all(&keys_of(self.key.as_ref())).await
+    }
+}
+
+/// Rewrites the lease object every `every` while the lock is held. It never
+/// touches the lock itself, so a removed lock stays removed.
+async fn renew(repo: Repository, lease_key: Path, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = repo.put(&lease_key, Bytes::new()).await {
+            tracing::warn!(lease = %lease_key, error = %e, "could not renew this run's lock");
+        }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        let Some(repo) = self.repo.take() else {
+            return;
+        };
+        let keys = keys_of(self.key.as_ref());
+        cleanup::spawn(async move {
+            if let Err(e) = repo.delete_all(&keys).await {
+                tracing::warn!(error = %e, "could not remove this run's lock; `rockup unlock` removes it");
+            }
+        });
+    }
+}
+
+fn kind_name(kind: LockKind) -> &'static str {
+    match kind {
+        LockKind::Backup => "backup",
+        LockKind::Prune => "prune",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn repo() -> Repository {
+        Repository::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://")
+    }
+
+    #[tokio::test]
+    async fn prune_and_backup_exclude_each_other_and_backups_share() {
+        let repo = repo();
+        let first = RepoLock::acquire(&repo, LockKind::Backup, "a", DEFAULT_LEASE)
+            .await
+            .unwrap();
+        let second = RepoLock::acquire(&repo, LockKind::Backup, "b", DEFAULT_LEASE)
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("rockup unlock"), "{err}");
+        assert_eq!(
+            list(&repo).await.unwrap().locks.len(),
+            2,
+            "the refused lock is gone"
+        );
+        first.release().await.unwrap();
+        second.release().await.unwrap();
+
+        let prune = RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
+            .await
+            .unwrap();
+        let err = RepoLock::acquire(&repo, LockKind::Backup, "c", DEFAULT_LEASE)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("Prune lock"), "{err}");
+        prune.release().await.unwrap();
+        assert!(list(&repo).await.unwrap().locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unlock_removes_locks_left_by_killed_runs() {
+        let repo = repo();
+        repo.check_marker(true).await.unwrap();
+        let lock = RepoLock::acquire(&repo, LockKind::Backup, "a", DEFAULT_LEASE)
+            .await
+            .unwrap();
+        std::mem::forget(lock); // as after kill -9 — but this process still runs
+        assert!(
+            RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
+                .await
+                .is_err()
+        );
+        let refused = unlock(&repo, false).await.unwrap();
+        assert!(refused.removed.is_empty(), "{refused:?}");
+        assert!(
+            refused.refused[0].reason.contains("is running"),
+            "{refused:?}"
+        );
+        assert_eq!(unlock(&repo, true).await.unwrap().removed.len(), 1);
+        RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
+            .await
+            .unwrap();
+    }
+}
