@@ -50,6 +50,7 @@ pub use common::names::escape_controls;
 pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverConfig};
 pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
+pub use ops::copy::{copy, CopyOptions, CopyReport};
 pub use ops::prune::{prune, Kept, PruneOptions, PruneReport, RetentionPolicy};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};

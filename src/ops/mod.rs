@@ -8,8 +8,10 @@
 //! | `restore` | verified parallel download into staging, placement, post-restore checks |
 //! | `verify` | existence and size by LIST; `--deep` re-hashing |
 //! | `prune` | retention per policy, garbage collection with a grace period |
+//! | `copy` | committed backups copied, verified, to a second repository |
 
 pub mod backup;
+pub mod copy;
 pub mod prune;
 pub mod restore;
 pub mod verify;

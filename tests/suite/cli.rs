@@ -423,3 +423,46 @@ async fn a_host_with_a_skewed_clock_never_prunes() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("store's"), "warned: {}", stderr(&out));
 }
+
+#[test]
+fn copy_on_the_command_line() {
+    let fx = Fixture::new(3);
+    let (from, to) = (fx.path("first"), fx.path("second"));
+    let mut args = vec![
+        "backup",
+        "--repo",
+        from.to_str().unwrap(),
+        "--db",
+        fx.db.to_str().unwrap(),
+    ];
+    let work = fx.path("work");
+    args.extend(["--work-dir", work.to_str().unwrap()]);
+    let blobs = blob_args(&fx.files);
+    args.extend(blobs.iter().map(String::as_str));
+    assert_eq!(rockup(&args).status.code(), Some(0));
+    let copy = |what: &str| {
+        let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+        rockup(&[
+            "copy", "--from", from, "--to", to, "--backup", what, "--json",
+        ])
+    };
+    let out = copy("all");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["copied"].as_array().unwrap().len(), 1);
+    let out = rockup(&[
+        "verify",
+        "--repo",
+        to.to_str().unwrap(),
+        "--backup",
+        "all",
+        "--deep",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        json_of(&copy("latest"))["present"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -3,6 +3,7 @@ pub mod fixture;
 mod backup_restore;
 mod cli;
 mod conformance;
+mod copy;
 mod faults;
 mod held;
 mod hostile;

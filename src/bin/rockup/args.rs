@@ -40,6 +40,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove the locks of backups or prunes that were killed.
     Unlock(UnlockArgs),
+    /// Copy committed backups to another repository, verified (3-2-1).
+    Copy(CopyArgs),
     /// Back up, verify and restore a sample database with external files.
     Demo(DemoArgs),
 }
@@ -54,6 +56,38 @@ pub struct RepoArgs {
     /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
     pub store_options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The repository to copy from.
+    #[arg(long)]
+    pub from: String,
+    /// The repository to copy to (created if new).
+    #[arg(long)]
+    pub to: String,
+    /// Backup id, latest, or all.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Only this source's backups (and whose `latest`).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Objects copied at once.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Store setting for both repositories, as key=value (see --repo's).
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
+    pub store_options: Vec<(String, String)>,
+}
+
+impl CopyArgs {
+    pub fn options(&self) -> rockup::CopyOptions {
+        rockup::CopyOptions {
+            backup: self.backup.clone(),
+            source: self.source.clone(),
+            jobs: self.jobs.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

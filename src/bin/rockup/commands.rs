@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::args::{
-    BackupArgs, Command, ListArgs, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs, VerifyArgs,
+    BackupArgs, Command, CopyArgs, ListArgs, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs,
+    VerifyArgs,
 };
 use crate::demo;
 use rockup::{escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source};
@@ -21,6 +22,7 @@ pub async fn run(command: Command) -> Result<(Value, i32)> {
         Command::Verify(args) => verify(args).await,
         Command::Prune(args) => prune(args).await,
         Command::Unlock(args) => unlock(args).await,
+        Command::Copy(args) => copy(args).await,
         Command::Demo(args) => demo(args.dir).await,
     }
 }
@@ -162,6 +164,21 @@ async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
     for id in &report.forgotten {
         eprintln!("  {verb} {id}");
     }
+    Ok((document(&report), 0))
+}
+
+async fn copy(args: CopyArgs) -> Result<(Value, i32)> {
+    let from = Repository::open(&args.from, &args.store_options)?;
+    let to = Repository::open(&args.to, &args.store_options)?;
+    let report = rockup::copy(&from, &to, &args.options()).await?;
+    eprintln!(
+        "copied {} backup(s) ({} already there): {} objects, {} bytes sent; {} objects the target had",
+        report.copied.len(),
+        report.present.len(),
+        report.objects_copied,
+        report.bytes_copied,
+        report.objects_present
+    );
     Ok((document(&report), 0))
 }
 

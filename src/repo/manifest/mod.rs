@@ -190,13 +190,17 @@ pub async fn load(repo: &Repository, id: &str, source: Option<&str>) -> Result<H
 
 /// Reads and validates the header of backup `id`.
 pub async fn read(repo: &Repository, id: &str) -> Result<Header> {
-    let id = id.to_string();
-    let key = layout::manifest(&id);
+    Ok(read_raw(repo, id).await?.0)
+}
+
+/// Reads and validates the header of backup `id`; returns it with its bytes.
+pub async fn read_raw(repo: &Repository, id: &str) -> Result<(Header, Bytes)> {
+    let key = layout::manifest(id);
     let bytes = repo
         .get_if_exists(&key, HEADER_LIMIT)
         .await?
-        .ok_or_else(|| Error::BackupNotFound(id.clone()))?;
-    parse_header(key.as_ref(), &id, &bytes)
+        .ok_or_else(|| Error::BackupNotFound(id.to_string()))?;
+    Ok((parse_header(key.as_ref(), id, &bytes)?, bytes))
 }
 
 /// Ids of every committed backup, oldest first (one LIST).
