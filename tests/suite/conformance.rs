@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use rockup::manifest::ExternalEntry;
-use rockup::{prune, PruneOptions, RetentionPolicy};
+use rockup::prune;
 use rockup::{ProblemKind, Repository, RestoreOptions, Source};
 
 use super::fixture::*;
@@ -141,21 +141,9 @@ pub async fn conformance(repo: Repository) {
 
     // Prune: the first backup is forgotten and its own objects deleted; what the
     // second shares with it stays, and the second still verifies deeply.
-    let pruned = prune(
-        &repo,
-        &PruneOptions {
-            policy: RetentionPolicy {
-                keep_last: Some(1),
-                ..Default::default()
-            },
-            grace: Duration::ZERO,
-            dry_run: false,
-            source: None,
-            lease: rockup::DEFAULT_LEASE,
-        },
-    )
-    .await
-    .unwrap();
+    let pruned = prune(&repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap();
     assert_eq!(
         pruned.forgotten,
         std::slice::from_ref(&first.header.backup_id)

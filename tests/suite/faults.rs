@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use object_store::memory::InMemory;
 
-use rockup::{Error, PruneOptions, Repository, RetentionPolicy, Source};
+use rockup::{Error, Repository, Source};
 
 use super::fixture::*;
 use super::stores::{Fault, Faulty, Op, PauseOnPut};
@@ -37,16 +37,7 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
         rockup::unlock(&operator, true).await.unwrap().removed.len(),
         1
     );
-    let prune = PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(1),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    };
+    let prune = keep_last(1, Duration::ZERO, false);
     let pruned = rockup::prune(&operator, &prune).await.unwrap();
     assert!(
         pruned.deleted_objects > 0,
@@ -86,16 +77,7 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
     std::fs::write(root.join("notes.txt"), b"mine").unwrap();
     std::fs::write(root.join("backups/README"), b"mine").unwrap();
 
-    let prune = PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(1),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    };
+    let prune = keep_last(1, Duration::ZERO, false);
     let pruned = rockup::prune(&repo, &prune).await.unwrap();
     assert_eq!(pruned.foreign_objects, 2, "{pruned:?}");
     assert!(
@@ -221,16 +203,7 @@ async fn prune_faults_leave_every_kept_backup_whole() {
             .await
             .unwrap();
     }
-    let prune = PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(2),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    };
+    let prune = keep_last(2, Duration::ZERO, false);
     store.inject(Op::List, "", Fault::Error, 1);
     assert!(rockup::prune(&repo, &prune).await.is_err());
     assert_eq!(
@@ -243,19 +216,6 @@ async fn prune_faults_leave_every_kept_backup_whole() {
     all_is_well(&fx, &repo, &before, &files).await;
     rockup::prune(&repo, &prune).await.unwrap();
     all_is_well(&fx, &repo, &before, &files).await;
-}
-
-fn keep_last_one() -> PruneOptions {
-    PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(1),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    }
 }
 
 /// A killed run's lock (of another host, so no process can be checked) stops
@@ -272,13 +232,17 @@ async fn a_killed_runs_lock_expires_with_its_lease() {
         "created_at": chrono::Utc::now(), "lease_secs": 1,
     });
     put_object(&repo, "locks/backup-killed.json", lock.to_string()).await;
-    let err = rockup::prune(&repo, &keep_last_one()).await.unwrap_err();
+    let err = rockup::prune(&repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::Locked { .. }),
         "a fresh lease blocks: {err}"
     );
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let report = rockup::prune(&repo, &keep_last_one()).await.unwrap();
+    let report = rockup::prune(&repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap();
     assert_eq!(report.stale_locks_removed, ["locks/backup-killed.json"]);
     assert!(list_keys(&repo, "locks").await.is_empty());
 }
@@ -300,7 +264,7 @@ async fn a_running_backup_renews_its_lease() {
         tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
     store.reached().await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // two and a half leases
-    let err = rockup::prune(&operator, &keep_last_one())
+    let err = rockup::prune(&operator, &keep_last(1, Duration::ZERO, false))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
@@ -330,7 +294,9 @@ async fn a_backup_whose_lease_ran_out_does_not_commit() {
         tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
     store.reached().await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let pruned = rockup::prune(&operator, &keep_last_one()).await.unwrap();
+    let pruned = rockup::prune(&operator, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap();
     assert_eq!(pruned.stale_locks_removed.len(), 1, "{pruned:?}");
     store.resume();
     let result = backup.await.unwrap();

@@ -210,6 +210,20 @@ pub fn entries(dir: &Path) -> Vec<String> {
     }
 }
 
+/// Prune options keeping the `n` newest backups of each source.
+pub fn keep_last(n: usize, grace: std::time::Duration, dry_run: bool) -> rockup::PruneOptions {
+    rockup::PruneOptions {
+        policy: rockup::RetentionPolicy {
+            keep_last: Some(n),
+            ..Default::default()
+        },
+        grace,
+        dry_run,
+        source: None,
+        lease: rockup::DEFAULT_LEASE,
+    }
+}
+
 /// Verifies `backup` (`latest`, `all` or an id), quick or deep.
 pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::VerifyReport {
     let options = rockup::VerifyOptions {

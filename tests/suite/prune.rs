@@ -4,22 +4,9 @@
 
 use std::time::Duration;
 
-use rockup::{prune, Error, PruneOptions, RestoreOptions, RetentionPolicy, Source};
+use rockup::{prune, Error, RestoreOptions, Source};
 
 use super::fixture::*;
-
-fn keep_last(n: usize, grace: Duration, dry_run: bool) -> PruneOptions {
-    PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(n),
-            ..Default::default()
-        },
-        grace,
-        dry_run,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    }
-}
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

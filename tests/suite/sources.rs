@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rockup::{Error, PruneOptions, Repository, RestoreOptions, RetentionPolicy, Source};
+use rockup::{Error, Repository, RestoreOptions, Source};
 
 use super::fixture::*;
 
@@ -33,16 +33,7 @@ async fn retention_keeps_every_sources_newest_backup() {
     let a_first = back_up(&repo, &a, None).await;
     let a_newest = back_up(&repo, &a, None).await;
     let b_only = back_up(&repo, &b, None).await;
-    let prune = PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(1),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    };
+    let prune = keep_last(1, Duration::ZERO, false);
     let pruned = rockup::prune(&repo, &prune).await.unwrap();
     assert_eq!(
         pruned.forgotten,
@@ -158,16 +149,7 @@ async fn the_store_clock_orders_backups_not_the_hosts() {
 
     let latest = rockup::manifest::load(&repo, "latest", None).await.unwrap();
     assert_eq!(latest.backup_id, real_newest.header.backup_id);
-    let prune = PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(1),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: true,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-    };
+    let prune = keep_last(1, Duration::ZERO, true);
     let report = rockup::prune(&repo, &prune).await.unwrap();
     let kept: Vec<&str> = report.kept.iter().map(|k| k.backup_id.as_str()).collect();
     assert_eq!(kept, [real_newest.header.backup_id.as_str()], "{report:?}");

@@ -164,6 +164,15 @@ async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
     for id in &report.forgotten {
         eprintln!("  {verb} {id}");
     }
+    for lock in &report.stale_locks_removed {
+        eprintln!("  removed {lock}: its lease had run out");
+    }
+    if report.foreign_objects > 0 {
+        eprintln!(
+            "  left {} object(s) that are not rockup's (not in its layout)",
+            report.foreign_objects
+        );
+    }
     Ok((document(&report), 0))
 }
 
