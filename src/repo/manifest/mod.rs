@@ -182,7 +182,7 @@ pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> 
 }
 
 /// Loads the header of backup `id`, or of the newest backup of `source` for
-/// `latest` (see [`resolve`]).
+/// `latest` (`None`: of the only source; a usage error where there are several).
 pub async fn load(repo: &Repository, id: &str, source: Option<&str>) -> Result<Header> {
     let id = resolve(repo, id, source).await?;
     read(repo, &id).await
