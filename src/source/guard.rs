@@ -48,6 +48,8 @@ struct Deferred {
 struct SetAside {
     dir: PathBuf,
     links: HashMap<PathBuf, PathBuf>,
+    /// Links made so far (names them).
+    made: u64,
 }
 
 impl DeletionGuard {
@@ -69,10 +71,13 @@ impl DeletionGuard {
         let key = identity_key(path);
         let mut all_linked = true;
         for aside in state.holds.values_mut() {
-            let link = aside.dir.join(format!("{}", aside.links.len()));
+            aside.made += 1;
+            let link = aside.dir.join(aside.made.to_string());
             match std::fs::hard_link(path, &link) {
+                // The first file removed from a path is the one the backup's
+                // point in time saw; a later one was written after it.
                 Ok(()) => {
-                    aside.links.insert(key.clone(), link);
+                    aside.links.entry(key.clone()).or_insert(link);
                 }
                 Err(_) => all_linked = false,
             }
@@ -102,6 +107,7 @@ impl DeletionGuard {
         let aside = SetAside {
             dir: set_aside,
             links: HashMap::new(),
+            made: 0,
         };
         state.holds.insert(id, aside);
         Ok(GuardHold {
@@ -247,5 +253,25 @@ mod tests {
         drop(hold);
         assert!(!same.exists(), "carried out on release");
         assert_eq!(std::fs::read(&replaced).unwrap(), b"new", "never touched");
+    }
+
+    #[test]
+    fn the_first_file_removed_from_a_path_is_the_one_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let guard = DeletionGuard::new();
+        let hold = guard.hold(dir.path().join("aside")).unwrap();
+        std::fs::write(&path, b"at the point in time").unwrap();
+        guard.remove(&path).unwrap();
+        std::fs::write(&path, b"written later").unwrap();
+        guard.remove(&path).unwrap();
+        std::fs::write(&path, b"and again").unwrap();
+        guard.remove(&path).unwrap();
+        assert!(
+            !path.exists() && guard.deferred() == 0,
+            "every removal set aside"
+        );
+        let aside = hold.set_aside(&path).unwrap();
+        assert_eq!(std::fs::read(aside).unwrap(), b"at the point in time");
     }
 }
