@@ -3,8 +3,10 @@
 //! the target, its size checked while it streams (no byte past the recorded
 //! size is written) and its SHA-256 at the end; only then does it get its
 //! recorded permission bits — never setuid, setgid or sticky — and mtime.
-//! Placement renames everything staged into the targets, all or nothing: a
-//! failure halfway removes what was already placed.
+//! Durability comes at the end, not per file: one `syncfs` per target's
+//! filesystem before placement. Placement renames everything staged into the
+//! targets, all or nothing: a failure halfway removes what was already placed;
+//! then each target directory is fsynced.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -106,8 +108,13 @@ impl Placed {
 }
 
 /// Places every staging directory, all or nothing: when one fails, what the
-/// others placed is removed again.
+/// others placed is removed again. Everything staged is made durable first —
+/// one `syncfs` per target's filesystem rather than an fsync per file on the
+/// download path — so nothing is renamed into place before it is on disk.
 pub(super) fn place_all(stages: Vec<Staging>) -> Result<Vec<Placed>> {
+    for stage in &stages {
+        sync_filesystem(&stage.path)?;
+    }
     let mut placed: Vec<Placed> = Vec::new();
     for stage in stages {
         match stage.place() {
@@ -150,6 +157,17 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
     }
     std::fs::rename(from, to)
+}
+
+/// Flushes every dirty file and directory of the filesystem holding `dir`.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -224,7 +242,6 @@ pub(super) async fn download(
         );
         return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
     }
-    file.sync_all().await.map_err(|e| Error::io(&dest, e))?;
     finish(file.into_std().await, &dest, &expected)?;
     Ok(None)
 }
