@@ -46,7 +46,10 @@ impl RetentionPolicy {
         now: DateTime<Utc>,
     ) -> BTreeMap<String, Vec<String>> {
         let mut newest_first: Vec<&Candidate> = backups.iter().collect();
-        newest_first.sort_by_key(|b| std::cmp::Reverse(b.created_at));
+        // Stores date objects to the second (S3, Azure): within one second the
+        // id (time-sortable) decides, as it does for `latest`.
+        newest_first
+            .sort_by(|a, b| (b.created_at, &b.backup_id).cmp(&(a.created_at, &a.backup_id)));
         let mut kept: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut keep = |backup: &Candidate, reason: String| {
             kept.entry(backup.backup_id.clone())
@@ -164,5 +167,24 @@ mod tests {
             "the newest always stays"
         );
         assert!(RetentionPolicy::default().is_empty());
+    }
+
+    #[test]
+    fn within_one_second_the_later_id_is_the_newer() {
+        let second = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let older = Candidate {
+            backup_id: "20261125T120000.100Z-00000001".into(),
+            created_at: second,
+            tags: BTreeMap::new(),
+        };
+        let newer = Candidate {
+            backup_id: "20261125T120000.900Z-00000002".into(),
+            ..older.clone()
+        };
+        let last = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(kept(&last, &[older, newer.clone()]), [newer.backup_id]);
     }
 }
