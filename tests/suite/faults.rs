@@ -11,6 +11,29 @@ use rockup::{Error, Repository, Source};
 use super::fixture::*;
 use super::stores::{Fault, Faulty, Op, PauseOnPut};
 
+/// A backup of `fx` through `store` (sharing the operator's objects), started
+/// and held at its first part, i.e. uploaded and about to commit.
+async fn backup_held_before_commit(
+    fx: &Fixture,
+    store: &Arc<PauseOnPut>,
+    options: rockup::BackupOptions,
+) -> tokio::task::JoinHandle<rockup::Result<rockup::BackupReport>> {
+    let running = Repository::from_store(store.clone(), "memory://shared");
+    let db = fx.db.clone();
+    let backup =
+        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
+    store.reached().await;
+    backup
+}
+
+/// The fixture's options with a one-second lease.
+fn short_lease(fx: &Fixture) -> rockup::BackupOptions {
+    rockup::BackupOptions {
+        lease: Duration::from_secs(1),
+        ..fx.options()
+    }
+}
+
 /// `unlock` during a backup, then `prune --grace 0s`: the backup must not
 /// commit a manifest whose objects the prune deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,11 +45,7 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
         .await
         .unwrap();
     let store = Arc::new(PauseOnPut::new(inner.clone(), "/parts/"));
-    let running = Repository::from_store(store.clone(), "memory://shared");
-    let (db, options) = (fx.db.clone(), fx.options());
-    let backup =
-        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
-    store.reached().await; // uploaded, about to write its parts and commit
+    let backup = backup_held_before_commit(&fx, &store, fx.options()).await;
 
     let refused = rockup::unlock(&operator, false).await.unwrap();
     assert!(
@@ -254,15 +273,7 @@ async fn a_running_backup_renews_its_lease() {
     let inner = Arc::new(InMemory::new());
     let operator = Repository::from_store(inner.clone(), "memory://shared");
     let store = Arc::new(PauseOnPut::new(inner, "/parts/"));
-    let running = Repository::from_store(store.clone(), "memory://shared");
-    let options = rockup::BackupOptions {
-        lease: Duration::from_secs(1),
-        ..fx.options()
-    };
-    let db = fx.db.clone();
-    let backup =
-        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
-    store.reached().await;
+    let backup = backup_held_before_commit(&fx, &store, short_lease(&fx)).await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // two and a half leases
     let err = rockup::prune(&operator, &keep_last(1, Duration::ZERO, false))
         .await
@@ -284,15 +295,7 @@ async fn a_backup_whose_lease_ran_out_does_not_commit() {
         .await
         .unwrap();
     let store = Arc::new(PauseOnPut::new(inner, "/parts/").failing(".lease"));
-    let running = Repository::from_store(store.clone(), "memory://shared");
-    let options = rockup::BackupOptions {
-        lease: Duration::from_secs(1),
-        ..fx.options()
-    };
-    let db = fx.db.clone();
-    let backup =
-        tokio::spawn(async move { rockup::backup(&running, Source::Db(db), &options).await });
-    store.reached().await;
+    let backup = backup_held_before_commit(&fx, &store, short_lease(&fx)).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let pruned = rockup::prune(&operator, &keep_last(1, Duration::ZERO, false))
         .await
