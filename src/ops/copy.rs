@@ -13,17 +13,14 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
 use crate::repo::upload::{Uploader, DEFAULT_MEMORY_BUDGET};
-use crate::repo::Repository;
+use crate::repo::{Fetched, Repository};
 
 /// What to copy.
 #[derive(Debug, Clone)]
@@ -220,34 +217,26 @@ async fn copy_object(
     scratch: &Path,
 ) -> Result<u64> {
     let file = scratch.join(&needed.sha256);
-    let result = from
-        .store()
-        .get(&needed.key)
-        .await
-        .map_err(|e| from.error(e))?;
     let mut out = tokio::fs::File::create(&file)
         .await
         .map_err(|e| Error::io(&file, e))?;
-    let (mut hasher, mut read) = (Sha256::new(), 0u64);
-    let mut stream = result.into_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| from.error(e))?;
-        read += chunk.len() as u64;
-        if read > needed.size {
-            break;
+    let wanted = (needed.size, needed.sha256.as_str());
+    let fetched = from
+        .read_verified(&needed.key, wanted, &mut out, &file)
+        .await;
+    let damage = match fetched? {
+        Fetched::Intact => None,
+        Fetched::Missing => Some("is missing".to_string()),
+        Fetched::TooLarge => Some(format!("holds more than {} bytes", needed.size)),
+        Fetched::Differs { bytes, sha256 } => {
+            Some(format!("holds {bytes} bytes hashing to {sha256}"))
         }
-        hasher.update(&chunk);
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| Error::io(&file, e))?;
-    }
-    out.flush().await.map_err(|e| Error::io(&file, e))?;
-    let actual = hex::encode(hasher.finalize());
-    if read != needed.size || actual != needed.sha256 {
+    };
+    if let Some(damage) = damage {
         let _ = tokio::fs::remove_file(&file).await;
         return Err(Error::manifest(
             needed.key.to_string(),
-            format!("the source holds {read} bytes hashing to {actual}; its manifest says {} bytes, {}: not copied (rockup verify --deep names the damage)", needed.size, needed.sha256),
+            format!("the source {damage}; its manifest says {} bytes, {}: not copied (rockup verify --deep names the damage)", needed.size, needed.sha256),
         ));
     }
     let sent = uploader

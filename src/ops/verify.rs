@@ -7,14 +7,12 @@ use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry};
-use crate::repo::Repository;
+use crate::repo::{Fetched, Repository};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -148,7 +146,10 @@ async fn rehash_all(
     objects: &Objects,
     jobs: usize,
 ) -> Result<Vec<Problem>> {
-    let rehash = keys.map(|key| rehash(repo, key, &objects[key].1));
+    let rehash = keys.map(|key| {
+        let (size, sha256) = &objects[key];
+        rehash(repo, key, (*size, sha256))
+    });
     let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
         .buffer_unordered(jobs.max(1))
         .try_collect()
@@ -156,24 +157,29 @@ async fn rehash_all(
     Ok(found.into_iter().flatten().collect())
 }
 
-async fn rehash(repo: &Repository, key: &str, sha256: &str) -> Result<Option<Problem>> {
-    let result = match repo.store().get(&ObjectPath::from(key)).await {
-        Ok(result) => result,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Some(Problem::missing_object(key))),
-        Err(e) => return Err(repo.error(e)),
-    };
-    let mut stream = result.into_stream();
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = stream.next().await {
-        hasher.update(&chunk.map_err(|e| repo.error(e))?);
-    }
-    let actual = hex::encode(hasher.finalize());
-    Ok((actual != sha256).then(|| {
-        Problem::corrupt_object(
-            key,
-            format!("content hashes to {actual}, manifest says {sha256}"),
+async fn rehash(
+    repo: &Repository,
+    key: &str,
+    (size, sha256): (u64, &str),
+) -> Result<Option<Problem>> {
+    let mut nothing = tokio::io::sink();
+    let fetched = repo
+        .read_verified(
+            &ObjectPath::from(key),
+            (size, sha256),
+            &mut nothing,
+            std::path::Path::new(key),
         )
-    }))
+        .await?;
+    let detail = match fetched {
+        Fetched::Intact => return Ok(None),
+        Fetched::Missing => return Ok(Some(Problem::missing_object(key))),
+        Fetched::TooLarge => format!("object has more than the {size} bytes its manifest says"),
+        Fetched::Differs { sha256: actual, .. } => {
+            format!("content hashes to {actual}, manifest says {sha256}")
+        }
+    };
+    Ok(Some(Problem::corrupt_object(key, detail)))
 }
 
 impl VerifyReport {

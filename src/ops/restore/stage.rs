@@ -14,12 +14,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Problem, Result};
-use crate::repo::Repository;
+use crate::repo::{Fetched, Repository};
 
 /// The permission bits a restore may set: never setuid, setgid or sticky.
 pub(super) const PERMISSION_BITS: u32 = 0o777;
@@ -205,13 +202,6 @@ pub(super) async fn download(
     dest: PathBuf,
     expected: Expected<'_>,
 ) -> Result<Option<Problem>> {
-    let result = match repo.store().get(&key).await {
-        Ok(result) => result,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Ok(Some(Problem::missing_object(key.to_string())))
-        }
-        Err(e) => return Err(repo.error(e)),
-    };
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -219,27 +209,17 @@ pub(super) async fn download(
         .open(&dest)
         .await
         .map_err(|e| Error::io(&dest, e))?;
-    let mut stream = result.into_stream();
-    let mut hasher = Sha256::new();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| repo.error(e))?;
-        if written + chunk.len() as u64 > expected.size {
-            let detail = format!("larger than the {} bytes recorded", expected.size);
-            return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
-        }
-        hasher.update(&chunk);
-        written += chunk.len() as u64;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| Error::io(&dest, e))?;
-    }
-    let actual = hex::encode(hasher.finalize());
-    if written != expected.size || actual != expected.sha256 {
-        let detail = format!(
-            "expected {} bytes with SHA-256 {}, got {written} bytes with {actual}",
+    let wanted = (expected.size, expected.sha256);
+    let detail = match repo.read_verified(&key, wanted, &mut file, &dest).await? {
+        Fetched::Intact => None,
+        Fetched::Missing => return Ok(Some(Problem::missing_object(key.to_string()))),
+        Fetched::TooLarge => Some(format!("larger than the {} bytes recorded", expected.size)),
+        Fetched::Differs { bytes, sha256 } => Some(format!(
+            "expected {} bytes with SHA-256 {}, got {bytes} bytes with {sha256}",
             expected.size, expected.sha256
-        );
+        )),
+    };
+    if let Some(detail) = detail {
         return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
     }
     finish(file.into_std().await, &dest, &expected)?;

@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::repo::layout;
@@ -46,6 +47,18 @@ pub struct Repository {
     bulk_delete_unsupported: Arc<AtomicBool>,
     /// The directory of a local repository.
     local_root: Option<std::path::PathBuf>,
+}
+
+/// What a verified read of an object found.
+pub(crate) enum Fetched {
+    /// Exactly the expected size and SHA-256; all of it written out.
+    Intact,
+    /// No such object.
+    Missing,
+    /// More bytes than expected: reading stopped at the first chunk past them.
+    TooLarge,
+    /// The object ended early or hashes otherwise: what it had.
+    Differs { bytes: u64, sha256: String },
 }
 
 /// Outcome of a write-once create.
@@ -235,6 +248,45 @@ impl Repository {
                 url: self.name.clone(),
                 kind: StoreErrorKind::Other,
                 message: format!("{key} was written but cannot be read back"),
+            }),
+        }
+    }
+
+    /// Streams the object at `key` into `out`, never past `size` bytes, and
+    /// checks its size and SHA-256; a failed write is reported for `out_path`.
+    pub(crate) async fn read_verified<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        key: &Path,
+        (size, sha256): (u64, &str),
+        out: &mut W,
+        out_path: &std::path::Path,
+    ) -> Result<Fetched> {
+        use tokio::io::AsyncWriteExt;
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+            Err(e) => return Err(self.error(e)),
+        };
+        let (mut hasher, mut read) = (Sha256::new(), 0u64);
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(e))?;
+            read += chunk.len() as u64;
+            if read > size {
+                return Ok(Fetched::TooLarge);
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(out_path, e))?;
+        }
+        out.flush().await.map_err(|e| Error::io(out_path, e))?;
+        let actual = hex::encode(hasher.finalize());
+        match read == size && actual == sha256 {
+            true => Ok(Fetched::Intact),
+            false => Ok(Fetched::Differs {
+                bytes: read,
+                sha256: actual,
             }),
         }
     }
