@@ -62,26 +62,46 @@ pub async fn copy(from: &Repository, to: &Repository, options: &CopyOptions) -> 
     let ids = selected(from, options).await?;
     let lock_id = layout::new_backup_id(chrono::Utc::now());
     let lock = RepoLock::acquire(to, LockKind::Backup, &lock_id, DEFAULT_LEASE).await?;
-    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let mut report = CopyReport::default();
-    let mut result = Ok(());
-    for id in &ids {
-        result = copy_backup(
-            from,
-            to,
-            id,
-            scratch.path(),
-            options.jobs,
-            &lock,
-            &mut report,
-        )
-        .await;
-        if result.is_err() {
-            break;
-        }
-    }
+    let result = copy_all(from, to, &lock, &ids, options.jobs, &mut report).await;
     lock.release().await?;
     result.map(|()| report)
+}
+
+/// Copies the backups `ids`, in order, while `lock` is held on the target.
+async fn copy_all(
+    from: &Repository,
+    to: &Repository,
+    lock: &RepoLock,
+    ids: &[String],
+    jobs: usize,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut target = Target {
+        repo: to,
+        lock,
+        uploader: Uploader::new(to.clone(), DEFAULT_MEMORY_BUDGET),
+        scratch: scratch.path(),
+        jobs: jobs.max(1),
+        present: present_in(to, &[layout::SST, layout::BLOBS]).await?,
+    };
+    for id in ids {
+        copy_backup(from, &mut target, id, report).await?;
+    }
+    Ok(())
+}
+
+/// The target of a copy: what it holds (shared objects listed once per copy,
+/// and every object copied since), and how objects get there.
+struct Target<'a> {
+    repo: &'a Repository,
+    lock: &'a RepoLock,
+    uploader: Uploader,
+    scratch: &'a Path,
+    jobs: usize,
+    /// Object key → size.
+    present: HashMap<String, u64>,
 }
 
 /// The ids `options` selects, oldest first.
@@ -109,13 +129,11 @@ async fn selected(from: &Repository, options: &CopyOptions) -> Result<Vec<String
 /// Copies one backup: its objects, its parts, then its manifest.
 async fn copy_backup(
     from: &Repository,
-    to: &Repository,
+    target: &mut Target<'_>,
     id: &str,
-    scratch: &Path,
-    jobs: usize,
-    lock: &RepoLock,
     report: &mut CopyReport,
 ) -> Result<()> {
+    let to = target.repo;
     let (header, bytes) = manifest::read_raw(from, id).await?;
     let key = layout::manifest(id);
     if to
@@ -129,28 +147,31 @@ async fn copy_backup(
         return Ok(());
     }
     let needed = needed_objects(from, &header).await?;
-    let present = present_in(to, id).await?;
-    let uploader = Uploader::new(to.clone(), DEFAULT_MEMORY_BUDGET);
+    // What an earlier, interrupted copy of this backup left.
+    let own = format!("{}/{id}", layout::BACKUPS);
+    target.present.extend(present_in(to, &[&own]).await?);
     let missing: Vec<&Needed> = needed
         .iter()
-        .filter(|n| present.get(n.key.as_ref()) != Some(&n.size))
+        .filter(|n| target.present.get(n.key.as_ref()) != Some(&n.size))
         .collect();
     report.objects_present += (needed.len() - missing.len()) as u64;
     futures::stream::iter(
         missing
             .iter()
-            .map(|n| copy_object(from, &uploader, n, scratch)),
+            .map(|n| copy_object(from, &target.uploader, n, target.scratch)),
     )
-    .buffer_unordered(jobs.max(1))
+    .buffer_unordered(target.jobs)
     .try_for_each(|sent| {
         report.objects_copied += 1;
         report.bytes_copied += sent;
         futures::future::ok(())
     })
     .await?;
-    lock.check_held().await?;
+    let copied = missing.iter().map(|n| (n.key.to_string(), n.size));
+    target.present.extend(copied);
+    target.lock.check_held().await?;
     to.create(&key, bytes).await?;
-    lock.check_held().await?;
+    target.lock.check_held().await?;
     tracing::info!(backup = id, "copied");
     report.copied.push(id.to_string());
     Ok(())
@@ -195,12 +216,11 @@ async fn needed_objects(from: &Repository, header: &Header) -> Result<Vec<Needed
     Ok(needed)
 }
 
-/// Object key → size of what the target holds that backup `id` may reuse:
-/// shared tables, external files, and its own objects (one LIST each).
-async fn present_in(to: &Repository, id: &str) -> Result<HashMap<String, u64>> {
-    let own = format!("{}/{id}", layout::BACKUPS);
+/// Object key → size of everything the target holds under `prefixes` (one
+/// LIST each).
+async fn present_in(to: &Repository, prefixes: &[&str]) -> Result<HashMap<String, u64>> {
     let mut present = HashMap::new();
-    for prefix in [layout::SST, layout::BLOBS, &own] {
+    for prefix in prefixes {
         for meta in to.list(prefix).await? {
             present.insert(meta.location.to_string(), meta.size);
         }
