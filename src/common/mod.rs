@@ -5,6 +5,7 @@
 //! sorted map), not the database being backed up.
 
 pub mod cleanup;
+pub mod durable;
 pub mod names;
 pub mod references;
 pub mod rocks;

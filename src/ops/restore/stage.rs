@@ -1,25 +1,14 @@
-//! Downloads into staging: parallel, each object into a new file (`O_EXCL`, so
-//! never through a symlink) created `0600` inside a `0700` staging directory in
-//! the target, its size checked while it streams (no byte past the recorded
-//! size is written) and its SHA-256 at the end; only then does it get its
-//! recorded permission bits — never setuid, setgid or sticky — and mtime.
-//! Durability comes at the end, not per file: one `syncfs` per target's
-//! filesystem before placement. Placement renames everything staged into the
-//! targets, all or nothing: a failure halfway removes what was already placed;
-//! then each target directory is fsynced.
+//! Staging directories (`0700`, inside each target) and placement: durability
+//! comes at the end, not per file — one `syncfs` per target's filesystem before
+//! placement. Placement renames everything staged into the targets, all or
+//! nothing: a failure halfway removes what was already placed; then each target
+//! directory is fsynced.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path as ObjectPath;
-
-use crate::error::{Error, Problem, Result};
-use crate::repo::{Fetched, Repository};
-
-/// The permission bits a restore may set: never setuid, setgid or sticky.
-pub(super) const PERMISSION_BITS: u32 = 0o777;
+use crate::common::durable;
+use crate::error::{Error, Result};
 
 /// A staging directory inside a restore target; removed unless placed.
 pub(super) struct Staging {
@@ -66,7 +55,7 @@ impl Staging {
             return Err(e);
         }
         std::fs::remove_dir(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        sync_dir(&self.target)?;
+        durable::sync_dir(&self.target).map_err(|e| Error::io(&self.target, e))?;
         Ok(placed)
     }
 
@@ -110,7 +99,7 @@ impl Placed {
 /// download path — so nothing is renamed into place before it is on disk.
 pub(super) fn place_all(stages: Vec<Staging>) -> Result<Vec<Placed>> {
     for stage in &stages {
-        sync_filesystem(&stage.path)?;
+        durable::sync_filesystem(&stage.path).map_err(|e| Error::io(&stage.path, e))?;
     }
     let mut placed: Vec<Placed> = Vec::new();
     for stage in stages {
@@ -154,90 +143,6 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
     }
     std::fs::rename(from, to)
-}
-
-/// Flushes every dirty file and directory of the filesystem holding `dir`.
-fn sync_filesystem(dir: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let handle = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
-    // SAFETY: the descriptor is open for the duration of the call.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-        return Err(Error::io(dir, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-pub(super) async fn collect_problems(
-    downloads: impl Iterator<Item = impl std::future::Future<Output = Result<Option<Problem>>>>,
-    jobs: usize,
-) -> Result<Vec<Problem>> {
-    futures::stream::iter(downloads)
-        .buffer_unordered(jobs)
-        .try_filter_map(|p| async move { Ok(p) })
-        .try_collect()
-        .await
-}
-
-/// What an object is expected to be, and what its file gets once it is.
-pub(super) struct Expected<'a> {
-    pub sha256: &'a str,
-    pub size: u64,
-    /// Permission bits to set (masked to [`PERMISSION_BITS`]); `None` keeps 0600.
-    pub mode: Option<u32>,
-    /// Modification time to set, nanoseconds since the Unix epoch.
-    pub mtime_ns: Option<i64>,
-}
-
-/// Downloads one object into a new file, checking size and hash; returns a
-/// problem when the object is missing or corrupt.
-pub(super) async fn download(
-    repo: &Repository,
-    key: ObjectPath,
-    dest: PathBuf,
-    expected: Expected<'_>,
-) -> Result<Option<Problem>> {
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&dest)
-        .await
-        .map_err(|e| Error::io(&dest, e))?;
-    let wanted = (expected.size, expected.sha256);
-    let detail = match repo.read_verified(&key, wanted, &mut file, &dest).await? {
-        Fetched::Intact => None,
-        Fetched::Missing => return Ok(Some(Problem::missing_object(key.to_string()))),
-        Fetched::TooLarge => Some(format!("larger than the {} bytes recorded", expected.size)),
-        Fetched::Differs { bytes, sha256 } => Some(format!(
-            "expected {} bytes with SHA-256 {}, got {bytes} bytes with {sha256}",
-            expected.size, expected.sha256
-        )),
-    };
-    if let Some(detail) = detail {
-        return Ok(Some(Problem::corrupt_object(key.to_string(), detail)));
-    }
-    finish(file.into_std().await, &dest, &expected)?;
-    Ok(None)
-}
-
-/// Gives a verified file its recorded permission bits and mtime.
-fn finish(file: std::fs::File, dest: &Path, expected: &Expected<'_>) -> Result<()> {
-    if let Some(mode) = expected.mode {
-        let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
-        file.set_permissions(permissions)
-            .map_err(|e| Error::io(dest, e))?;
-    }
-    if let Some(mtime_ns) = expected.mtime_ns {
-        let mtime = UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);
-        file.set_modified(mtime).map_err(|e| Error::io(dest, e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

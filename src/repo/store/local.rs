@@ -5,6 +5,12 @@
 //! symlink, and listings leave out whatever is reached through one. (A symlink
 //! swapped in between the check and the request is not caught: the repository
 //! directory is meant to be writable by its owner only.)
+//!
+//! Durability is per commit, not per object: content objects are written
+//! without an fsync each; a write-once create (`PutMode::Create`: the marker,
+//! locks, backup headers — the commit points) first flushes the whole
+//! filesystem (`syncfs`), so everything written before it is on disk before it
+//! is, and is itself written with fsyncs of the file and its directories.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,22 +21,27 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 /// `LocalFileSystem` rooted at `root`, refusing symlinks below it.
 #[derive(Debug)]
 pub(super) struct NoSymlinks {
+    /// Writes content objects without fsync.
     inner: Arc<LocalFileSystem>,
+    /// Writes commit points with fsync of file and directories.
+    durable: LocalFileSystem,
     root: PathBuf,
 }
 
 impl NoSymlinks {
-    pub fn new(inner: LocalFileSystem, root: PathBuf) -> Self {
-        Self {
-            inner: Arc::new(inner),
+    /// The repository directory `root` (absolute, canonical).
+    pub fn new(root: PathBuf) -> object_store::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            durable: LocalFileSystem::new_with_prefix(&root)?.with_fsync(true),
             root,
-        }
+        })
     }
 
     /// Fails when a component of `location` that exists is a symlink.
@@ -61,6 +72,14 @@ fn check(root: &std::path::Path, location: &Path) -> object_store::Result<()> {
     Ok(())
 }
 
+/// Flushes every dirty file and directory of the filesystem holding `dir`.
+fn sync_filesystem(dir: &std::path::Path) -> object_store::Result<()> {
+    crate::common::durable::sync_filesystem(dir).map_err(|e| object_store::Error::Generic {
+        store: "local",
+        source: format!("syncfs {}: {e}", dir.display()).into(),
+    })
+}
+
 impl std::fmt::Display for NoSymlinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.inner)
@@ -76,7 +95,17 @@ impl ObjectStore for NoSymlinks {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.check(location)?;
-        self.inner.put_opts(location, payload, opts).await
+        if !matches!(opts.mode, PutMode::Create) {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || sync_filesystem(&root))
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "local",
+                source: e.into(),
+            })??;
+        self.durable.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(

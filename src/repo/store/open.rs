@@ -1,6 +1,6 @@
 //! URL + options → store: the one place object stores are built. `s3://`, `gs://`,
 //! `az://` (and object_store's other spellings), `file://`, `memory://`, plain
-//! paths (created, fsync on). Settings come from the environment through the
+//! paths (created; durable at each commit, `local`). Settings come from the environment through the
 //! builders' `from_env`, `--store-option` on top; request and connect timeouts and
 //! retries have defaults that ride out a store restarting or throttling.
 
@@ -11,7 +11,6 @@ use std::sync::Arc;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -155,14 +154,12 @@ impl Repository {
     fn local(path: PathBuf, name: String) -> Result<Self> {
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         let root = path.canonicalize().map_err(|e| Error::io(&path, e))?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| Error::Store {
-                url: name.clone(),
-                kind: StoreErrorKind::Other,
-                message: e.to_string(),
-            })?
-            .with_fsync(true);
-        let mut repo = Self::from_store(Arc::new(NoSymlinks::new(store, root.clone())), name);
+        let store = NoSymlinks::new(root.clone()).map_err(|e| Error::Store {
+            url: name.clone(),
+            kind: StoreErrorKind::Other,
+            message: e.to_string(),
+        })?;
+        let mut repo = Self::from_store(Arc::new(store), name);
         repo.local_root = Some(root);
         Ok(repo)
     }
