@@ -52,7 +52,7 @@ pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::copy::{copy, CopyOptions, CopyReport};
 pub use ops::prune::{prune, Kept, PruneOptions, PruneReport, RetentionPolicy};
-pub use ops::restore::{restore, RestoreOptions, RestoreReport};
+pub use ops::restore::{restore, RestoreOptions, RestoreReport, RESTORE_JOBS};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};
 pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};

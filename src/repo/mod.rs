@@ -18,5 +18,5 @@ pub mod manifest;
 mod store;
 pub mod upload;
 
-pub(crate) use store::Fetched;
 pub use store::{Created, Repository};
+pub(crate) use store::{Fetched, RangeRead};

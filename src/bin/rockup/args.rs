@@ -204,8 +204,8 @@ pub struct RestoreArgs {
     /// Where to put the external files (missing or empty).
     #[arg(long)]
     pub blob_root: Option<PathBuf>,
-    /// Downloads at once.
-    #[arg(long, default_value_t = 8)]
+    /// Requests in flight (objects, or ranges of a large object).
+    #[arg(long, default_value_t = rockup::RESTORE_JOBS)]
     pub jobs: usize,
 }
 

@@ -9,11 +9,15 @@
 //! number, and checks that every record's reference resolves to a restored file.
 
 mod check;
+mod download;
 mod stage;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
@@ -23,7 +27,12 @@ use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
 use crate::repo::Repository;
-use stage::{collect_problems, download, place_all, Expected, Staging, PERMISSION_BITS};
+use download::{Downloader, Job, PERMISSION_BITS};
+use stage::{place_all, Staging};
+
+/// Requests in flight by default: many small objects are latency-bound, so
+/// far more than there are cores; large objects are fetched in ranges.
+pub const RESTORE_JOBS: usize = 32;
 
 /// How to restore.
 #[derive(Clone)]
@@ -34,7 +43,7 @@ pub struct RestoreOptions {
     pub db_dir: PathBuf,
     /// Where external files go (missing or empty); required when the backup has any.
     pub blob_root: Option<PathBuf>,
-    /// Downloads at once.
+    /// Requests in flight (objects, or ranges of a large object).
     pub jobs: usize,
     /// The application's extractor, for backups made with one (library mode).
     pub extractor: Option<Arc<dyn ReferenceExtractor>>,
@@ -46,7 +55,7 @@ pub struct RestoreOptions {
 
 impl RestoreOptions {
     /// Restores `backup` (an id or `latest`) into `db_dir` and, for its external
-    /// files, `blob_root`, with 8 downloads at once.
+    /// files, `blob_root`, with [`RESTORE_JOBS`] requests in flight.
     pub fn new(
         backup: impl Into<String>,
         db_dir: impl Into<PathBuf>,
@@ -56,7 +65,7 @@ impl RestoreOptions {
             backup: backup.into(),
             db_dir: db_dir.into(),
             blob_root,
-            jobs: 8,
+            jobs: RESTORE_JOBS,
             extractor: None,
             open_options: None,
             source: None,
@@ -108,16 +117,21 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         references_checked: 0,
         known_problems: header.problem_count,
     };
-    let jobs = options.jobs.max(1);
     let db_stage = Staging::create(&options.db_dir, &header.backup_id)?;
-    let mut problems = download_db(repo, &db_entries, &db_stage, jobs).await?;
     let blob_stage = match &blob_root {
         Some(root) => Some(Staging::create(root, &header.backup_id)?),
         None => None,
     };
-    if let Some(stage) = &blob_stage {
-        problems.extend(download_external(repo, &header, stage, jobs, &mut report).await?);
-    }
+    let tally = Tally::default();
+    let jobs = futures::stream::iter(db_jobs(&db_entries, &db_stage)).chain(external_jobs(
+        repo,
+        &header,
+        blob_stage.as_ref(),
+        &tally,
+    ));
+    let problems = Downloader::new(repo, options.jobs).run(jobs).await?;
+    report.external_files = tally.files.into_inner();
+    report.external_bytes = tally.bytes.into_inner();
     fail_on(problems, |count| {
         format!(
             "restore of {} failed: {count} corrupt or missing object(s); nothing was placed",
@@ -165,59 +179,73 @@ fn fail_on(problems: Vec<Problem>, summary: impl FnOnce(usize) -> String) -> Res
     })
 }
 
-async fn download_db(
-    repo: &Repository,
-    entries: &[DbFileEntry],
-    stage: &Staging,
-    jobs: usize,
-) -> Result<Vec<Problem>> {
-    let downloads = entries.iter().map(|entry| {
-        let dest = stage.path.join(&entry.name);
-        let key = ObjectPath::from(entry.object.as_str());
-        let expected = Expected {
-            sha256: &entry.sha256,
+fn db_jobs<'a>(
+    entries: &'a [DbFileEntry],
+    stage: &'a Staging,
+) -> impl Iterator<Item = Result<Job>> + 'a {
+    entries.iter().map(|entry| {
+        Ok(Job {
+            key: ObjectPath::from(entry.object.as_str()),
+            dest: stage.path.join(&entry.name),
+            sha256: entry.sha256.clone(),
             size: entry.size,
             mode: entry.mode,
             mtime_ns: None,
-        };
-        download(repo, key, dest, expected)
-    });
-    collect_problems(downloads, jobs).await
+        })
+    })
 }
 
-/// Downloads the external files part by part (one part in memory at a time).
-async fn download_external(
-    repo: &Repository,
-    header: &Header,
-    stage: &Staging,
-    jobs: usize,
-    report: &mut RestoreReport,
-) -> Result<Vec<Problem>> {
-    let mut problems = Vec::new();
-    for part in header.parts_of::<ExternalEntry>() {
-        let entries: Vec<ExternalEntry> = header.read_part(repo, part).await?;
-        for entry in &entries {
-            if let Some(parent) = Path::new(&entry.path).parent() {
-                let dir = stage.path.join(parent);
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            }
-            report.external_files += 1;
-            report.external_bytes = report.external_bytes.saturating_add(entry.size);
-        }
-        let downloads = entries.iter().map(|entry| {
-            let dest = stage.path.join(&entry.path);
-            let key = layout::external_blob(&entry.sha256);
-            let expected = Expected {
-                sha256: &entry.sha256,
-                size: entry.size,
-                mode: Some(entry.mode),
-                mtime_ns: Some(entry.mtime_ns),
-            };
-            download(repo, key, dest, expected)
-        });
-        problems.extend(collect_problems(downloads, jobs).await?);
+/// External files counted as their parts are read.
+#[derive(Default)]
+struct Tally {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// The external files' jobs, part by part (one part in memory at a time),
+/// each part's directories created in staging before its files are fetched.
+fn external_jobs<'a>(
+    repo: &'a Repository,
+    header: &'a Header,
+    stage: Option<&'a Staging>,
+    tally: &'a Tally,
+) -> impl Stream<Item = Result<Job>> + 'a {
+    let parts = stage.map(|stage| {
+        header
+            .parts_of::<ExternalEntry>()
+            .map(move |part| (stage, part))
+    });
+    futures::stream::iter(parts.into_iter().flatten())
+        .then(move |(stage, part)| async move {
+            let entries: Vec<ExternalEntry> = header.read_part(repo, part).await?;
+            let jobs = entries
+                .into_iter()
+                .map(|entry| external_job(entry, stage, tally))
+                .collect::<Vec<_>>();
+            Ok::<_, Error>(futures::stream::iter(jobs))
+        })
+        .try_flatten()
+}
+
+fn external_job(entry: ExternalEntry, stage: &Staging, tally: &Tally) -> Result<Job> {
+    if let Some(parent) = Path::new(&entry.path).parent() {
+        let dir = stage.path.join(parent);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
-    Ok(problems)
+    tally.files.fetch_add(1, Ordering::Relaxed);
+    let _ = tally
+        .bytes
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_add(entry.size))
+        });
+    Ok(Job {
+        key: layout::external_blob(&entry.sha256),
+        dest: stage.path.join(&entry.path),
+        size: entry.size,
+        mode: Some(entry.mode),
+        mtime_ns: Some(entry.mtime_ns),
+        sha256: entry.sha256,
+    })
 }
 
 fn require_empty(dir: &Path) -> Result<()> {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +61,18 @@ pub(crate) enum Fetched {
     TooLarge,
     /// The object ended early or hashes otherwise: what it had.
     Differs { bytes: u64, sha256: String },
+}
+
+/// What a ranged read found.
+pub(crate) enum RangeRead {
+    /// The whole range, written.
+    Written,
+    /// No such object.
+    Missing,
+    /// The object is this many bytes long, not the size expected.
+    ObjectSize(u64),
+    /// The range ended early, at this offset.
+    Short(u64),
 }
 
 /// Outcome of a write-once create.
@@ -288,6 +302,46 @@ impl Repository {
                 bytes: read,
                 sha256: actual,
             }),
+        }
+    }
+
+    /// Writes bytes `range` of the object at `key` into `file` at the same
+    /// offsets (the bytes are not hashed here: the caller hashes the whole file
+    /// once every range is in). The object must be `size` bytes long as the
+    /// store reports it, and the range must come back whole; otherwise what
+    /// was found is returned and nothing past the range is written.
+    pub(crate) async fn read_range_into(
+        &self,
+        key: &Path,
+        range: std::ops::Range<u64>,
+        size: u64,
+        (file, out_path): (&std::fs::File, &std::path::Path),
+    ) -> Result<RangeRead> {
+        use std::os::unix::fs::FileExt;
+        let options = GetOptions::default().with_range(Some(GetRange::Bounded(range.clone())));
+        let result = match self.store.get_opts(key, options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(RangeRead::Missing),
+            Err(e) => return Err(self.error(e)),
+        };
+        if result.meta.size != size {
+            return Ok(RangeRead::ObjectSize(result.meta.size));
+        }
+        let mut offset = range.start;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(e))?;
+            if offset + chunk.len() as u64 > range.end {
+                return Ok(RangeRead::ObjectSize(offset + chunk.len() as u64));
+            }
+            // A page-cache write: short enough for the async worker.
+            file.write_all_at(&chunk, offset)
+                .map_err(|e| Error::io(out_path, e))?;
+            offset += chunk.len() as u64;
+        }
+        match offset == range.end {
+            true => Ok(RangeRead::Written),
+            false => Ok(RangeRead::Short(offset)),
         }
     }
 
