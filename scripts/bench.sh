@@ -1,50 +1,26 @@
 #!/usr/bin/env bash
-# Backup and restore speed and memory on a sample database with external files,
-# as ratios against a baseline measured in the same run (cp -a + sync of the same
-# data to the same disk). Prints figures; asserts nothing.
-#   bash scripts/bench.sh [DB_MIB] [FILES] [FILE_KIB]     (default 1024 2000 64)
+# The speed benchmark (README: Benchmark): release build, a generated dataset,
+# rockup against cp -a + sync, RocksDB BackupEngine + a file copy, rclone and
+# the AWS CLI (where installed), locally and against a native S3 server
+# (s3s-fs, installed from crates.io) on loopback. Prints a table of ratios;
+# asserts nothing. Arguments go to `bench run` (examples/bench/main.rs):
+#   bash scripts/bench.sh [--shape many-small|few-large] [--db-mib N] [--files N]
+#                         [--file-kib N] [--rounds N] [--only local|s3] [--work DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-DB_MIB=${1:-1024}; FILES=${2:-2000}; FILE_KIB=${3:-64}
-cargo build --bin rockup --example make_sample 2>/dev/null
-BIN="$CARGO_TARGET_DIR/debug"
-WORK=$(mktemp -d /var/tmp/rockup-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-"$BIN/examples/make_sample" "$WORK/src" "$DB_MIB" "$FILES" "$FILE_KIB" >/dev/null
-
-python3 - "$BIN/rockup" "$WORK" <<'PY'
-import json, os, resource, subprocess, sys, time
-rockup, work = sys.argv[1], sys.argv[2]
-src = f"{work}/src"
-
-def run(args, **kw):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.monotonic()
-    out = subprocess.run(args, check=True, capture_output=True, text=True, **kw)
-    elapsed = time.monotonic() - start
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children so far
-    return elapsed, rss, out.stdout
-
-def size(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-total = size(src)
-mib = total / 2**20
-base, _, _ = run(["sh", "-c", f"cp -a {src} {work}/copy && sync"])
-blob = ["--blob-root", f"{src}/files", "--blob-cf", "files", "--blob-ref", "json:/path",
-        "--blob-key-prefix", "file:", "--blob-sha256", "json:/sha256"]
-repo = f"{work}/repo"
-b1, rss1, out1 = run([rockup, "backup", "--repo", repo, "--db", f"{src}/db", "--json", *blob])
-subprocess.run(["sync"], check=True)
-b2, _, out2 = run([rockup, "backup", "--repo", repo, "--db", f"{src}/db", "--json", *blob])
-r, rss2, _ = run([rockup, "restore", "--repo", repo, "--db-dir", f"{work}/r/db", "--blob-root", f"{work}/r/files", "--json"])
-subprocess.run(["sync"], check=True)
-h1, h2 = json.loads(out1)["header"]["stats"], json.loads(out2)["header"]["stats"]
-print(f"data: {mib:.0f} MiB ({h1['db_files']} DB files, {h1['external_files']} external files)")
-print(f"baseline cp -a + sync:     {base:6.2f} s  {mib/base:7.1f} MiB/s")
-print(f"backup (first):            {b1:6.2f} s  {mib/b1:7.1f} MiB/s  = {base/b1:.2f}x baseline speed")
-print(f"backup (second, unchanged):{b2:6.2f} s  uploaded {h2['uploaded_objects']} objects, {h2['uploaded_bytes']} bytes")
-print(f"restore (verified):        {r:6.2f} s  {mib/r:7.1f} MiB/s  = {base/r:.2f}x baseline speed")
-print(f"peak RSS of any rockup run: {max(rss1, rss2)/1024:.0f} MiB")
-PY
+TOOLS="${ROCKUP_BENCH_TOOLS:-$HOME/.cache/rockup-tools}"
+if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+  # 0.14 is the newest s3s-fs that builds with rustc 1.95.
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$TOOLS" \
+    --target-dir "$TOOLS/target"
+fi
+if ! command -v rclone >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rclone >/dev/null
+fi
+cargo build --release --bin rockup --example bench
+BIN="$CARGO_TARGET_DIR/release"
+# Debian's rclone refuses to start with AWS_CA_BUNDLE set (plain HTTP here anyway).
+unset AWS_CA_BUNDLE
+exec "$BIN/examples/bench" run --rockup "$BIN/rockup" --s3-server "$TOOLS/bin/s3s-fs" "$@"

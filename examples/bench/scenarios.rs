@@ -1,0 +1,286 @@
+//! The phases of one round and their contenders, as shell scripts over a few
+//! variables (`$SRC` the dataset, `$W` the round's scratch, `$ROCKUP`, `$BENCH`,
+//! `$S3ROOT` the S3 server's directory), and the table at the end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::measure::{self, Cost, Summary};
+use crate::{dataset, s3, Settings};
+
+/// One tool doing one phase's job: `setup` unmeasured, then `script` measured.
+struct Contender {
+    name: &'static str,
+    setup: &'static str,
+    script: &'static str,
+}
+
+/// A phase: what all its contenders do, in an order that rotates by round.
+struct Phase {
+    title: &'static str,
+    s3: bool,
+    contenders: Vec<Contender>,
+}
+
+const ROCKUP_BACKUP_LOCAL: &str = r#""$ROCKUP" backup --repo "$W/rockup-repo" --db "$SRC/db" --blob-root "$SRC/files" $RESOLVER --json >"$W/rockup.json"; sync"#;
+const ROCKUP_BACKUP_S3: &str = r#""$ROCKUP" backup --repo s3://rockup --db "$SRC/db" --blob-root "$SRC/files" $RESOLVER --json >"$W/rockup.json""#;
+const ENGINE_BACKUP: &str = r#""$BENCH" engine-backup "$SRC/db" "$W/engine"; cp -a -u "$SRC/files/." "$W/engine-files/"; sync"#;
+const RCLONE_UP: &str = r#"rclone copy "$SRC" s3:rclone"#;
+const RCLONE16_UP: &str = r#"rclone copy --transfers 16 "$SRC" s3:rclone16"#;
+const AWS_UP: &str = r#"aws --endpoint-url "$AWS_ENDPOINT" s3 sync --quiet "$SRC" s3://aws"#;
+const FRESH_OUT: &str = r#"rm -rf "$W/out"; sync"#;
+
+fn phases() -> Vec<Phase> {
+    let c = |name, setup, script| Contender {
+        name,
+        setup,
+        script,
+    };
+    let incremental = |title, s3| Phase {
+        title,
+        s3,
+        contenders: if s3 {
+            vec![
+                c("rockup", "", ROCKUP_BACKUP_S3),
+                c("rclone copy --transfers 16", "", RCLONE16_UP),
+                c("aws s3 sync", "", AWS_UP),
+            ]
+        } else {
+            vec![
+                c("rockup", "", ROCKUP_BACKUP_LOCAL),
+                c("BackupEngine + cp -a -u", "", ENGINE_BACKUP),
+            ]
+        },
+    };
+    vec![
+        Phase {
+            title: "full backup, local",
+            s3: false,
+            contenders: vec![
+                c("rockup", r#"rm -rf "$W/rockup-repo""#, ROCKUP_BACKUP_LOCAL),
+                c(
+                    "BackupEngine + cp -a",
+                    r#"rm -rf "$W/engine" "$W/engine-files"; mkdir -p "$W/engine-files""#,
+                    ENGINE_BACKUP,
+                ),
+                c(
+                    "cp -a + sync",
+                    r#"rm -rf "$W/copy""#,
+                    r#"cp -a "$SRC" "$W/copy"; sync"#,
+                ),
+            ],
+        },
+        Phase {
+            title: "full backup, S3",
+            s3: true,
+            contenders: vec![
+                c(
+                    "rockup",
+                    r#"rm -rf "$S3ROOT/rockup"; mkdir "$S3ROOT/rockup""#,
+                    ROCKUP_BACKUP_S3,
+                ),
+                c(
+                    "rclone copy",
+                    r#"rm -rf "$S3ROOT/rclone"; mkdir "$S3ROOT/rclone""#,
+                    RCLONE_UP,
+                ),
+                c(
+                    "rclone copy --transfers 16",
+                    r#"rm -rf "$S3ROOT/rclone16"; mkdir "$S3ROOT/rclone16""#,
+                    RCLONE16_UP,
+                ),
+                c(
+                    "aws s3 sync",
+                    r#"rm -rf "$S3ROOT/aws"; mkdir "$S3ROOT/aws""#,
+                    AWS_UP,
+                ),
+            ],
+        },
+        incremental("unchanged backup, local", false),
+        incremental("unchanged backup, S3", true),
+        Phase {
+            title: "CHANGE",
+            s3: false,
+            contenders: vec![],
+        },
+        incremental("1%-changed backup, local", false),
+        incremental("1%-changed backup, S3", true),
+        Phase {
+            title: "restore, local",
+            s3: false,
+            contenders: vec![
+                c(
+                    "rockup",
+                    FRESH_OUT,
+                    r#""$ROCKUP" restore --repo "$W/rockup-repo" --db-dir "$W/out/db" --blob-root "$W/out/files" --json"#,
+                ),
+                c(
+                    "BackupEngine + cp -a",
+                    FRESH_OUT,
+                    r#""$BENCH" engine-restore "$W/engine" "$W/out/db"; cp -a "$W/engine-files" "$W/out/files"; sync"#,
+                ),
+                c(
+                    "cp -a + sync",
+                    FRESH_OUT,
+                    r#"mkdir -p "$W/out"; cp -a "$SRC/db" "$SRC/files" "$W/out/"; sync"#,
+                ),
+            ],
+        },
+        Phase {
+            title: "restore, S3",
+            s3: true,
+            contenders: vec![
+                c(
+                    "rockup",
+                    FRESH_OUT,
+                    r#""$ROCKUP" restore --repo s3://rockup --db-dir "$W/out/db" --blob-root "$W/out/files" --json"#,
+                ),
+                c(
+                    "rclone copy",
+                    FRESH_OUT,
+                    r#"rclone copy s3:rclone "$W/out"; sync"#,
+                ),
+                c(
+                    "rclone copy --transfers 16",
+                    FRESH_OUT,
+                    r#"rclone copy --transfers 16 s3:rclone16 "$W/out"; sync"#,
+                ),
+                c(
+                    "aws s3 sync",
+                    FRESH_OUT,
+                    r#"aws --endpoint-url "$AWS_ENDPOINT" s3 sync --quiet s3://aws "$W/out"; sync"#,
+                ),
+            ],
+        },
+    ]
+}
+
+/// Generates the dataset, runs every round, prints the table.
+pub fn run(settings: Settings) {
+    let work = &settings.work;
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).expect("work directory");
+    let bench = std::env::current_exe().expect("own path");
+    let shape_args = shape_args(&settings);
+    let mut env = vec![
+        ("SRC".into(), path(&work.join("src"))),
+        ("W".into(), path(&work.join("round"))),
+        ("ROCKUP".into(), path(&settings.rockup)),
+        ("BENCH".into(), path(&bench)),
+        ("RESOLVER".into(), dataset::RESOLVER.into()),
+        ("S3ROOT".into(), path(&work.join("s3"))),
+    ];
+    eprintln!("generating {:?} in {}", settings.shape, work.display());
+    measure::run(&format!(r#""$BENCH" generate "$SRC" {shape_args}"#), &env);
+    let server = start_server(&settings, &mut env);
+    let aws = has_command("aws");
+    let mut results: BTreeMap<(usize, &'static str), Vec<Cost>> = BTreeMap::new();
+    let phases = phases();
+    for round in 0..settings.rounds {
+        measure::run(r#"rm -rf "$W"; mkdir -p "$W""#, &env);
+        for (index, phase) in phases.iter().enumerate() {
+            if phase.title == "CHANGE" {
+                measure::run(
+                    &format!(r#""$BENCH" change "$SRC" {shape_args} --round {round}"#),
+                    &env,
+                );
+                continue;
+            }
+            if phase.s3 && server.is_none() || !phase.s3 && settings.only.as_deref() == Some("s3") {
+                continue;
+            }
+            let count = phase.contenders.len();
+            for k in 0..count {
+                let contender = &phase.contenders[(k + round) % count];
+                if contender.name == "aws s3 sync" && !aws {
+                    continue;
+                }
+                measure::run(contender.setup, &env);
+                let cost = measure::measure(contender.script, &env);
+                eprintln!(
+                    "round {round} | {} | {}: {:.2} s",
+                    phase.title, contender.name, cost.secs
+                );
+                results
+                    .entry((index, contender.name))
+                    .or_default()
+                    .push(cost);
+            }
+        }
+    }
+    drop(server);
+    print_table(&settings, &phases, &results);
+    let _ = std::fs::remove_dir_all(work);
+}
+
+fn start_server(settings: &Settings, env: &mut Vec<(String, String)>) -> Option<s3::Server> {
+    if settings.only.as_deref() == Some("local") {
+        return None;
+    }
+    let binary = settings.s3_server.as_ref()?;
+    let server = s3::Server::start(binary, &settings.work.join("s3"));
+    env.extend(server.client_env());
+    Some(server)
+}
+
+fn shape_args(settings: &Settings) -> String {
+    let s = settings.shape;
+    format!(
+        "--db-mib {} --files {} --file-kib {}",
+        s.db_mib, s.files, s.file_kib
+    )
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().expect("UTF-8 path").to_string()
+}
+
+fn has_command(name: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn print_table(
+    settings: &Settings,
+    phases: &[Phase],
+    results: &BTreeMap<(usize, &'static str), Vec<Cost>>,
+) {
+    let s = settings.shape;
+    println!(
+        "\n# {} dataset: {} MiB database + {} external files of ~{} KiB; {} rounds; {}",
+        settings.shape_name,
+        s.db_mib,
+        s.files,
+        s.file_kib,
+        settings.rounds,
+        settings.rockup.display()
+    );
+    for (index, phase) in phases.iter().enumerate() {
+        let Some(rockup) = results.get(&(index, "rockup")).map(|r| Summary::of(r)) else {
+            continue;
+        };
+        println!("\n## {}\n", phase.title);
+        println!(
+            "| contender | best s | median s | CPU s | peak RSS MiB | rockup's time ÷ its time |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for contender in &phase.contenders {
+            let Some(runs) = results.get(&(index, contender.name)) else {
+                continue;
+            };
+            let summary = Summary::of(runs);
+            let ratio = rockup.best.secs / summary.best.secs;
+            println!(
+                "| {} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} |",
+                contender.name,
+                summary.best.secs,
+                summary.median_secs,
+                summary.best.cpu_secs,
+                summary.best.peak_rss_mib,
+                ratio
+            );
+        }
+    }
+}
