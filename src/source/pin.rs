@@ -1,8 +1,9 @@
 //! Pinning: each reference is checked against the blob root's rules and captured
-//! at once — hard-linked into rockup's work directory, or, where a link is
-//! impossible (another filesystem, EPERM), read later with a before/after
-//! size+mtime check. A reference resolves from its pre-link first (a file the
-//! application deleted since the point in time), then from the live tree. What
+//! at once. A reference resolves from what rockup already holds first — the
+//! file the deletion guard set aside, or its pre-link (one link per file, made
+//! at the point in time), read from there as it is — then from the live tree,
+//! hard-linked into rockup's work directory, or, where a link is impossible
+//! (another filesystem, EPERM), read later with a before/after size+mtime check. What
 //! cannot be captured becomes a [`Problem`] naming the path and the record key,
 //! never a silent skip.
 
@@ -60,7 +61,9 @@ pub struct Pinner {
     root: PathBuf,
     pins: PathBuf,
     link: bool,
-    seen_unlinked: HashSet<String>,
+    /// The paths pinned so far, by the first 16 bytes of their SHA-256
+    /// (16 MiB for a million files; a collision is beyond reach).
+    seen: HashSet<[u8; 16]>,
     prelinks: Option<Prelinks>,
     /// The application's deletion guard, held until pinning ends.
     guard: Option<GuardHold>,
@@ -84,8 +87,11 @@ const SYMLINK_REFUSED: &str =
 
 /// Where a referenced file was found.
 enum Found {
-    /// rockup's own link to it (set aside by the deletion guard, or pre-linked).
-    Own(PathBuf),
+    /// Set aside by the deletion guard (removed when the guard is let go).
+    SetAside(PathBuf),
+    /// rockup's pre-link (kept as long as the work directory), and whether
+    /// the live file is gone (rescued by the pre-link).
+    Prelinked(PathBuf, bool),
     /// The live file, opened without following symlinks, and its path.
     Live(std::fs::File, PathBuf),
 }
@@ -118,7 +124,7 @@ impl Pinner {
             link: device(&root)? == device(&pins)?,
             root,
             pins,
-            seen_unlinked: HashSet::new(),
+            seen: HashSet::new(),
             prelinks: None,
             guard: None,
             rescued: 0,
@@ -163,11 +169,7 @@ impl Pinner {
             Ok(found) => found,
             Err(pin) => return pin,
         };
-        if self.link {
-            self.pin_linked(wanted, found)
-        } else {
-            self.pin_unlinked(wanted, found)
-        }
+        self.pin_found(wanted, found)
     }
 
     /// Where the file is: set aside by the deletion guard, its pre-link (both
@@ -179,13 +181,11 @@ impl Pinner {
             .as_ref()
             .and_then(|g| g.set_aside(&self.root.join(&wanted.path)));
         if let Some(link) = set_aside {
-            return Ok(Found::Own(link));
+            return Ok(Found::SetAside(link));
         }
         if let Some(link) = self.prelinked(&wanted.path) {
-            if std::fs::symlink_metadata(self.root.join(&wanted.path)).is_err() {
-                self.rescued += 1;
-            }
-            return Ok(Found::Own(link));
+            let gone = std::fs::symlink_metadata(self.root.join(&wanted.path)).is_err();
+            return Ok(Found::Prelinked(link, gone));
         }
         let file = match open_beneath(&self.root, &wanted.path) {
             Ok(file) => file,
@@ -215,38 +215,50 @@ impl Pinner {
             .then_some(link)
     }
 
-    fn pin_linked(&mut self, wanted: Wanted, found: Found) -> Pin {
-        let pin = self
-            .pins
-            .join(&hex::encode(Sha256::digest(wanted.path.as_bytes()))[..40]);
-        let linked = match &found {
-            Found::Own(path) => std::fs::hard_link(path, &pin),
-            Found::Live(file, _) => link_open_file(file, &pin),
+    /// Captures a resolved file: a pre-link already holds it as it was and
+    /// lasts as long as the work directory, so it is read from there; a live or
+    /// set-aside file (the guard removes those when let go) is hard-linked into
+    /// the pins, or read from its path where links are impossible. A path seen
+    /// before is a duplicate.
+    fn pin_found(&mut self, wanted: Wanted, found: Found) -> Pin {
+        let digest: [u8; 16] = Sha256::digest(wanted.path.as_bytes())[..16]
+            .try_into()
+            .expect("16 bytes");
+        let first = self.seen.insert(digest);
+        let (linked, path) = match found {
+            Found::Prelinked(path, gone) => {
+                self.rescued += u64::from(first && gone);
+                return self.first_or_duplicate(first, wanted, path);
+            }
+            Found::SetAside(path) | Found::Live(_, path) if !self.link => {
+                return self.first_or_duplicate(first, wanted, path)
+            }
+            _ if !first => return self.duplicate(wanted, self.pin_path(&digest)),
+            Found::SetAside(path) => (std::fs::hard_link(&path, self.pin_path(&digest)), path),
+            Found::Live(file, path) => (link_open_file(&file, &self.pin_path(&digest)), path),
         };
         match linked {
-            Ok(()) => self.captured(wanted, pin),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.duplicate(wanted, pin),
+            Ok(()) => self.captured(wanted, self.pin_path(&digest)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 wanted.problem(Problem::missing, "deleted before it could be pinned")
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
                 self.link = false;
-                self.pin_unlinked(wanted, found)
+                self.captured(wanted, path)
             }
             Err(e) => wanted.problem(Problem::missing, format!("cannot pin: {e}")),
         }
     }
 
-    /// Where links are impossible: the file is read later from its path, with
-    /// a before/after size and mtime check.
-    fn pin_unlinked(&mut self, wanted: Wanted, found: Found) -> Pin {
-        let read_from = match found {
-            Found::Own(path) | Found::Live(_, path) => path,
-        };
-        if !self.seen_unlinked.insert(wanted.path.clone()) {
-            return self.duplicate(wanted, read_from);
+    fn pin_path(&self, digest: &[u8; 16]) -> PathBuf {
+        self.pins.join(hex::encode(digest))
+    }
+
+    fn first_or_duplicate(&self, first: bool, wanted: Wanted, read_from: PathBuf) -> Pin {
+        match first {
+            true => self.captured(wanted, read_from),
+            false => self.duplicate(wanted, read_from),
         }
-        self.captured(wanted, read_from)
     }
 
     /// A file an earlier record already referenced: nothing more to capture,
@@ -377,17 +389,51 @@ mod tests {
             sha256: None,
             size: None,
         };
-        match pinner.pin(b"k", reference) {
-            Pin::Captured(p) => {
-                assert_eq!(
-                    std::fs::read(&p.read_from).unwrap(),
-                    b"at the point in time"
-                )
-            }
-            _ => panic!("not captured"),
-        }
+        let Pin::Captured(pinned) = pinner.pin(b"k", reference) else {
+            panic!("not captured")
+        };
+        // Letting go of the guard removes what it set aside: the pin holds on.
         pinner.finish();
+        assert_eq!(
+            std::fs::read(&pinned.read_from).unwrap(),
+            b"at the point in time"
+        );
         assert_eq!(std::fs::read(root.join("f")).unwrap(), b"written later");
+    }
+
+    #[test]
+    fn prelinked_files_are_read_from_their_prelink_without_a_second_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"at the point in time").unwrap();
+        let mut prelinks = Prelinks::new(dir.path().join("prelinks")).unwrap();
+        prelinks.link_tree(&root).unwrap();
+        std::fs::remove_file(root.join("d/f")).unwrap();
+        let pins = dir.path().join("pins");
+        let mut pinner = Pinner::new(&root, pins.clone())
+            .unwrap()
+            .with_prelinks(Some(prelinks));
+        let reference = || Reference {
+            path: "d/f".into(),
+            sha256: None,
+            size: None,
+        };
+        let Pin::Captured(pinned) = pinner.pin(b"k1", reference()) else {
+            panic!("not captured")
+        };
+        assert!(pinned.read_from.starts_with(dir.path().join("prelinks")));
+        assert_eq!(
+            std::fs::read(&pinned.read_from).unwrap(),
+            b"at the point in time"
+        );
+        assert!(matches!(pinner.pin(b"k2", reference()), Pin::Duplicate));
+        assert_eq!(pinner.finish(), 1, "rescued from its pre-link");
+        assert_eq!(
+            std::fs::read_dir(&pins).unwrap().count(),
+            0,
+            "no second link"
+        );
     }
 
     #[test]

@@ -225,12 +225,13 @@ fn signal_mid_backup(signal: i32) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the backup is pinning files, i.e. in the middle of its work.
+    // Wait until the backup is pinning files (from its pre-links, into the
+    // `pinned` spool), i.e. in the middle of its work.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let pinning = || {
         entries(&work)
             .iter()
-            .any(|run| entries(&work.join(run).join("pins")).len() > 10)
+            .any(|run| work.join(run).join("pinned").exists())
     };
     while !pinning() {
         assert!(
