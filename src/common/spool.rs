@@ -20,7 +20,7 @@ impl Spool {
     pub fn create(dir: &Path) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
-        opts.set_write_buffer_size(32 << 20);
+        opts.set_write_buffer_size(8 << 20);
         opts.set_max_open_files(64);
         let db = DB::open(&opts, dir)
             .map_err(|e| Error::rocks(format!("creating scratch index {}", dir.display()), e))?;

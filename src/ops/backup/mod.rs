@@ -33,7 +33,7 @@ use crate::repo::layout;
 use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
 use crate::repo::manifest::{self, Header};
 use crate::repo::upload::DEFAULT_MEMORY_BUDGET;
-use crate::repo::Repository;
+use crate::repo::{Repository, Traffic};
 use crate::source::{
     check_work_base, default_work_base, CheckpointStats, DeletionGuard, ExternalFiles, Prepared,
     Source, WorkDir,
@@ -75,7 +75,7 @@ impl Default for BackupOptions {
     fn default() -> Self {
         Self {
             external: None,
-            jobs: 4,
+            jobs: 16,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             tags: BTreeMap::new(),
             allow_missing_blobs: false,
@@ -101,6 +101,8 @@ pub struct BackupReport {
     /// Referenced files deleted from the blob tree after the point in time and
     /// captured from their pre-links.
     pub rescued_by_prelinks: u64,
+    /// Requests and bytes this run asked of the store.
+    pub traffic: Traffic,
 }
 
 /// The identity of one backup run.
@@ -119,6 +121,7 @@ pub async fn backup(
     options: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = Instant::now();
+    let before = repo.traffic();
     if let Some(name) = &options.source {
         manifest::check_source_name(name)?;
     }
@@ -138,7 +141,10 @@ pub async fn backup(
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");
     }
-    result
+    result.map(|report| BackupReport {
+        traffic: repo.traffic().since(before),
+        ..report
+    })
 }
 
 /// Backs up the application's own open database, holding `guard` (if given) from
@@ -200,7 +206,8 @@ async fn pipeline(
         &run.backup_id,
     );
     let dedup = dedup.await?;
-    let transferred = transfer::run(dedup, files, pinning.jobs, options, &work).await?;
+    let transferred =
+        transfer::run(dedup, files, pinning.jobs, options, &work, repo.progress()).await?;
     let rescued_by_prelinks = pinning.task.await??;
     transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;
     let (header, problems) =
@@ -210,6 +217,7 @@ async fn pipeline(
         problems,
         checkpoint: stats,
         rescued_by_prelinks,
+        traffic: Traffic::default(),
     })
 }
 
