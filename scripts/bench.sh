@@ -6,6 +6,7 @@
 # asserts nothing. Arguments go to `bench run` (examples/bench/main.rs):
 #   bash scripts/bench.sh [--shape many-small|few-large] [--db-mib N] [--files N]
 #                         [--file-kib N] [--rounds N] [--only local|s3] [--work DIR]
+#                         [--without aws,…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

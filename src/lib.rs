@@ -47,6 +47,7 @@ mod source;
 
 pub use common::cleanup::wait as wait_for_cleanup;
 pub use common::names::escape_controls;
+pub use common::progress::{Progress, ProgressSnapshot};
 pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverConfig};
 pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
@@ -56,7 +57,7 @@ pub use ops::restore::{restore, RestoreOptions, RestoreReport, RESTORE_JOBS};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};
 pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};
-pub use repo::{Created, Repository};
+pub use repo::{Created, Repository, Traffic};
 pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};
 
 /// The repository format as a reader sees it: a backup's header and the entries

@@ -8,6 +8,7 @@
 //!
 //!     bash scripts/bench.sh [--shape many-small|few-large] [--db-mib N]
 //!         [--files N] [--file-kib N] [--rounds N] [--only local|s3]
+//!         [--without NAME,…]   (e.g. --without aws: contenders whose name has it)
 //!
 //! (The script builds the release binaries and installs the S3 server and
 //! rclone, then runs `bench run …`.) `bench engine-backup DB DIR`, `bench
@@ -50,6 +51,8 @@ pub struct Settings {
     pub rockup: PathBuf,
     pub s3_server: Option<PathBuf>,
     pub only: Option<String>,
+    /// Contenders left out (names containing any of these).
+    pub without: Vec<String>,
     pub work: PathBuf,
 }
 
@@ -67,6 +70,9 @@ fn settings(args: &[String]) -> Settings {
         rockup: PathBuf::from(text("--rockup").expect("--rockup PATH")),
         s3_server: text("--s3-server").map(PathBuf::from),
         only: text("--only"),
+        without: text("--without")
+            .map(|list| list.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
         work: PathBuf::from(text("--work").unwrap_or_else(|| "/var/tmp/rockup-bench".into())),
         shape_name,
     }

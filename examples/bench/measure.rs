@@ -14,6 +14,10 @@ pub struct Cost {
 
 /// Runs `script` with `sh -e -c` and measures it; panics with its output when
 /// it fails (a contender that fails has no figure worth printing).
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also reports rusage"
+)]
 pub fn measure(script: &str, env: &[(String, String)]) -> Cost {
     let mut command = Command::new("sh");
     command

@@ -192,7 +192,11 @@ pub fn run(settings: Settings) {
             let count = phase.contenders.len();
             for k in 0..count {
                 let contender = &phase.contenders[(k + round) % count];
-                if contender.name == "aws s3 sync" && !aws {
+                let left_out = settings
+                    .without
+                    .iter()
+                    .any(|w| contender.name.contains(w.as_str()));
+                if left_out || contender.name == "aws s3 sync" && !aws {
                     continue;
                 }
                 measure::run(contender.setup, &env);

@@ -7,6 +7,7 @@
 pub mod cleanup;
 pub mod durable;
 pub mod names;
+pub mod progress;
 pub mod references;
 pub mod rocks;
 pub mod spool;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry};
-use crate::repo::{Fetched, Repository};
+use crate::repo::{Fetched, Repository, Traffic};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Everything found: missing, short or corrupt objects, unreadable manifests.
     pub problems: Vec<Problem>,
+    /// Requests and bytes this run asked of the store.
+    pub traffic: Traffic,
 }
 
 /// object key -> (size, sha256), each object once across backups
@@ -45,6 +47,7 @@ type Objects = HashMap<String, (u64, String)>;
 
 /// Verifies one backup, the latest, or all of them.
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
+    let before = repo.traffic();
     repo.check_marker(false).await?;
     let ids = match options.backup.as_str() {
         "all" => manifest::committed_ids(repo).await?,
@@ -79,6 +82,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
             .values()
             .fold(0, |sum, (size, _)| sum.saturating_add(*size)),
         problems,
+        traffic: repo.traffic().since(before),
     })
 }
 
@@ -146,9 +150,18 @@ async fn rehash_all(
     objects: &Objects,
     jobs: usize,
 ) -> Result<Vec<Problem>> {
-    let rehash = keys.map(|key| {
+    let keys: Vec<&String> = keys.collect();
+    let bytes = keys
+        .iter()
+        .fold(0u64, |sum, k| sum.saturating_add(objects[*k].0));
+    repo.progress().start(Some(keys.len() as u64), Some(bytes));
+    let rehash = keys.into_iter().map(|key| {
         let (size, sha256) = &objects[key];
-        rehash(repo, key, (*size, sha256))
+        async move {
+            let found = rehash(repo, key, (*size, sha256)).await;
+            repo.progress().advance(*size);
+            found
+        }
     });
     let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
         .buffer_unordered(jobs.max(1))

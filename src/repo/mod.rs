@@ -18,5 +18,5 @@ pub mod manifest;
 mod store;
 pub mod upload;
 
-pub use store::{Created, Repository};
+pub use store::{Created, Repository, Traffic};
 pub(crate) use store::{Fetched, RangeRead};

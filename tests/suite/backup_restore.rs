@@ -42,9 +42,26 @@ async fn round_trip(fx: &Fixture, repo: rockup::Repository) {
         entries(&fx.path("work"))
     );
 
+    let (sent, stats) = (report.traffic, &report.header.stats);
+    assert!(
+        sent.put >= stats.uploaded_objects + 2 && sent.uploaded_bytes >= stats.uploaded_bytes,
+        "every upload, part and the header counted: {sent:?} for {stats:?}"
+    );
     let restored = rockup::restore(&repo, &restore_options(fx, "latest"))
         .await
         .unwrap();
+    let fetched = restored.traffic;
+    let files = restored.db_files + restored.external_files;
+    assert!(
+        fetched.get > files
+            && fetched.downloaded_bytes > restored.db_bytes + restored.external_bytes,
+        "every object, part and header fetched counted: {fetched:?}"
+    );
+    assert_eq!(
+        (fetched.put, fetched.delete),
+        (0, 0),
+        "a restore writes nothing"
+    );
     assert_eq!(restored.sequence_number, report.header.sequence_number);
     assert_eq!(restored.references_checked, 40);
     let (source, copy) = (read_all(&fx.db), read_all(&fx.path("restored/db")));

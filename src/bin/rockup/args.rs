@@ -56,6 +56,10 @@ pub struct RepoArgs {
     /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
     pub store_options: Vec<(String, String)>,
+    /// Most bytes per second sent and received together, e.g. 20M (suffixes K,
+    /// M, G are powers of 1024); unlimited by default.
+    #[arg(long, value_name = "BYTES", value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -117,8 +121,9 @@ pub struct BackupArgs {
     pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
     pub blobs: BlobArgs,
-    /// Files uploaded at once.
-    #[arg(long, default_value_t = 4)]
+    /// Files read and uploaded at once (small files are latency-bound:
+    /// more than there are cores).
+    #[arg(long, default_value_t = BackupOptions::default().jobs)]
     pub jobs: usize,
     /// Bytes of file content held in memory at once, across all uploads.
     #[arg(long, default_value_t = BackupOptions::default().memory_budget)]
@@ -303,6 +308,33 @@ fn parse_json_pointer(text: &str) -> std::result::Result<String, String> {
 }
 
 /// Parses `key=value` store options as given on the command line.
+/// `20M`, `512K`, `1.5G`, `100000` (bytes per second; an optional `B`, `iB`
+/// or `/s` is accepted).
+pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+    let bare = text
+        .trim()
+        .trim_end_matches("/s")
+        .trim_end_matches('B')
+        .trim_end_matches('i');
+    let (number, unit) = match bare.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&bare[..at], c.to_ascii_uppercase()),
+        _ => (bare, ' '),
+    };
+    let scale = match unit {
+        ' ' => 1u64,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n >= 1.0 && n.is_finite() => Ok((n * scale as f64) as u64),
+        _ => Err(format!(
+            "{text:?} is not a rate in bytes per second (e.g. 20M)"
+        )),
+    }
+}
+
 fn parse_store_option(text: &str) -> std::result::Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
@@ -363,6 +395,23 @@ impl VerifyArgs {
             source: self.source.clone(),
             deep: self.deep,
             jobs: self.jobs.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_read_like_people_write_them() {
+        assert_eq!(parse_rate("100000"), Ok(100_000));
+        assert_eq!(parse_rate("20M"), Ok(20 << 20));
+        assert_eq!(parse_rate("512KiB/s"), Ok(512 << 10));
+        assert_eq!(parse_rate("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_rate("8MB"), Ok(8 << 20));
+        for wrong in ["", "0", "-5M", "10X", "fast", "NaN"] {
+            assert!(parse_rate(wrong).is_err(), "{wrong:?} accepted");
         }
     }
 }

@@ -11,16 +11,19 @@ use crate::args::{
     VerifyArgs,
 };
 use crate::demo;
-use rockup::{escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source};
+use crate::progress::{self, Display};
+use rockup::{
+    escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source, Traffic,
+};
 
 /// Runs one command; returns its JSON document and exit code.
-pub async fn run(command: Command) -> Result<(Value, i32)> {
+pub async fn run(command: Command, display: Display) -> Result<(Value, i32)> {
     match command {
-        Command::Backup(args) => backup(args).await,
+        Command::Backup(args) => backup(args, display).await,
         Command::List(args) => list(args).await,
-        Command::Restore(args) => restore(args).await,
-        Command::Verify(args) => verify(args).await,
-        Command::Prune(args) => prune(args).await,
+        Command::Restore(args) => restore(args, display).await,
+        Command::Verify(args) => verify(args, display).await,
+        Command::Prune(args) => prune(args, display).await,
         Command::Unlock(args) => unlock(args).await,
         Command::Copy(args) => copy(args).await,
         Command::Demo(args) => demo(args.dir).await,
@@ -28,15 +31,29 @@ pub async fn run(command: Command) -> Result<(Value, i32)> {
 }
 
 fn repository(args: &RepoArgs) -> Result<Repository> {
-    Repository::open(&args.repo, &args.store_options)
+    let repo = Repository::open(&args.repo, &args.store_options)?;
+    Ok(match args.rate_limit {
+        Some(rate) => repo.with_rate_limit(rate),
+        None => repo,
+    })
+}
+
+fn print_traffic(traffic: &Traffic) {
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    eprintln!(
+        "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE; {:.1} MiB sent, {:.1} MiB received",
+        traffic.put, traffic.get, traffic.head, traffic.list, traffic.delete,
+        mib(traffic.uploaded_bytes), mib(traffic.downloaded_bytes)
+    );
 }
 
 fn document(report: &impl Serialize) -> Value {
     serde_json::to_value(report).expect("report serializes")
 }
 
-async fn backup(args: BackupArgs) -> Result<(Value, i32)> {
+async fn backup(args: BackupArgs, display: Display) -> Result<(Value, i32)> {
     let repo = repository(&args.repo)?;
+    let shown = progress::show(repo.progress(), display);
     let options = args.options()?;
     let source = match (&args.db, &args.checkpoint) {
         (Some(db), _) => Source::Db(db.clone()),
@@ -47,6 +64,7 @@ async fn backup(args: BackupArgs) -> Result<(Value, i32)> {
         (None, None) => unreachable!("clap requires --db or --checkpoint"),
     };
     let report = rockup::backup(&repo, source, &options).await?;
+    drop(shown);
     print_backup(&report);
     let code = if report.problems.is_empty() { 0 } else { 3 };
     Ok((document(&report), code))
@@ -59,6 +77,7 @@ fn print_backup(report: &BackupReport) {
         h.backup_id, h.sequence_number, h.stats.db_files, h.stats.db_bytes, h.stats.external_files,
         h.stats.external_bytes, h.stats.uploaded_objects, h.stats.uploaded_bytes
     );
+    print_traffic(&report.traffic);
     for problem in &report.problems {
         eprintln!("  recorded problem: {problem}");
     }
@@ -114,14 +133,17 @@ fn print_listed(row: &ListedBackup) {
     );
 }
 
-async fn restore(args: RestoreArgs) -> Result<(Value, i32)> {
+async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
     let repo = repository(&args.repo)?;
+    let shown = progress::show(repo.progress(), display);
     let report = rockup::restore(&repo, &args.options()).await?;
+    drop(shown);
     eprintln!(
         "restored backup {} (sequence {}): {} DB files, {} external files into {}; {} references checked",
         report.backup_id, report.sequence_number, report.db_files, report.external_files,
         args.db_dir.display(), report.references_checked
     );
+    print_traffic(&report.traffic);
     if report.known_problems > 0 {
         eprintln!(
             "  the backup recorded {} reference(s) it could not capture",
@@ -131,11 +153,13 @@ async fn restore(args: RestoreArgs) -> Result<(Value, i32)> {
     Ok((document(&report), 0))
 }
 
-async fn verify(args: VerifyArgs) -> Result<(Value, i32)> {
+async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
     let repo = repository(&args.repo)?;
+    let shown = progress::show(repo.progress(), display);
     let report = rockup::verify(&repo, &args.options())
         .await?
         .into_result()?;
+    drop(shown);
     eprintln!(
         "verified {} backup(s): {} objects, {} bytes{}; no problems",
         report.backups.len(),
@@ -143,12 +167,15 @@ async fn verify(args: VerifyArgs) -> Result<(Value, i32)> {
         report.bytes,
         if args.deep { ", re-hashed" } else { "" }
     );
+    print_traffic(&report.traffic);
     Ok((document(&report), 0))
 }
 
-async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
+async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
     let repo = repository(&args.repo)?;
+    let shown = progress::show(repo.progress(), display);
     let report = rockup::prune(&repo, &args.options()).await?;
+    drop(shown);
     let (verb, deleted) = match report.dry_run {
         true => ("would forget", "would delete"),
         false => ("forgot", "deleted"),
@@ -161,6 +188,7 @@ async fn prune(args: PruneArgs) -> Result<(Value, i32)> {
         report.deleted_bytes,
         report.young_unreferenced
     );
+    print_traffic(&report.traffic);
     for id in &report.forgotten {
         eprintln!("  {verb} {id}");
     }

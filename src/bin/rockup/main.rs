@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod demo;
+mod progress;
 
 use clap::Parser;
 use serde_json::{json, Value};
@@ -27,7 +28,8 @@ fn main() {
     init_tracing(cli.verbose);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     let json = cli.json;
-    let result = runtime.block_on(run_until_signal(cli.command));
+    let display = progress::Display::choose(json);
+    let result = runtime.block_on(run_until_signal(cli.command, display));
     if matches!(result, Err(Error::Interrupted(_))) {
         // Let cancelled work clean up — lock removal and multipart aborts, with
         // their retries — within a bound, then blocking tasks that share the
@@ -110,14 +112,17 @@ fn init_tracing(verbose: u8) {
 
 /// Runs `command` until it ends or a signal stops it: SIGINT (exit 130), or
 /// SIGTERM, SIGHUP or SIGQUIT (exit 143, like SIGTERM).
-async fn run_until_signal(command: Command) -> rockup::Result<(Value, i32)> {
+async fn run_until_signal(
+    command: Command,
+    display: progress::Display,
+) -> rockup::Result<(Value, i32)> {
     let handler = |kind, name| signal(kind).unwrap_or_else(|e| panic!("{name} handler: {e}"));
     let mut interrupt = handler(SignalKind::interrupt(), "SIGINT");
     let mut terminate = handler(SignalKind::terminate(), "SIGTERM");
     let mut hangup = handler(SignalKind::hangup(), "SIGHUP");
     let mut quit = handler(SignalKind::quit(), "SIGQUIT");
     tokio::select! {
-        result = commands::run(command) => result,
+        result = commands::run(command, display) => result,
         _ = interrupt.recv() => Err(Error::Interrupted("SIGINT")),
         _ = terminate.recv() => Err(Error::Interrupted("SIGTERM")),
         _ = hangup.recv() => Err(Error::Interrupted("SIGHUP")),

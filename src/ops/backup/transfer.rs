@@ -2,15 +2,16 @@
 //! stream (`--jobs` at a time) into the repository; each outcome is collected —
 //! database entries in memory (a bounded list), external entries into a spool in
 //! the work directory (sorted and de-duplicated by path without sitting in
-//! memory), problems aside — with a progress line every few seconds.
+//! memory), problems aside — advancing the repository's [`Progress`] file by
+//! file.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::StreamExt;
 
+use crate::common::progress::Progress;
 use crate::common::spool::Spool;
 use crate::error::{Error, Problem, Result};
 use crate::repo::manifest::{DbFileEntry, ExternalEntry, Stats};
@@ -19,9 +20,6 @@ use crate::source::WorkDir;
 use super::dedup::{Dedup, Outcome};
 use super::pin::Job;
 use super::BackupOptions;
-
-/// How often a long backup logs its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything the transfer stored, ready to be committed.
 pub(super) struct Transferred {
@@ -43,7 +41,9 @@ pub(super) async fn run(
     pinned: mpsc::Receiver<Job>,
     options: &BackupOptions,
     work: &WorkDir,
+    progress: &Progress,
 ) -> Result<Transferred> {
+    progress.start(None, None);
     let dedup = Arc::new(dedup);
     let jobs = futures::stream::iter(files.into_iter().map(Job::Db)).chain(pinned);
     let mut outcomes = jobs
@@ -58,13 +58,8 @@ pub(super) async fn run(
         problems: Vec::new(),
         stats: Stats::default(),
     };
-    let mut last_progress = Instant::now();
     while let Some(outcome) = outcomes.next().await {
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            transferred.log_progress(&dedup);
-        }
-        transferred.add(outcome?)?;
+        transferred.add(outcome?, progress)?;
     }
     drop(outcomes);
     let uploaded = dedup.uploader.stats();
@@ -76,14 +71,18 @@ pub(super) async fn run(
 }
 
 impl Transferred {
-    fn add(&mut self, outcome: Outcome) -> Result<()> {
+    fn add(&mut self, outcome: Outcome, progress: &Progress) -> Result<()> {
         match outcome {
             Outcome::Db(entry) => {
+                progress.advance(entry.size);
                 self.stats.db_files += 1;
                 self.stats.db_bytes += entry.size;
                 self.db_entries.push(entry);
             }
-            Outcome::External(entry) => self.add_external(entry)?,
+            Outcome::External(entry) => {
+                progress.advance(entry.size);
+                self.add_external(entry)?;
+            }
             Outcome::Problem(problem) => {
                 tracing::warn!(%problem, "reference not captured");
                 self.problems.push(problem);
@@ -99,15 +98,6 @@ impl Transferred {
         }
         let json = serde_json::to_vec(&entry).expect("entries serialize");
         self.external.put(&entry.path, &json)
-    }
-
-    fn log_progress(&self, dedup: &Dedup) {
-        tracing::info!(
-            db_files = self.stats.db_files,
-            external_files = self.stats.external_files,
-            uploaded_bytes = dedup.uploader.stats().bytes.load(Ordering::Relaxed),
-            "progress"
-        );
     }
 
     /// Refuses to commit a backup with uncaptured references unless allowed.

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::lock::{self, LockKind, RepoLock};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
-use crate::repo::Repository;
+use crate::repo::{Repository, Traffic};
 
 use retention::Candidate;
 pub use retention::RetentionPolicy;
@@ -80,6 +80,8 @@ pub struct PruneReport {
     pub foreign_objects: u64,
     /// Locks whose lease had run out (their runs are gone), removed.
     pub stale_locks_removed: Vec<String>,
+    /// Requests and bytes this run asked of the store.
+    pub traffic: Traffic,
 }
 
 /// Applies `options.policy` to the repository and collects its garbage.
@@ -89,6 +91,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
             "prune needs a retention rule: --keep-last, --keep-daily, --keep-weekly, --keep-within or --keep-tag".into(),
         ));
     }
+    let before = repo.traffic();
     repo.check_marker(false).await?;
     // Also for a dry run: its report is what a prune would do now, and the
     // lock tells the store's time.
@@ -99,7 +102,10 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
         Err(e) => Err(e),
     };
     lock.release().await?;
-    report
+    report.map(|report| PruneReport {
+        traffic: repo.traffic().since(before),
+        ..report
+    })
 }
 
 /// Forgets and collects, with `now` the store's time.

@@ -90,6 +90,7 @@ impl Downloader {
                     .await?
             }
         };
+        self.repo.progress().advance(job.size);
         match found {
             Found::Intact => finish(&file, &job).map(|()| None),
             Found::Missing => Ok(Some(Problem::missing_object(job.key.to_string()))),

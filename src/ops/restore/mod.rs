@@ -26,7 +26,7 @@ use crate::common::references::ReferenceExtractor;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
-use crate::repo::Repository;
+use crate::repo::{Repository, Traffic};
 use download::{Downloader, Job, PERMISSION_BITS};
 use stage::{place_all, Staging};
 
@@ -92,10 +92,13 @@ pub struct RestoreReport {
     pub references_checked: u64,
     /// Problems the backup itself recorded (references it could not capture).
     pub known_problems: u64,
+    /// Requests and bytes this run asked of the store.
+    pub traffic: Traffic,
 }
 
 /// Restores a backup; see the module docs for what is checked.
 pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<RestoreReport> {
+    let before = repo.traffic();
     repo.check_marker(false).await?;
     let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
     let blob_root = blob_root(&header, options)?;
@@ -116,6 +119,7 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         external_bytes: 0,
         references_checked: 0,
         known_problems: header.problem_count,
+        traffic: Traffic::default(),
     };
     let db_stage = Staging::create(&options.db_dir, &header.backup_id)?;
     let blob_stage = match &blob_root {
@@ -123,6 +127,9 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         None => None,
     };
     let tally = Tally::default();
+    let total_files = report.db_files.saturating_add(header.stats.external_files);
+    let total_bytes = report.db_bytes.saturating_add(header.stats.external_bytes);
+    repo.progress().start(Some(total_files), Some(total_bytes));
     let jobs = futures::stream::iter(db_jobs(&db_entries, &db_stage)).chain(external_jobs(
         repo,
         &header,
@@ -152,6 +159,7 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
             header.backup_id
         )
     })?;
+    report.traffic = repo.traffic().since(before);
     Ok(report)
 }
 

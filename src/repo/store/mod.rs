@@ -6,6 +6,7 @@
 
 mod errors;
 mod local;
+mod metered;
 mod open;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +21,12 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::common::progress::Progress;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::repo::layout;
 use errors::{unsupported_by_store, BULK_DELETE_UNSUPPORTED};
+pub use metered::Traffic;
+use metered::{Counters, Metered, Pace};
 
 /// Repository format name and version, stored in `rockup.json`.
 pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
@@ -41,7 +45,12 @@ struct Marker {
 /// A backup repository: an object store scoped to the repository URL's prefix.
 #[derive(Clone)]
 pub struct Repository {
+    /// The store as every request sees it: counted, and paced with a rate limit.
     store: Arc<dyn ObjectStore>,
+    /// The store as given, for pacing it later.
+    unmetered: Arc<dyn ObjectStore>,
+    counters: Arc<Counters>,
+    progress: Arc<Progress>,
     name: String,
     /// The same bucket without bulk deletes (S3 only), for servers that lack
     /// `DeleteObjects`; switched to on the first "not implemented".
@@ -98,8 +107,12 @@ impl Repository {
     /// Wraps an already-built store (e.g. `InMemory` in tests, or a store the
     /// application configured itself). `name` is used in messages.
     pub fn from_store(store: Arc<dyn ObjectStore>, name: impl Into<String>) -> Self {
+        let counters = Arc::new(Counters::default());
         Self {
-            store,
+            store: Arc::new(Metered::new(store.clone(), counters.clone(), None)),
+            unmetered: store,
+            counters,
+            progress: Arc::default(),
             name: name.into(),
             single_deletes: None,
             bulk_delete_unsupported: Arc::new(AtomicBool::new(false)),
@@ -111,8 +124,30 @@ impl Repository {
     /// when the main store's bulk delete is not implemented by the server
     /// (`open` sets it up for S3).
     pub(crate) fn with_single_deletes(mut self, store: Arc<dyn ObjectStore>) -> Self {
-        self.single_deletes = Some(store);
+        self.single_deletes = Some(Arc::new(Metered::new(store, self.counters.clone(), None)));
         self
+    }
+
+    /// Paces uploads and downloads together to at most `bytes_per_sec` over
+    /// the run (`--rate-limit`).
+    pub fn with_rate_limit(mut self, bytes_per_sec: u64) -> Self {
+        let pace = Arc::new(Pace::new(bytes_per_sec));
+        self.store = Arc::new(Metered::new(
+            self.unmetered.clone(),
+            self.counters.clone(),
+            Some(pace),
+        ));
+        self
+    }
+
+    /// How far the operation running on this handle (or a clone) is.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// The requests and bytes this repository handle has sent so far.
+    pub fn traffic(&self) -> Traffic {
+        self.counters.snapshot()
     }
 
     /// Deletes `keys` (missing ones count as deleted): in bulk requests where the
