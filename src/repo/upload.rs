@@ -32,7 +32,7 @@ const MAX_PARTS: u64 = 9_000;
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 /// Default memory budget for file contents in flight.
-pub const DEFAULT_MEMORY_BUDGET: u64 = 64 << 20;
+pub const DEFAULT_MEMORY_BUDGET: u64 = 32 << 20;
 
 /// Chunk size for a file of `size` bytes: max(8 MiB, size / 9000), in whole MiB.
 pub fn chunk_size(size: u64) -> u64 {

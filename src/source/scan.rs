@@ -37,6 +37,9 @@ impl ExternalFiles {
     }
 }
 
+/// Bytes read ahead by the scan of the external-files column family.
+const SCAN_READAHEAD: usize = 2 << 20;
+
 /// Iterates the external-files column family of an open (checkpoint) database and
 /// hands every extracted reference, or problem, to `each`; stops early when `each`
 /// returns false. Returns the number of records read.
@@ -51,7 +54,11 @@ pub fn for_each_reference(
             files.column_family
         ))
     })?;
-    let mut iter = db.raw_iterator_cf(&cf);
+    // One sequential pass: read ahead, and keep the blocks out of the cache.
+    let mut read = rocksdb::ReadOptions::default();
+    read.fill_cache(false);
+    read.set_readahead_size(SCAN_READAHEAD);
+    let mut iter = db.raw_iterator_cf_opt(&cf, read);
     iter.seek_to_first();
     let mut records = 0;
     while iter.valid() {

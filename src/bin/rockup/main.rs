@@ -21,6 +21,7 @@ const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 const PROBLEMS_SHOWN: usize = 50;
 
 fn main() {
+    return_large_buffers_to_the_system();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_parse_error(e),
@@ -92,6 +93,19 @@ fn report_error(error: &Error, json: bool) -> i32 {
         print_json(&doc);
     }
     error.exit_code()
+}
+
+/// File contents pass through buffers of up to 8 MiB on many threads. glibc
+/// raises its mmap threshold after such a buffer is freed, so later ones come
+/// from per-thread heaps that keep the memory: peak RSS measured 177 MiB for a
+/// backup with a 32 MiB budget. A fixed threshold keeps large buffers mmapped
+/// and returned when freed (70 MiB, the same speed).
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 fn init_tracing(verbose: u8) {

@@ -20,8 +20,8 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 /// `LocalFileSystem` rooted at `root`, refusing symlinks below it.
@@ -70,6 +70,45 @@ fn check(root: &std::path::Path, location: &Path) -> object_store::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes read per blocking call when an object is streamed (object_store reads
+/// 8 KiB at a time: a restore of 1.4 GB spent 12 s of system time on that).
+const READ_CHUNK: u64 = 512 << 10;
+
+/// `range` of `file`, in [`READ_CHUNK`]s read on blocking threads; a file that
+/// ends early is an error.
+fn file_chunks(
+    file: std::fs::File,
+    path: PathBuf,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, object_store::Result<bytes::Bytes>> {
+    let file = Arc::new(file);
+    futures::stream::try_unfold(range.start, move |at| {
+        let (file, path, end) = (file.clone(), path.clone(), range.end);
+        async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let len = (end - at).min(READ_CHUNK) as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; len];
+                file.read_exact_at(&mut buf, at).map(|()| buf)
+            });
+            let generic =
+                |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+                    store: "local",
+                    source: format!("reading {}: {source}", path.display()).into(),
+                };
+            let buf = read
+                .await
+                .map_err(|e| generic(e.into()))?
+                .map_err(|e| generic(e.into()))?;
+            Ok(Some((bytes::Bytes::from(buf), at + len as u64)))
+        }
+    })
+    .boxed()
 }
 
 /// Flushes every dirty file and directory of the filesystem holding `dir`.
@@ -123,7 +162,13 @@ impl ObjectStore for NoSymlinks {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.check(location)?;
-        self.inner.get_opts(location, options).await
+        let mut result = self.inner.get_opts(location, options).await?;
+        let empty = GetResultPayload::Stream(futures::stream::empty().boxed());
+        if let GetResultPayload::File(file, path) = std::mem::replace(&mut result.payload, empty) {
+            result.payload =
+                GetResultPayload::Stream(file_chunks(file, path, result.range.clone()));
+        }
+        Ok(result)
     }
 
     fn delete_stream(
