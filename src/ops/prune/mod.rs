@@ -292,7 +292,8 @@ impl Garbage {
     }
 }
 
-/// Streams the listing and deletes, in batches, every object `garbage` deletes.
+/// Streams the listing and deletes, in batches, every object `garbage` deletes;
+/// the repository's progress counts the objects examined.
 async fn collect_garbage(
     repo: &Repository,
     garbage: &Garbage,
@@ -301,8 +302,10 @@ async fn collect_garbage(
 ) -> Result<()> {
     let mut batch = Vec::new();
     let mut objects = repo.store().list(None);
+    repo.progress().start(None, None);
     while let Some(meta) = objects.next().await {
         let meta = meta.map_err(|e| repo.error(e))?;
+        repo.progress().advance(meta.size);
         match garbage.verdict(&meta)? {
             Verdict::Keep => continue,
             Verdict::Young => {

@@ -8,6 +8,7 @@ mod errors;
 mod local;
 mod metered;
 mod open;
+mod throttle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! `az://` (and object_store's other spellings), `file://`, `memory://`, plain
 //! paths (created; durable at each commit, `local`). Settings come from the environment through the
 //! builders' `from_env`, `--store-option` on top; request and connect timeouts and
-//! retries have defaults that ride out a store restarting or throttling.
+//! retries have defaults that ride out a store restarting or throttling, and
+//! requests over HTTP go through an adaptive limit (`throttle`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use url::Url;
 
 use super::errors::StoreSettings;
 use super::local::NoSymlinks;
+use super::throttle::{Adaptive, ThrottledConnector};
 use super::Repository;
 use crate::error::{redact, Error, Result, StoreErrorKind};
 
@@ -102,13 +104,15 @@ impl Repository {
 
     /// A store reached over the network (or the in-memory one).
     fn cloud(scheme: ObjectStoreScheme, parsed: Parsed<'_>) -> Result<Self> {
+        let limit = Adaptive::new();
         let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
-            ObjectStoreScheme::AmazonS3 => return Self::s3(parsed),
+            ObjectStoreScheme::AmazonS3 => return Self::s3(parsed, limit),
             ObjectStoreScheme::GoogleCloudStorage => configured(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(parsed.url)
-                    .with_retry(retry_config()),
+                    .with_retry(retry_config())
+                    .with_http_connector(ThrottledConnector::new(limit)),
                 &parsed.options,
                 &parsed.settings,
                 |b, k: GoogleConfigKey, v| b.with_config(k, v),
@@ -118,7 +122,8 @@ impl Repository {
             ObjectStoreScheme::MicrosoftAzure => configured(
                 MicrosoftAzureBuilder::from_env()
                     .with_url(parsed.url)
-                    .with_retry(retry_config()),
+                    .with_retry(retry_config())
+                    .with_http_connector(ThrottledConnector::new(limit)),
                 &parsed.options,
                 &parsed.settings,
                 |b, k: AzureConfigKey, v| b.with_config(k, v),
@@ -130,13 +135,15 @@ impl Repository {
         Ok(Self::from_store(scoped(store, parsed.prefix), parsed.name))
     }
 
-    /// S3, with a second client without bulk deletes for servers that lack them.
-    fn s3(parsed: Parsed<'_>) -> Result<Self> {
+    /// S3, with a second client without bulk deletes for servers that lack
+    /// them; both share one adaptive request limit.
+    fn s3(parsed: Parsed<'_>, limit: Arc<Adaptive>) -> Result<Self> {
         let s3 = |options: &[(String, String)]| {
             configured(
                 AmazonS3Builder::from_env()
                     .with_url(parsed.url)
-                    .with_retry(retry_config()),
+                    .with_retry(retry_config())
+                    .with_http_connector(ThrottledConnector::new(limit.clone())),
                 options,
                 &parsed.settings,
                 |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
