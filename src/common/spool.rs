@@ -43,6 +43,28 @@ impl Spool {
             .map_err(|e| Error::rocks("reading scratch index", e))
     }
 
+    /// Up to `limit` entries after `after` (from the first when `None`), in
+    /// key order: a batch to work on without holding an iterator across awaits.
+    pub fn batch_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let mode = match after {
+            Some(key) => IteratorMode::From(key.as_bytes(), rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut batch = Vec::new();
+        for item in self.db.iterator(mode) {
+            let (key, value) = item.map_err(|e| Error::rocks("reading scratch index", e))?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if Some(key.as_str()) == after {
+                continue;
+            }
+            batch.push((key, value.into_vec()));
+            if batch.len() == limit {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
     /// Every value, in key order.
     pub fn values(&self) -> impl Iterator<Item = Result<Box<[u8]>>> + '_ {
         self.db.iterator(IteratorMode::Start).map(|item| {
@@ -67,5 +89,12 @@ mod tests {
         assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(spool.get("b").unwrap(), Some(b"b".to_vec()));
         assert_eq!(spool.get("z").unwrap(), None);
+        let first = spool.batch_after(None, 2).unwrap();
+        assert_eq!(
+            first.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let rest = spool.batch_after(Some("b"), 2).unwrap();
+        assert_eq!(rest, vec![("c".to_string(), b"c".to_vec())]);
     }
 }

@@ -2,13 +2,14 @@
 //! per prefix (LIST, not one HEAD per object) and checks that every object a
 //! manifest names exists with the recorded size; `--deep` downloads each distinct
 //! object once and re-hashes it. Every problem is reported, not just the first.
-
-use std::collections::{HashMap, HashSet};
+//! Both sides of the comparison go into scratch spools in a temporary
+//! directory, so memory stays flat however many objects there are.
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::common::spool::Spool;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry};
@@ -42,8 +43,26 @@ pub struct VerifyReport {
     pub traffic: Traffic,
 }
 
-/// object key -> (size, sha256), each object once across backups
-type Objects = HashMap<String, (u64, String)>;
+/// Referenced objects walked (and, deep, re-hashed) at a time.
+const BATCH: usize = 1000;
+
+/// What the manifests say one object is.
+#[derive(Serialize, Deserialize)]
+struct Expected {
+    size: u64,
+    sha256: String,
+}
+
+/// The referenced objects (key → [`Expected`], each once across backups) and
+/// the listed ones (key → size), in scratch spools: a million objects are
+/// compared without sitting in memory.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    referenced: Spool,
+    listed: Spool,
+    objects: u64,
+    bytes: u64,
+}
 
 /// Verifies one backup, the latest, or all of them.
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
@@ -54,60 +73,109 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         id => vec![manifest::resolve(repo, id, options.source.as_deref()).await?],
     };
     let mut problems = Vec::new();
-    let objects = referenced_objects(repo, &ids, &mut problems).await?;
-    let mut keys: Vec<_> = objects.keys().cloned().collect();
-    keys.sort();
-    let listed = listed_sizes(repo).await?;
-    for key in &keys {
-        let (size, _) = &objects[key];
-        match listed.get(key) {
-            None => problems.push(Problem::missing_object(key)),
-            Some(actual) if actual != size => problems.push(Problem::corrupt_object(
-                key,
-                format!("object has {actual} bytes, manifest says {size}"),
-            )),
-            Some(_) => {}
+    let mut scratch = Scratch::create()?;
+    record_references(repo, &ids, &mut scratch, &mut problems).await?;
+    record_listing(repo, &scratch.listed).await?;
+    if options.deep {
+        repo.progress()
+            .start(Some(scratch.objects), Some(scratch.bytes));
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let batch = scratch.referenced.batch_after(after.as_deref(), BATCH)?;
+        let Some((last, _)) = batch.last() else { break };
+        after = Some(last.clone());
+        let intact = compare(batch, &scratch.listed, &mut problems)?;
+        if options.deep {
+            problems.extend(rehash_all(repo, intact, options.jobs).await?);
         }
     }
-    if options.deep {
-        let broken: HashSet<String> = problems.iter().map(|p| p.path.clone()).collect();
-        let intact = keys.iter().filter(|k| !broken.contains(*k));
-        problems.extend(rehash_all(repo, intact, &objects, options.jobs).await?);
-    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(VerifyReport {
         backups: ids,
-        objects: keys.len() as u64,
-        // Sizes come from manifests: a forged one must not overflow the sum.
-        bytes: objects
-            .values()
-            .fold(0, |sum, (size, _)| sum.saturating_add(*size)),
+        objects: scratch.objects,
+        bytes: scratch.bytes,
         problems,
         traffic: repo.traffic().since(before),
     })
 }
 
-/// Object key → size of every object under the prefixes manifests point into.
-async fn listed_sizes(repo: &Repository) -> Result<HashMap<String, u64>> {
-    let mut listed = HashMap::new();
-    for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
-        listed.extend(
-            repo.list(prefix)
-                .await?
-                .into_iter()
-                .map(|m| (m.location.to_string(), m.size)),
-        );
+impl Scratch {
+    fn create() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("rockup-verify-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        Ok(Self {
+            referenced: Spool::create(&dir.path().join("referenced"))?,
+            listed: Spool::create(&dir.path().join("listed"))?,
+            _dir: dir,
+            objects: 0,
+            bytes: 0,
+        })
     }
-    Ok(listed)
+
+    /// Records an object a manifest names, once.
+    fn reference(&mut self, key: &str, size: u64, sha256: String) -> Result<()> {
+        if self.referenced.get(key)?.is_some() {
+            return Ok(());
+        }
+        self.objects += 1;
+        // Sizes come from manifests: a forged one must not overflow the sum.
+        self.bytes = self.bytes.saturating_add(size);
+        let expected = serde_json::to_vec(&Expected { size, sha256 }).expect("serializes");
+        self.referenced.put(key, &expected)
+    }
 }
 
-/// Every object the backups `ids` reference; unreadable manifests and parts
-/// become problems.
-async fn referenced_objects(
+/// Checks a batch of referenced objects against the listing; returns the
+/// ones found with their recorded size.
+fn compare(
+    batch: Vec<(String, Vec<u8>)>,
+    listed: &Spool,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<(String, Expected)>> {
+    let mut intact = Vec::new();
+    for (key, value) in batch {
+        let expected: Expected = serde_json::from_slice(&value).expect("our own scratch entries");
+        let actual = listed
+            .get(&key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        match actual {
+            None => problems.push(Problem::missing_object(&key)),
+            Some(size) if size != expected.size.to_string() => {
+                problems.push(Problem::corrupt_object(
+                    &key,
+                    format!("object has {size} bytes, manifest says {}", expected.size),
+                ))
+            }
+            Some(_) => intact.push((key, expected)),
+        }
+    }
+    Ok(intact)
+}
+
+/// Object key → size of every object under the prefixes manifests point
+/// into, streamed from the listing.
+async fn record_listing(repo: &Repository, listed: &Spool) -> Result<()> {
+    for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
+        let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
+        while let Some(meta) = objects.next().await {
+            let meta = meta.map_err(|e| repo.error(e))?;
+            listed.put(meta.location.as_ref(), meta.size.to_string().as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Records every object the backups `ids` reference; unreadable manifests
+/// and parts become problems.
+async fn record_references(
     repo: &Repository,
     ids: &[String],
+    scratch: &mut Scratch,
     problems: &mut Vec<Problem>,
-) -> Result<Objects> {
-    let mut objects = Objects::new();
+) -> Result<()> {
     for id in ids {
         let unreadable = |e: Error| Problem::corrupt_object(layout::manifest(id), e.to_string());
         let header = match manifest::read(repo, id).await {
@@ -117,51 +185,38 @@ async fn referenced_objects(
                 continue;
             }
         };
-        let mut add = |key: String, size: u64, sha256: String| {
-            objects.entry(key).or_insert((size, sha256));
-        };
         let db: Result<()> = header
             .for_each_entry(repo, |e: DbFileEntry| {
-                add(e.object, e.size, e.sha256);
-                Ok(())
+                scratch.reference(&e.object, e.size, e.sha256)
             })
             .await;
         let external: Result<()> = header
             .for_each_entry(repo, |e: ExternalEntry| {
                 let key = layout::external_blob(&e.sha256).to_string();
-                add(key, e.size, e.sha256);
-                Ok(())
+                scratch.reference(&key, e.size, e.sha256)
             })
             .await;
-        problems.extend(
-            [db, external]
-                .into_iter()
-                .filter_map(Result::err)
-                .map(unreadable),
-        );
+        for result in [db, external] {
+            match result {
+                Err(e @ Error::Rocks { .. }) => return Err(e),
+                Err(e) => problems.push(unreadable(e)),
+                Ok(()) => {}
+            }
+        }
     }
-    Ok(objects)
+    Ok(())
 }
 
-/// Downloads and re-hashes each of `keys`, `jobs` at a time.
+/// Downloads and re-hashes each of `objects`, `jobs` at a time.
 async fn rehash_all(
     repo: &Repository,
-    keys: impl Iterator<Item = &String>,
-    objects: &Objects,
+    objects: Vec<(String, Expected)>,
     jobs: usize,
 ) -> Result<Vec<Problem>> {
-    let keys: Vec<&String> = keys.collect();
-    let bytes = keys
-        .iter()
-        .fold(0u64, |sum, k| sum.saturating_add(objects[*k].0));
-    repo.progress().start(Some(keys.len() as u64), Some(bytes));
-    let rehash = keys.into_iter().map(|key| {
-        let (size, sha256) = &objects[key];
-        async move {
-            let found = rehash(repo, key, (*size, sha256)).await;
-            repo.progress().advance(*size);
-            found
-        }
+    let rehash = objects.into_iter().map(|(key, expected)| async move {
+        let found = rehash(repo, &key, (expected.size, &expected.sha256)).await;
+        repo.progress().advance(expected.size);
+        found
     });
     let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
         .buffer_unordered(jobs.max(1))
