@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    GetOptions, GetRange, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -219,10 +220,8 @@ impl Repository {
     /// the store reports, and a larger object is an error after at most `limit`
     /// bytes were read.
     pub(crate) async fn get_if_exists(&self, key: &Path, limit: u64) -> Result<Option<Bytes>> {
-        let result = match self.store.get(key).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
+        let Some(result) = self.fetch(key, GetOptions::default()).await? else {
+            return Ok(None);
         };
         let too_large = || {
             Error::manifest(
@@ -312,10 +311,8 @@ impl Repository {
         out_path: &std::path::Path,
     ) -> Result<Fetched> {
         use tokio::io::AsyncWriteExt;
-        let result = match self.store.get(key).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
-            Err(e) => return Err(self.error(e)),
+        let Some(result) = self.fetch(key, GetOptions::default()).await? else {
+            return Ok(Fetched::Missing);
         };
         let (mut hasher, mut read) = (Sha256::new(), 0u64);
         let mut stream = result.into_stream();
@@ -355,10 +352,8 @@ impl Repository {
     ) -> Result<RangeRead> {
         use std::os::unix::fs::FileExt;
         let options = GetOptions::default().with_range(Some(GetRange::Bounded(range.clone())));
-        let result = match self.store.get_opts(key, options).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(RangeRead::Missing),
-            Err(e) => return Err(self.error(e)),
+        let Some(result) = self.fetch(key, options).await? else {
+            return Ok(RangeRead::Missing);
         };
         if result.meta.size != size {
             return Ok(RangeRead::ObjectSize(result.meta.size));
@@ -381,13 +376,20 @@ impl Repository {
         }
     }
 
+    /// One GET: `None` when there is no such object.
+    async fn fetch(&self, key: &Path, options: GetOptions) -> Result<Option<GetResult>> {
+        match self.store.get_opts(key, options).await {
+            Ok(result) => Ok(Some(result)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     /// The object's first `limit` bytes (all of it when shorter), `None` when
     /// it does not exist; reading stops there.
     async fn get_if_exists_or_longer(&self, key: &Path, limit: u64) -> Result<Option<Bytes>> {
-        let result = match self.store.get(key).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
+        let Some(result) = self.fetch(key, GetOptions::default()).await? else {
+            return Ok(None);
         };
         let mut bytes = BytesMut::new();
         let mut stream = result.into_stream();
