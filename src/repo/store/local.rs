@@ -91,32 +91,33 @@ fn file_chunks(
                 return Ok(None);
             }
             let len = (end - at).min(READ_CHUNK) as usize;
-            let read = tokio::task::spawn_blocking(move || {
+            let buf = on_blocking_thread(format!("reading {}", path.display()), move || {
                 use std::os::unix::fs::FileExt;
                 let mut buf = vec![0; len];
                 file.read_exact_at(&mut buf, at).map(|()| buf)
-            });
-            let generic =
-                |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
-                    store: "local",
-                    source: format!("reading {}: {source}", path.display()).into(),
-                };
-            let buf = read
-                .await
-                .map_err(|e| generic(e.into()))?
-                .map_err(|e| generic(e.into()))?;
+            })
+            .await?;
             Ok(Some((bytes::Bytes::from(buf), at + len as u64)))
         }
     })
     .boxed()
 }
 
-/// Flushes every dirty file and directory of the filesystem holding `dir`.
-fn sync_filesystem(dir: &std::path::Path) -> object_store::Result<()> {
-    crate::common::durable::sync_filesystem(dir).map_err(|e| object_store::Error::Generic {
+/// Runs file I/O on a blocking thread; a failure (or a panic) becomes a
+/// store error saying what was being done.
+async fn on_blocking_thread<T: Send + 'static>(
+    doing: String,
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> object_store::Result<T> {
+    let error = |source: &dyn std::fmt::Display| object_store::Error::Generic {
         store: "local",
-        source: format!("syncfs {}: {e}", dir.display()).into(),
-    })
+        source: format!("{doing}: {source}").into(),
+    };
+    match tokio::task::spawn_blocking(io).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error(&e)),
+        Err(e) => Err(error(&e)),
+    }
 }
 
 impl std::fmt::Display for NoSymlinks {
@@ -138,12 +139,11 @@ impl ObjectStore for NoSymlinks {
             return self.inner.put_opts(location, payload, opts).await;
         }
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || sync_filesystem(&root))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: e.into(),
-            })??;
+        let doing = format!("syncfs {}", root.display());
+        on_blocking_thread(doing, move || {
+            crate::common::durable::sync_filesystem(&root)
+        })
+        .await?;
         self.durable.put_opts(location, payload, opts).await
     }
 
