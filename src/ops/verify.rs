@@ -140,15 +140,13 @@ fn compare(
         let expected: Expected = serde_json::from_slice(&value).expect("our own scratch entries");
         let actual = listed
             .get(&key)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
+            .map(|v| u64::from_le_bytes(v.try_into().expect("our own scratch entries: 8 bytes")));
         match actual {
             None => problems.push(Problem::missing_object(&key)),
-            Some(size) if size != expected.size.to_string() => {
-                problems.push(Problem::corrupt_object(
-                    &key,
-                    format!("object has {size} bytes, manifest says {}", expected.size),
-                ))
-            }
+            Some(size) if size != expected.size => problems.push(Problem::corrupt_object(
+                &key,
+                format!("object has {size} bytes, manifest says {}", expected.size),
+            )),
             Some(_) => intact.push((key, expected)),
         }
     }
@@ -162,7 +160,7 @@ async fn record_listing(repo: &Repository, listed: &Spool) -> Result<()> {
         let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
         while let Some(meta) = objects.next().await {
             let meta = meta.map_err(|e| repo.error(e))?;
-            listed.put(meta.location.as_ref(), meta.size.to_string().as_bytes())?;
+            listed.put(meta.location.as_ref(), &meta.size.to_le_bytes())?;
         }
     }
     Ok(())

@@ -310,7 +310,7 @@ fn parse_json_pointer(text: &str) -> std::result::Result<String, String> {
 /// Parses `key=value` store options as given on the command line.
 /// `20M`, `512K`, `1.5G`, `100000` (bytes per second; an optional `B`, `iB`
 /// or `/s` is accepted).
-pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+fn parse_rate(text: &str) -> std::result::Result<u64, String> {
     let bare = text
         .trim()
         .trim_end_matches("/s")
