@@ -206,6 +206,7 @@ fn keep_two() -> PruneOptions {
         dry_run: false,
         source: None,
         lease: rockup::DEFAULT_LEASE,
+        repack_below: rockup::DEFAULT_REPACK_BELOW,
     }
 }
 

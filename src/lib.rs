@@ -52,9 +52,12 @@ pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverC
 pub use error::{Error, Problem, ProblemKind, Result, StoreErrorKind};
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::copy::{copy, CopyOptions, CopyReport};
-pub use ops::prune::{prune, Kept, PruneOptions, PruneReport, RetentionPolicy};
+pub use ops::prune::{
+    prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
+};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RESTORE_JOBS};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};
+pub use repo::content::DEFAULT_COMPRESSION_LEVEL;
 pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};
 pub use repo::{Created, Repository, Traffic};

@@ -2,11 +2,13 @@
 //! provider, region or account) — the second copy of the 3-2-1 rule, from one
 //! read of the first, without backing the database up again. Per backup: every
 //! object its manifest names that the target lacks is downloaded to a scratch
-//! file with its size and SHA-256 checked, then uploaded (multipart when large,
-//! the hash checked again); objects the target has are not sent (dedup across
-//! backups and sources). Parts follow, the manifest last with the write-once
-//! create — under a backup lock on the target, so a prune there never deletes
-//! what a copy is about to reference.
+//! file with its size and SHA-256 checked (content in a pack: its entry read,
+//! decoded and checked), then stored — table files and parts under their own
+//! keys, content through the target's [`ContentStore`] (packed when small, so
+//! the target's packs are its own); what the target holds is not sent (dedup
+//! across backups and sources). Parts follow, the manifest last with the
+//! write-once create — under a backup lock on the target, so a prune there
+//! never deletes what a copy is about to reference.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,9 +18,12 @@ use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::repo::content::{ContentOptions, ContentStore};
 use crate::repo::layout;
 use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
+use crate::repo::pack::reader::{self, Wanted};
+use crate::repo::pack::{ContentIndex, Located, Location};
 use crate::repo::upload::{Uploader, DEFAULT_MEMORY_BUDGET};
 use crate::repo::{Fetched, Repository};
 
@@ -48,17 +53,21 @@ pub struct CopyReport {
     pub objects_present: u64,
 }
 
-/// One object a backup needs: its key, size and SHA-256.
+/// One object a backup needs: its key, size and SHA-256; `content` when it
+/// is content by hash (its key then the blob key), stored wherever the
+/// target's content store puts it.
 struct Needed {
     key: ObjectPath,
     size: u64,
     sha256: String,
+    content: bool,
 }
 
 /// Copies the selected backups of `from` into `to`.
 pub async fn copy(from: &Repository, to: &Repository, options: &CopyOptions) -> Result<CopyReport> {
-    from.check_marker(false).await?;
-    to.check_marker(true).await?;
+    from.check_marker(None).await?;
+    to.check_marker(Some(crate::repo::REPOSITORY_VERSION))
+        .await?;
     let ids = selected(from, options).await?;
     let lock_id = layout::new_backup_id(chrono::Utc::now());
     let lock = RepoLock::acquire(to, LockKind::Backup, &lock_id, DEFAULT_LEASE).await?;
@@ -78,13 +87,18 @@ async fn copy_all(
     report: &mut CopyReport,
 ) -> Result<()> {
     let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let uploader = Uploader::new(to.clone(), DEFAULT_MEMORY_BUDGET);
+    let (source_dir, target_dir) = (scratch.path().join("from"), scratch.path().join("to"));
+    let files = scratch.path().join("files");
+    std::fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
     let mut target = Target {
         repo: to,
         lock,
-        uploader: Uploader::new(to.clone(), DEFAULT_MEMORY_BUDGET),
-        scratch: scratch.path(),
+        content: ContentStore::open(to, uploader, &target_dir, ContentOptions::default()).await?,
+        source: ContentIndex::load(from, &source_dir, false).await?,
+        scratch: &files,
         jobs: jobs.max(1),
-        present: present_in(to, &[layout::SST, layout::BLOBS]).await?,
+        present: present_in(to, &[layout::SST]).await?,
     };
     for id in ids {
         copy_backup(from, &mut target, id, report).await?;
@@ -97,10 +111,13 @@ async fn copy_all(
 struct Target<'a> {
     repo: &'a Repository,
     lock: &'a RepoLock,
-    uploader: Uploader,
+    /// Content the target holds, and where content goes.
+    content: ContentStore,
+    /// Where content is in the source.
+    source: ContentIndex,
     scratch: &'a Path,
     jobs: usize,
-    /// Object key → size.
+    /// Object key → size of the target's other objects.
     present: HashMap<String, u64>,
 }
 
@@ -150,25 +167,32 @@ async fn copy_backup(
     // What an earlier, interrupted copy of this backup left.
     let own = format!("{}/{id}", layout::BACKUPS);
     target.present.extend(present_in(to, &[&own]).await?);
-    let missing: Vec<&Needed> = needed
-        .iter()
-        .filter(|n| target.present.get(n.key.as_ref()) != Some(&n.size))
-        .collect();
+    let mut missing = Vec::new();
+    for n in &needed {
+        let present = match n.content {
+            true => target.content.index.holds(&n.sha256)?,
+            false => target.present.get(n.key.as_ref()) == Some(&n.size),
+        };
+        if !present {
+            missing.push(n);
+        }
+    }
     report.objects_present += (needed.len() - missing.len()) as u64;
-    futures::stream::iter(
-        missing
-            .iter()
-            .map(|n| copy_object(from, &target.uploader, n, target.scratch)),
-    )
-    .buffer_unordered(target.jobs)
-    .try_for_each(|sent| {
-        report.objects_copied += 1;
-        report.bytes_copied += sent;
-        futures::future::ok(())
-    })
-    .await?;
-    let copied = missing.iter().map(|n| (n.key.to_string(), n.size));
-    target.present.extend(copied);
+    let target_ref = &*target;
+    futures::stream::iter(missing.iter().map(|n| copy_object(from, target_ref, n)))
+        .buffer_unordered(target.jobs)
+        .try_for_each(|sent| {
+            report.objects_copied += 1;
+            report.bytes_copied += sent;
+            futures::future::ok(())
+        })
+        .await?;
+    let copied = missing.iter().filter(|n| !n.content);
+    target
+        .present
+        .extend(copied.map(|n| (n.key.to_string(), n.size)));
+    // Every pack stored before the manifest references its content.
+    target.content.finish().await?;
     target.lock.check_held().await?;
     to.create(&key, bytes).await?;
     target.lock.check_held().await?;
@@ -186,31 +210,36 @@ async fn needed_objects(from: &Repository, header: &Header) -> Result<Vec<Needed
             key,
             size: part.bytes,
             sha256: part.sha256.clone(),
+            content: false,
         });
     }
+    let mut contents = HashMap::new();
     header
         .for_each_entry(from, |e: DbFileEntry| {
-            let key = ObjectPath::from(e.object.as_str());
-            needed.push(Needed {
-                key,
-                size: e.size,
-                sha256: e.sha256,
-            });
+            match e.stored() {
+                Stored::Object(key) => needed.push(Needed {
+                    key: ObjectPath::from(key),
+                    size: e.size,
+                    sha256: e.sha256,
+                    content: false,
+                }),
+                Stored::Content(_) => drop(contents.insert(e.sha256, e.size)),
+            }
             Ok(())
         })
         .await?;
-    let mut externals = HashMap::new();
     header
         .for_each_entry(from, |e: ExternalEntry| {
-            externals.insert(e.sha256, e.size);
+            contents.insert(e.sha256, e.size);
             Ok(())
         })
         .await?;
-    for (sha256, size) in externals {
+    for (sha256, size) in contents {
         needed.push(Needed {
             key: layout::external_blob(&sha256),
             size,
             sha256,
+            content: true,
         });
     }
     Ok(needed)
@@ -228,29 +257,17 @@ async fn present_in(to: &Repository, prefixes: &[&str]) -> Result<HashMap<String
     Ok(present)
 }
 
-/// Downloads one object into `scratch` with its size and hash checked, then
-/// uploads it; returns its size.
-async fn copy_object(
-    from: &Repository,
-    uploader: &Uploader,
-    needed: &Needed,
-    scratch: &Path,
-) -> Result<u64> {
-    let file = scratch.join(&needed.sha256);
-    let mut out = tokio::fs::File::create(&file)
-        .await
-        .map_err(|e| Error::io(&file, e))?;
-    let wanted = (needed.size, needed.sha256.as_str());
-    let fetched = from
-        .read_verified(&needed.key, wanted, &mut out, &file)
-        .await;
-    let damage = match fetched? {
-        Fetched::Intact => None,
-        Fetched::Missing => Some("is missing".to_string()),
-        Fetched::TooLarge => Some(format!("holds more than {} bytes", needed.size)),
-        Fetched::Differs { bytes, sha256 } => {
-            Some(format!("holds {bytes} bytes hashing to {sha256}"))
-        }
+/// Downloads one object (or packed entry) into the scratch directory with
+/// its size and hash checked, then stores it in the target; returns its size.
+async fn copy_object(from: &Repository, target: &Target<'_>, needed: &Needed) -> Result<u64> {
+    let file = target.scratch.join(&needed.sha256);
+    let located = match needed.content {
+        true => target.source.locate(&needed.sha256)?,
+        false => Located::Blob,
+    };
+    let damage = match located {
+        Located::Packed(location) => read_entry(from, location, &file).await?,
+        Located::Blob => download(from, needed, &file).await?,
     };
     if let Some(damage) = damage {
         let _ = tokio::fs::remove_file(&file).await;
@@ -259,9 +276,67 @@ async fn copy_object(
             format!("the source {damage}; its manifest says {} bytes, {}: not copied (rockup verify --deep names the damage)", needed.size, needed.sha256),
         ));
     }
-    let sent = uploader
-        .upload_file(&file, &needed.key, Some(&needed.sha256))
-        .await;
+    let sent = match needed.content {
+        true => target
+            .content
+            .store_file(&file, needed.size, Some(&needed.sha256))
+            .await
+            .map(|_| needed.size),
+        false => target
+            .content
+            .uploader()
+            .upload_file(&file, &needed.key, Some(&needed.sha256))
+            .await
+            .map(|(_, size)| size),
+    };
     let _ = tokio::fs::remove_file(&file).await;
-    Ok(sent?.1)
+    sent
+}
+
+/// Downloads an object to `file`; `Some(damage)` when it is not what `needed` says.
+async fn download(from: &Repository, needed: &Needed, file: &Path) -> Result<Option<String>> {
+    let mut out = tokio::fs::File::create(file)
+        .await
+        .map_err(|e| Error::io(file, e))?;
+    let wanted = (needed.size, needed.sha256.as_str());
+    Ok(
+        match from
+            .read_verified(&needed.key, wanted, &mut out, file)
+            .await?
+        {
+            Fetched::Intact => None,
+            Fetched::Missing => Some("is missing".to_string()),
+            Fetched::TooLarge => Some(format!("holds more than {} bytes", needed.size)),
+            Fetched::Differs { bytes, sha256 } => {
+                Some(format!("holds {bytes} bytes hashing to {sha256}"))
+            }
+        },
+    )
+}
+
+/// Reads one pack entry, checked, into `file`; `Some(damage)` when it is not intact.
+async fn read_entry(from: &Repository, location: Location, file: &Path) -> Result<Option<String>> {
+    let range = vec![Wanted {
+        entry: location.entry,
+        target: (),
+    }];
+    let read = reader::read_range(
+        from,
+        &location.pack,
+        location.pack_size,
+        range,
+        |w, frame| async move { Ok(reader::open_entry(&w.entry, &frame)) },
+    )
+    .await?;
+    if let Some(failed) = read.failed {
+        return Ok(Some(format!("pack {}: {}", location.pack, failed.detail)));
+    }
+    match read.delivered.into_iter().next() {
+        Some(Ok(content)) => {
+            std::fs::write(file, content).map_err(|e| Error::io(file, e))?;
+            Ok(None)
+        }
+        Some(Err(why)) => Ok(Some(format!("pack {}: {why}", location.pack))),
+        None => Ok(Some(format!("pack {}: entry not delivered", location.pack))),
+    }
 }

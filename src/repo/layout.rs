@@ -7,7 +7,9 @@
 //! backups/<backup-id>/parts/<sha256> sorted NDJSON file lists, hash-named
 //! backups/<backup-id>/files/<name>   per-backup small DB files (MANIFEST, CURRENT, OPTIONS, WAL)
 //! sst/<unique-name>                  SST and RocksDB blob files, shared across backups
-//! blobs/sha256/<aa>/<sha256>         external files, content-addressed, shared
+//! blobs/sha256/<aa>/<sha256>         whole files, content-addressed, shared
+//! packs/<aa>/<pack-id>               small files' content, packed (format 2)
+//! index/<pack-id>                    what each pack holds, written after it
 //! locks/<kind>-<id>.json             locks of running backups and prunes
 //! locks/<kind>-<id>.lease            their leases, rewritten while they run
 //! ```
@@ -26,6 +28,10 @@ pub const BACKUPS: &str = "backups";
 pub const SST: &str = "sst";
 /// Prefix of content-addressed external files.
 pub const BLOBS: &str = "blobs/sha256";
+/// Prefix of pack objects.
+pub const PACKS: &str = "packs";
+/// Prefix of pack indexes.
+pub const INDEX: &str = "index";
 /// Prefix of the locks of running backups and prunes.
 pub const LOCKS: &str = "locks";
 
@@ -93,6 +99,44 @@ pub fn external_blob(sha256: &str) -> Path {
     Path::from(format!("{BLOBS}/{}/{sha256}", &sha256[..2]))
 }
 
+/// A new pack id: 128 random bits as 32 lowercase hex digits. Random, not a
+/// content hash, so that pack names never reveal content.
+pub fn new_pack_id() -> String {
+    let id: u128 = rand::rng().random();
+    format!("{id:032x}")
+}
+
+/// Whether `id` is a pack id as [`new_pack_id`] makes them.
+pub fn is_pack_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `packs/<aa>/<pack-id>`
+pub fn pack(id: &str) -> Path {
+    Path::from(format!("{PACKS}/{}/{id}", &id[..2]))
+}
+
+/// `index/<pack-id>`
+pub fn pack_index(id: &str) -> Path {
+    Path::from(format!("{INDEX}/{id}"))
+}
+
+/// The pack id of a `packs/<aa>/<id>` key, if it is one.
+pub fn parse_pack_key(key: &str) -> Option<&str> {
+    match key.split('/').collect::<Vec<_>>().as_slice() {
+        [PACKS, aa, id] if is_pack_id(id) && id.starts_with(aa) && aa.len() == 2 => Some(id),
+        _ => None,
+    }
+}
+
+/// The pack id of an `index/<id>` key, if it is one.
+pub fn parse_index_key(key: &str) -> Option<&str> {
+    match key.split('/').collect::<Vec<_>>().as_slice() {
+        [INDEX, id] if is_pack_id(id) => Some(id),
+        _ => None,
+    }
+}
+
 /// The backup id of a `backups/<id>/manifest.json` key, if it is one.
 pub fn parse_manifest_key(key: &Path) -> Option<String> {
     let parts: Vec<_> = key.parts().collect();
@@ -120,7 +164,7 @@ pub fn is_rockup_key(key: &str) -> bool {
         [BACKUPS, id, "files", name] => parse_backup_id(id).is_some() && is_rocksdb_file_name(name),
         [SST, name] => plain(name),
         ["blobs", "sha256", aa, sha] => sha256(sha) && sha.starts_with(aa) && aa.len() == 2,
-        _ => false,
+        _ => parse_pack_key(key).is_some() || parse_index_key(key).is_some(),
     }
 }
 
@@ -186,6 +230,8 @@ mod tests {
             backup_file(id, "CURRENT").to_string(),
             shared_table_file("000012_sABC_4096.sst").to_string(),
             external_blob(&sha).to_string(),
+            pack(&"0f".repeat(16)).to_string(),
+            pack_index(&"0f".repeat(16)).to_string(),
         ] {
             assert!(is_rockup_key(&ours), "{ours}");
         }
@@ -199,6 +245,9 @@ mod tests {
             "sst/.hidden",
             "sst/a/b",
             "locks/x.txt",
+            "packs/0f/0f0f",
+            &format!("packs/aa/{}", "0f".repeat(16)),
+            &format!("index/{}/x", "0f".repeat(16)),
         ] {
             assert!(!is_rockup_key(foreign), "{foreign}");
         }

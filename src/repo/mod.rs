@@ -1,7 +1,7 @@
 //! The repository side: object storage and the repository format. Knows
 //! `object_store`, the key layout, manifests and locks, nothing of RocksDB or of
 //! the database being backed up (it imports only `crate::common` and
-//! `crate::error`). Later the object encoding (packs, compression, encryption)
+//! `crate::error`). The object encoding (packs, compression; later encryption)
 //! lives here too.
 //!
 //! | module | owns |
@@ -11,12 +11,17 @@
 //! | `manifest` | the header and its sorted, hash-named parts; load, validate, commit, list |
 //! | `lock` | repository locks that keep prune and backups apart |
 //! | `upload` | streaming upload of local files with hashing, multipart and a memory budget |
+//! | `pack` | packs of small files' content: frames and codecs, indexes, writing, coalesced reading |
+//! | `content` | content by SHA-256 for a writer: deduplicated, packed when small, a blob when large |
 
+pub mod content;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod pack;
 mod store;
 pub mod upload;
 
+pub(crate) use store::REPOSITORY_VERSION;
 pub use store::{Created, Repository, Traffic};
 pub(crate) use store::{Fetched, RangeRead};

@@ -247,18 +247,9 @@ impl Uploader {
         self.stats.objects.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
-
-    /// Whether an object exists.
-    pub async fn exists(&self, key: &ObjectPath) -> Result<bool> {
-        match self.repo.store().head(key).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.repo.error(e)),
-        }
-    }
 }
 
-fn check_expected(path: &Path, actual: &str, expect: Option<&str>) -> Result<()> {
+pub(crate) fn check_expected(path: &Path, actual: &str, expect: Option<&str>) -> Result<()> {
     match expect {
         Some(expected) if expected != actual => Err(Error::HashMismatch {
             path: path.to_path_buf(),
@@ -374,7 +365,10 @@ mod tests {
             "{err}"
         );
         assert!(
-            !uploader.exists(&wrong).await.unwrap(),
+            repo.fetch(&wrong, Default::default())
+                .await
+                .unwrap()
+                .is_none(),
             "aborted upload left no object"
         );
         assert_eq!(uploader.stats().objects.load(Ordering::Relaxed), 1);

@@ -175,12 +175,12 @@ fn exit_codes_and_json_documents() {
             .code(),
         Some(0)
     );
-    let blob = walkdir::WalkDir::new(fx.path("repo/blobs"))
+    let pack = walkdir::WalkDir::new(fx.path("repo/packs"))
         .into_iter()
         .map(|e| e.unwrap())
         .find(|e| e.file_type().is_file())
         .unwrap();
-    std::fs::remove_file(blob.path()).unwrap();
+    std::fs::remove_file(pack.path()).unwrap();
     let broken = rockup(&["verify", "--repo", repo, "--json"]);
     assert_eq!(broken.status.code(), Some(3));
     assert_eq!(json_of(&broken)["problems"][0]["kind"], "missing_object");

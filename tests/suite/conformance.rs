@@ -1,7 +1,10 @@
-//! The same end-to-end story against every backend: backup with external files
-//! (one large enough for multipart) → list → verify → deep verify → incremental
-//! backup → restore into fresh directories → compare → commit safety → prune →
-//! corruption and loss detected → bulk delete of everything written.
+//! The same end-to-end story against every backend: a format-1 backup with
+//! external files (one large enough for multipart) → list → verify → deep
+//! verify → a format-2 incremental that deduplicates against the format-1
+//! objects → restore of both into fresh directories → compare → commit safety →
+//! prune → corruption (of a blob and of a packed entry) and loss detected →
+//! bulk delete of everything written; then, in the emptied repository, packs:
+//! half the files deleted, prune repacks, the rest restores whole.
 //!
 //! Backends come from the environment, as `scripts/test.sh` sets it after starting
 //! the emulators (or as the user sets it for real MinIO, Azurite or a bucket):
@@ -72,10 +75,13 @@ pub async fn conformance(repo: Repository) {
         add_file(&db, &fx.files, 500, LARGE);
     }
 
-    // Backup, list, verify.
-    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+    // Backup in format 1 (an object per file, as rockup 0.1 wrote), list, verify.
+    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &format_1(fx.options()))
         .await
         .unwrap();
+    assert_eq!(first.header.version, 1);
+    assert_eq!(list_keys(&repo, "blobs").await.len(), 61);
+    let at_first = (read_all(&fx.db), tree(&fx.files));
     assert!(first.problems.is_empty(), "{:?}", first.problems);
     assert_eq!(first.header.stats.external_files, 61);
     assert!(first.header.stats.uploaded_bytes > LARGE as u64);
@@ -92,8 +98,8 @@ pub async fn conformance(repo: Repository) {
         );
     }
 
-    // Incremental: one new external file and new records; SSTs and known files
-    // are not uploaded again.
+    // Incremental in format 2: one new external file and new records; SSTs and
+    // the files format 1 stored are not uploaded again.
     {
         let db = open_rw(&fx.db);
         add_file(&db, &fx.files, 1000, 4321);
@@ -102,7 +108,13 @@ pub async fn conformance(repo: Repository) {
         .await
         .unwrap();
     assert!(second.problems.is_empty(), "{:?}", second.problems);
+    assert_eq!(second.header.version, 2);
     assert_eq!(second.header.stats.external_files, 62);
+    let marker = get_object(&repo, "rockup.json").await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&marker).contains("\"version\": 2"),
+        "marker raised"
+    );
     assert!(
         second.header.stats.uploaded_bytes < first.header.stats.uploaded_bytes / 10,
         "incremental uploaded {} of {} bytes",
@@ -125,6 +137,11 @@ pub async fn conformance(repo: Repository) {
     assert_eq!(restored.sequence_number, second.header.sequence_number);
     assert_eq!(read_all(&fx.db), read_all(&fx.path("restored/db")));
     assert_eq!(tree(&fx.files), tree(&fx.path("restored/files")));
+    rockup::restore(&repo, &restore(&first.header.backup_id, "restored-v1"))
+        .await
+        .unwrap();
+    assert_eq!(at_first.0, read_all(&fx.path("restored-v1/db")));
+    assert_eq!(at_first.1, tree(&fx.path("restored-v1/files")));
 
     // Commit safety: an existing manifest is never replaced.
     let header_key = manifest_key(&first.header.backup_id);
@@ -148,7 +165,10 @@ pub async fn conformance(repo: Repository) {
         pruned.forgotten,
         std::slice::from_ref(&first.header.backup_id)
     );
-    assert!(pruned.deleted_objects >= 4, "{pruned:?}");
+    assert!(
+        pruned.deleted_objects >= 3,
+        "manifest and parts: {pruned:?}"
+    );
     assert_eq!(rockup::list(&repo).await.unwrap().len(), 1);
     let report = verify(&repo, "all", true).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -160,11 +180,23 @@ pub async fn conformance(repo: Repository) {
     let mut bytes = get_object(&repo, &victim).await.unwrap().to_vec();
     bytes[LARGE / 2] ^= 0x01;
     put_object(&repo, &victim, bytes).await;
+    let new_file = external.iter().find(|e| e.size == 4321).unwrap();
+    let pack = damage_content(&repo, &new_file.sha256).await;
+    assert!(pack.starts_with("packs/"), "{pack}");
     assert!(verify(&repo, "latest", false).await.problems.is_empty());
     let deep = verify(&repo, "all", true).await;
-    assert_eq!(deep.problems.len(), 1, "{:?}", deep.problems);
-    assert_eq!(deep.problems[0].path, victim);
-    assert_eq!(deep.problems[0].kind, ProblemKind::CorruptObject);
+    let mut damaged: Vec<&str> = deep.problems.iter().map(|p| p.path.as_str()).collect();
+    damaged.sort();
+    assert_eq!(
+        damaged,
+        [victim.as_str(), pack.as_str()],
+        "{:?}",
+        deep.problems
+    );
+    assert!(deep
+        .problems
+        .iter()
+        .all(|p| p.kind == ProblemKind::CorruptObject));
     let err = rockup::restore(&repo, &restore("latest", "again"))
         .await
         .unwrap_err();
@@ -192,6 +224,65 @@ pub async fn conformance(repo: Repository) {
     assert!(all.len() > 60, "{} objects", all.len());
     repo.delete_all(&all).await.unwrap();
     assert!(list_keys(&repo, "").await.is_empty(), "prefix is empty");
+
+    packs_are_repacked(&repo).await;
+}
+
+/// In an empty repository: small files packed; half of them deleted; prune
+/// forgets the old backup and repacks what is left, which restores whole.
+async fn packs_are_repacked(repo: &Repository) {
+    let fx = Fixture::new(200);
+    rockup::backup(repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let pack_bytes = |repo: &Repository| {
+        let repo = repo.clone();
+        async move {
+            let mut total = 0;
+            for key in list_keys(&repo, "packs").await {
+                total += get_object(&repo, key.as_ref()).await.unwrap().len();
+            }
+            total
+        }
+    };
+    let before = pack_bytes(repo).await;
+    {
+        let db = open_rw(&fx.db);
+        let cf = db.cf_handle("files").unwrap();
+        for i in (0..200).step_by(2) {
+            db.delete_cf(&cf, format!("file:{i:06}")).unwrap();
+            std::fs::remove_file(fx.files.join(format!("d{}/f-{i}.bin", i % 5))).unwrap();
+        }
+    }
+    let kept = rockup::backup(repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    assert_eq!(kept.header.stats.external_files, 100);
+    assert_eq!(
+        list_keys(repo, "packs").await.len(),
+        2,
+        "one more: the database's small files"
+    );
+    let pruned = prune(repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap();
+    assert!(pruned.repack.packs_repacked >= 1, "{pruned:?}");
+    let after = pack_bytes(repo).await;
+    assert!(
+        after * 10 < before * 7,
+        "{before} bytes in packs, then {after}"
+    );
+    let again = prune(repo, &keep_last(1, Duration::ZERO, false))
+        .await
+        .unwrap();
+    assert_eq!(again.repack.packs_repacked, 0, "{again:?}");
+    let report = verify(repo, "all", true).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let target = fx.path("repacked");
+    let options = RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+    rockup::restore(repo, &options).await.unwrap();
+    assert_eq!(read_all(&fx.db), read_all(&target.join("db")));
+    assert_eq!(tree(&fx.files), tree(&target.join("files")));
 }
 
 #[tokio::test]

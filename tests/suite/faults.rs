@@ -44,6 +44,8 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
     rockup::backup(&operator, Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
+    // Something new, so that the held backup stores a pack before it pauses.
+    add_file(&open_rw(&fx.db), &fx.files, 100, 3000);
     let store = Arc::new(PauseOnPut::new(inner.clone(), "/parts/"));
     let backup = backup_held_before_commit(&fx, &store, fx.options()).await;
 
@@ -81,7 +83,8 @@ async fn a_backup_whose_lock_was_removed_does_not_commit() {
 async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files() {
     let fx = Fixture::new(6);
     let repo = fx.local_repo();
-    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+    // Format 1: external files are blobs, under `blobs/sha256/<aa>/`.
+    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &format_1(fx.options()))
         .await
         .unwrap();
     let root = fx.path("repo");
@@ -115,7 +118,7 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
     std::os::unix::fs::symlink(&trap, root.join(format!("blobs/sha256/{}", &sha[..2]))).unwrap();
     let rehash = rockup::BackupOptions {
         rehash: true,
-        ..fx.options()
+        ..format_1(fx.options())
     };
     let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &rehash)
         .await
@@ -163,6 +166,8 @@ async fn all_is_well(fx: &Fixture, repo: &Repository, before: &Records, files: &
 #[tokio::test]
 async fn store_faults_fail_cleanly_and_lose_nothing() {
     let (fx, store, repo) = faulty().await;
+    // Something new to store, so that the next backup writes a pack.
+    add_file(&open_rw(&fx.db), &fx.files, 100, 3000);
     let (before, files) = (read_all(&fx.db), tree(&fx.files));
     let rehash = rockup::BackupOptions {
         rehash: true,
@@ -171,7 +176,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
     let backups = || async { rockup::list(&repo).await.unwrap().len() };
 
     // A write that fails: the backup fails, commits nothing, leaves no lock.
-    store.inject(Op::Put, "/files/", Fault::Error, 1);
+    store.inject(Op::Put, "packs/", Fault::Error, 1);
     let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &rehash)
         .await
         .unwrap_err();
@@ -188,7 +193,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
 
     // Reads that come back short or long: restore places nothing.
     for fault in [Fault::Truncate, Fault::Oversize, Fault::Error] {
-        store.inject(Op::Get, "blobs/", fault, 1);
+        store.inject(Op::Get, "packs/", fault, 1);
         let target = fx.path(&format!("{fault:?}"));
         let options =
             rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
@@ -198,7 +203,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
     }
 
     // Stalled reads only slow a restore down.
-    store.inject(Op::Get, "blobs/", Fault::Stall, 3);
+    store.inject(Op::Get, "packs/", Fault::Stall, 3);
     let target = fx.path("stalled");
     let options =
         rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));

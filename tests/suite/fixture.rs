@@ -221,6 +221,7 @@ pub fn keep_last(n: usize, grace: std::time::Duration, dry_run: bool) -> rockup:
         dry_run,
         source: None,
         lease: rockup::DEFAULT_LEASE,
+        repack_below: rockup::DEFAULT_REPACK_BELOW,
     }
 }
 
@@ -282,6 +283,54 @@ pub async fn put_object(repo: &Repository, key: &str, bytes: impl Into<Bytes>) {
         .put(&ObjectPath::from(key), payload)
         .await
         .unwrap();
+}
+
+/// Where content is stored, read independently of rockup's code: its blob
+/// `(key, 0, size)`, or the pack holding it `(key, frame offset, frame length)`
+/// as the pack indexes say.
+pub async fn content_location(repo: &Repository, sha256: &str) -> (String, u64, u64) {
+    if let Some(blob) = get_object(repo, &blob_key(sha256)).await {
+        return (blob_key(sha256), 0, blob.len() as u64);
+    }
+    for key in list_keys(repo, "index").await {
+        let index: serde_json::Value =
+            serde_json::from_slice(&get_object(repo, key.as_ref()).await.unwrap()).unwrap();
+        let entries = index["entries"].as_array().unwrap();
+        if let Some(entry) = entries.iter().find(|e| e["sha256"] == sha256) {
+            let id = index["pack"].as_str().unwrap();
+            let pack = format!("packs/{}/{id}", &id[..2]);
+            return (
+                pack,
+                entry["offset"].as_u64().unwrap(),
+                entry["length"].as_u64().unwrap(),
+            );
+        }
+    }
+    panic!("content {sha256} is stored nowhere")
+}
+
+/// Flips one byte of content where it is stored (the first byte of its blob,
+/// or the first payload byte of its pack frame, after the 4-byte header);
+/// returns the object's key.
+pub async fn damage_content(repo: &Repository, sha256: &str) -> String {
+    let (key, offset, length) = content_location(repo, sha256).await;
+    let at = if key.starts_with("packs/") && length > 4 {
+        offset + 4
+    } else {
+        offset
+    };
+    let mut bytes = get_object(repo, &key).await.unwrap().to_vec();
+    bytes[at as usize] ^= 0xff;
+    put_object(repo, &key, bytes).await;
+    key
+}
+
+/// The fixture's options writing repository format 1 (an object per file).
+pub fn format_1(options: rockup::BackupOptions) -> rockup::BackupOptions {
+    rockup::BackupOptions {
+        format: 1,
+        ..options
+    }
 }
 
 pub async fn remove_object(repo: &Repository, key: &str) {

@@ -131,10 +131,16 @@ async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
         &original,
         PartKind::Db,
         |_| {},
-        |h| h["version"] = Value::from(2),
+        |h| h["version"] = Value::from(3),
     )
     .await;
-    restore_fails(&fx, &repo, &id, "manifest version 2 is not supported").await;
+    restore_fails(
+        &fx,
+        &repo,
+        &id,
+        "manifest version 3 was written by a newer rockup",
+    )
+    .await;
 
     let id = forge(
         &repo,
@@ -280,7 +286,7 @@ async fn forged_entry_fields_are_rejected_or_harmless() {
         (
             "size 0",
             Box::new(|l| l["size"] = Value::from(0)),
-            Some("larger than"),
+            Some(CORRUPT),
         ),
         (
             "size 2^64-1",

@@ -134,7 +134,7 @@ async fn a_forged_setuid_mode_is_masked() {
 async fn an_object_larger_than_its_entry_is_never_written_past_its_size() {
     let fx = Fixture::new(4);
     let repo = memory_repo();
-    let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+    let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &format_1(fx.options()))
         .await
         .unwrap();
     let external: Vec<rockup::manifest::ExternalEntry> =

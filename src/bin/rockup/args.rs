@@ -145,6 +145,14 @@ pub struct BackupArgs {
     /// during the backup are then more likely to be missed).
     #[arg(long)]
     pub no_prelink: bool,
+    /// zstd level for small files and database logs stored in packs (1–22;
+    /// 0: no compression). Content that does not shrink is stored as is.
+    #[arg(long, value_name = "LEVEL", default_value_t = rockup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
+    pub compression_level: i32,
+    /// Repository format to write: 2 (packs, compression) or 1 (an object per
+    /// file, readable by rockup 0.1; a repository already at 2 stays at 2).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub format_version: u32,
     /// Name the source this backup belongs to (default: the database's
     /// IDENTITY); `latest` and retention apply per source.
     #[arg(long, value_name = "NAME")]
@@ -258,6 +266,11 @@ pub struct PruneArgs {
     /// Leave unreferenced objects younger than this (objects of interrupted backups).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
+    /// Repack packs of which less than this percentage is still referenced
+    /// (their live entries are copied into new packs, the old ones deleted);
+    /// 0 never repacks.
+    #[arg(long, value_name = "PERCENT", default_value_t = 70.0, value_parser = parse_percent)]
+    pub repack_below: f64,
     /// Show what would be forgotten and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -279,6 +292,7 @@ impl PruneArgs {
             dry_run: self.dry_run,
             source: self.source.clone(),
             lease: self.lease.duration,
+            repack_below: self.repack_below / 100.0,
         }
     }
 }
@@ -374,6 +388,8 @@ impl BackupArgs {
             prelink: !self.no_prelink,
             source: self.source.clone(),
             lease: self.lease.duration,
+            format: self.format_version,
+            compression_level: self.compression_level,
         })
     }
 }
@@ -396,6 +412,13 @@ impl VerifyArgs {
             deep: self.deep,
             jobs: self.jobs.max(1),
         }
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
     }
 }
 

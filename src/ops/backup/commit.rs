@@ -42,7 +42,7 @@ pub(super) async fn commit(
 
     let header = Header {
         format: manifest::MANIFEST_FORMAT.into(),
-        version: manifest::MANIFEST_VERSION,
+        version: options.format,
         backup_id: id.clone(),
         created_at: run.created_at,
         tool_version: env!("CARGO_PKG_VERSION").into(),

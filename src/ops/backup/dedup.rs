@@ -1,8 +1,10 @@
 //! Deduplication, file by file: what each database file and each pinned external
 //! file becomes in the repository, uploading only what is not there yet. Shared
 //! tables by unique name (one LIST of `sst/`; hashes reused from the previous
-//! manifest), tables without a session id and external files by content (HEAD),
-//! and — unless `rehash` — external files whose path, size and mtime match the
+//! manifest), tables without a session id by content; the other database files
+//! and external files by content through the [`ContentStore`] (packed when
+//! small; what the indexes and blob listing hold is not sent again); and —
+//! unless `rehash` — external files whose path, size and mtime match the
 //! previous backup are neither read nor uploaded.
 
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use crate::common::names::is_shared_table_file;
 use crate::common::spool::Spool;
 use crate::common::tasks::blocking;
 use crate::error::{Error, Problem, Result};
+use crate::repo::content::{ContentOptions, ContentStore};
 use crate::repo::layout::{self, TableNaming};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, SourceInfo};
 use crate::repo::upload::{Content, Uploader};
@@ -30,8 +33,10 @@ pub(super) enum Outcome {
 
 /// Everything the per-file decisions need, shared by all uploads of one backup.
 pub(super) struct Dedup {
-    pub uploader: Uploader,
+    pub content: ContentStore,
     backup_id: String,
+    /// The repository format written (1: per-backup database files).
+    format: u32,
     checkpoint: PathBuf,
     /// The source directory, whose files' modes are recorded.
     origin: PathBuf,
@@ -58,9 +63,16 @@ impl Dedup {
         let want_external = options.external.is_some() && !options.rehash;
         let previous = Previous::find(repo, &source.id(), want_external, work).await?;
         let existing_tables = repo.list(layout::SST).await?;
+        let content_options = ContentOptions {
+            compression_level: options.compression_level,
+            pack: options.format >= 2,
+        };
+        let uploader = Uploader::new(repo.clone(), options.memory_budget);
+        let index_dir = work.path().join("content-index");
         Ok(Self {
-            uploader: Uploader::new(repo.clone(), options.memory_budget),
+            content: ContentStore::open(repo, uploader, &index_dir, content_options).await?,
             backup_id: backup_id.to_string(),
+            format: options.format,
             checkpoint,
             origin: origin.path.clone(),
             known_tables: previous.known_tables,
@@ -86,15 +98,18 @@ impl Dedup {
         let size = std::fs::metadata(&path)
             .map_err(|e| Error::io(&path, e))?
             .len();
-        let (object, sha256) = if !is_shared_table_file(&name) {
-            let key = layout::backup_file(&self.backup_id, &name);
-            let (sha256, _) = self.uploader.upload_file(&path, &key, None).await?;
-            (key.to_string(), sha256)
-        } else {
-            match session_of(&name, &path).await? {
+        let (object, sha256) = if is_shared_table_file(&name) {
+            let (object, sha256) = match session_of(&name, &path).await? {
                 Some(session) => self.session_table(&name, &path, size, session).await?,
                 None => self.content_table(&name, &path, size).await?,
-            }
+            };
+            (Some(object), sha256)
+        } else if self.format == 1 {
+            let key = layout::backup_file(&self.backup_id, &name);
+            let (sha256, _) = self.uploader().upload_file(&path, &key, None).await?;
+            (Some(key.to_string()), sha256)
+        } else {
+            (None, self.content.store_file(&path, size, None).await?)
         };
         // The mode of the file in the database (the checkpoint's copies of
         // MANIFEST, OPTIONS and WALs are rockup's own files).
@@ -106,6 +121,10 @@ impl Dedup {
             object,
             mode,
         })
+    }
+
+    fn uploader(&self) -> &Uploader {
+        self.content.uploader()
     }
 
     /// A table named by its session id: reused when the repository holds it
@@ -127,16 +146,16 @@ impl Dedup {
             }
         }
         let sha256 = if present {
-            self.uploader.load(path, size).await?.sha256().to_string()
+            self.uploader().load(path, size).await?.sha256().to_string()
         } else {
-            self.uploader.upload_file(path, &key, None).await?.0
+            self.uploader().upload_file(path, &key, None).await?.0
         };
         Ok((object, sha256))
     }
 
     /// A table without a session id (blob files, old SSTs), named by content.
     async fn content_table(&self, name: &str, path: &Path, size: u64) -> Result<(String, String)> {
-        let content = self.uploader.load(path, size).await?;
+        let content = self.uploader().load(path, size).await?;
         let naming = TableNaming::Content(content.sha256().to_string());
         let key = layout::shared_table_file(&layout::unique_table_name(name, size, &naming));
         if self.existing_tables.get(key.as_ref()) != Some(&size) {
@@ -152,9 +171,9 @@ impl Dedup {
         content: &Content,
     ) -> Result<()> {
         match content {
-            Content::Small { .. } => self.uploader.put_small(key, content).await,
+            Content::Small { .. } => self.uploader().put_small(key, content).await,
             Content::Large { sha256, .. } => self
-                .uploader
+                .uploader()
                 .upload_file(path, key, Some(sha256))
                 .await
                 .map(drop),
@@ -210,39 +229,12 @@ impl Dedup {
         )
     }
 
-    /// Puts the file in the content-addressed store unless it is there; returns its hash.
+    /// Puts the file's content in the repository unless it is there; returns its hash.
     async fn store_external(&self, pinned: &Pinned) -> Result<String> {
-        let path = &pinned.read_from;
-        if let Some(expected) = &pinned.expected_sha256 {
-            let key = layout::external_blob(expected);
-            if !self.uploader.exists(&key).await? {
-                return Ok(self
-                    .uploader
-                    .upload_file(path, &key, Some(expected))
-                    .await?
-                    .0);
-            }
-            let actual = self
-                .uploader
-                .load(path, pinned.size)
-                .await?
-                .sha256()
-                .to_string();
-            return match actual == *expected {
-                true => Ok(actual),
-                false => Err(Error::HashMismatch {
-                    path: path.clone(),
-                    expected: expected.clone(),
-                    actual,
-                }),
-            };
-        }
-        let content = self.uploader.load(path, pinned.size).await?;
-        let key = layout::external_blob(content.sha256());
-        if !self.uploader.exists(&key).await? {
-            self.store_content(path, &key, &content).await?;
-        }
-        Ok(content.sha256().to_string())
+        let expected = pinned.expected_sha256.as_deref();
+        self.content
+            .store_file(&pinned.read_from, pinned.size, expected)
+            .await
     }
 }
 
@@ -338,7 +330,7 @@ impl Previous {
         let known_tables = match header.entries::<DbFileEntry>(repo).await {
             Ok(entries) => entries
                 .into_iter()
-                .map(|e| (e.object, (e.size, e.sha256)))
+                .filter_map(|e| Some((e.object?, (e.size, e.sha256))))
                 .collect(),
             Err(e) => return Ok(warn_damaged(&header.backup_id, &e)),
         };

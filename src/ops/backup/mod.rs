@@ -69,6 +69,11 @@ pub struct BackupOptions {
     /// moment the point in time is fixed, so that files the application deletes
     /// meanwhile are still captured (one link per file per backup).
     pub prelink: bool,
+    /// Repository format to write: 2 (packs, compression) or 1 (every file
+    /// an object of its own; readable by rockup 0.1).
+    pub format: u32,
+    /// zstd level for packed content (1–22); 0 stores it uncompressed.
+    pub compression_level: i32,
 }
 
 impl Default for BackupOptions {
@@ -85,6 +90,8 @@ impl Default for BackupOptions {
             source: None,
             lease: DEFAULT_LEASE,
             prelink: true,
+            format: crate::repo::REPOSITORY_VERSION,
+            compression_level: crate::repo::content::DEFAULT_COMPRESSION_LEVEL,
         }
     }
 }
@@ -125,7 +132,14 @@ pub async fn backup(
     if let Some(name) = &options.source {
         manifest::check_source_name(name)?;
     }
-    repo.check_marker(true).await?;
+    if !(1..=crate::repo::REPOSITORY_VERSION).contains(&options.format) {
+        return Err(Error::Usage(format!(
+            "format {} is not one this rockup writes (1 or {})",
+            options.format,
+            crate::repo::REPOSITORY_VERSION
+        )));
+    }
+    repo.check_marker(Some(options.format)).await?;
     let created_at = Utc::now();
     let run = Run {
         backup_id: layout::new_backup_id(created_at),

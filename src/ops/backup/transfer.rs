@@ -62,9 +62,12 @@ pub(super) async fn run(
         transferred.add(outcome?, progress)?;
     }
     drop(outcomes);
-    let uploaded = dedup.uploader.stats();
-    transferred.stats.uploaded_objects = uploaded.objects.load(Ordering::Relaxed);
-    transferred.stats.uploaded_bytes = uploaded.bytes.load(Ordering::Relaxed);
+    // Every pack stored before anything references it.
+    let packs = dedup.content.finish().await?;
+    let uploaded = dedup.content.uploader().stats();
+    // A pack and its index are two objects.
+    transferred.stats.uploaded_objects = uploaded.objects.load(Ordering::Relaxed) + 2 * packs.packs;
+    transferred.stats.uploaded_bytes = uploaded.bytes.load(Ordering::Relaxed) + packs.bytes;
     transferred.db_entries.sort_by(|a, b| a.name.cmp(&b.name));
     transferred.problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(transferred)

@@ -12,6 +12,7 @@
 //! A repository with an unreadable manifest is not garbage-collected: what that
 //! backup references cannot be known.
 
+mod packs;
 mod retention;
 
 use std::collections::{BTreeMap, HashSet};
@@ -27,9 +28,11 @@ use crate::common::spool::Spool;
 use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::lock::{self, LockKind, RepoLock};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
 use crate::repo::{Repository, Traffic};
 
+use packs::PackPlan;
+pub use packs::{RepackReport, DEFAULT_REPACK_BELOW};
 use retention::Candidate;
 pub use retention::RetentionPolicy;
 
@@ -49,6 +52,9 @@ pub struct PruneOptions {
     pub source: Option<String>,
     /// How long the prune's lock stays live without renewal.
     pub lease: Duration,
+    /// Packs less than this share (0–1) referenced are repacked
+    /// ([`DEFAULT_REPACK_BELOW`]); 0 never repacks.
+    pub repack_below: f64,
 }
 
 /// A backup that stays, and why.
@@ -80,6 +86,8 @@ pub struct PruneReport {
     pub foreign_objects: u64,
     /// Locks whose lease had run out (their runs are gone), removed.
     pub stale_locks_removed: Vec<String>,
+    /// Packs repacked: bytes reclaimed and re-uploaded.
+    pub repack: RepackReport,
     /// Requests and bytes this run asked of the store.
     pub traffic: Traffic,
 }
@@ -92,7 +100,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
         ));
     }
     let before = repo.traffic();
-    repo.check_marker(false).await?;
+    repo.check_marker(None).await?;
     // Also for a dry run: its report is what a prune would do now, and the
     // lock tells the store's time.
     let id = layout::new_backup_id(Utc::now());
@@ -138,11 +146,17 @@ async fn collect(
     };
     let forgotten_manifests = forget(repo, &forgotten, options.dry_run, &mut report).await?;
     let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let referenced = Spool::create(scratch.path())?;
+    let referenced = Spool::create(&scratch.path().join("referenced"))?;
     for header in &kept_headers {
         mark_references(repo, header, &referenced).await?;
     }
+    let cutoff = now - chrono::Duration::from_std(options.grace).unwrap_or_default();
+    let index_dir = scratch.path().join("index");
+    let mut packs =
+        PackPlan::make(repo, &referenced, &index_dir, options.repack_below, cutoff).await?;
+    report.repack = packs.repack(repo, &referenced, options.dry_run).await?;
     let garbage = Garbage {
+        packs,
         referenced,
         forgotten_manifests,
         forgotten_prefixes: forgotten
@@ -150,7 +164,7 @@ async fn collect(
             .map(|h| format!("{}/{}/", layout::BACKUPS, h.backup_id))
             .collect(),
         locks: format!("{}/", layout::LOCKS),
-        cutoff: now - chrono::Duration::from_std(options.grace).unwrap_or_default(),
+        cutoff,
     };
     collect_garbage(repo, &garbage, options.dry_run, &mut report).await?;
     let (staged, bytes) = repo
@@ -249,7 +263,9 @@ async fn forget(
 
 /// What garbage collection keeps and what it may delete.
 struct Garbage {
-    /// Every object a kept backup references.
+    /// The fate of packs and their indexes.
+    packs: PackPlan,
+    /// Every object a kept backup references (content: by its blob key).
     referenced: Spool,
     /// Manifests already deleted (and counted) by `forget`.
     forgotten_manifests: HashSet<String>,
@@ -276,6 +292,11 @@ impl Garbage {
         let key = meta.location.as_ref();
         if !layout::is_rockup_key(key) {
             return Ok(Verdict::Foreign);
+        }
+        match self.packs.verdict(key) {
+            Some(true) => return Ok(Verdict::Delete),
+            Some(false) => return Ok(Verdict::Keep),
+            None => {}
         }
         if key == layout::MARKER
             || key.starts_with(&self.locks)
@@ -337,8 +358,9 @@ async fn mark_references(repo: &Repository, header: &Header, referenced: &Spool)
         referenced.put(layout::part(id, &part.sha256).as_ref(), b"")?;
     }
     header
-        .for_each_entry(repo, |entry: DbFileEntry| {
-            referenced.put(&entry.object, b"")
+        .for_each_entry(repo, |entry: DbFileEntry| match entry.stored() {
+            Stored::Object(key) => referenced.put(key, b""),
+            Stored::Content(sha256) => referenced.put(layout::external_blob(sha256).as_ref(), b""),
         })
         .await?;
     header

@@ -77,12 +77,7 @@ impl Downloader {
     }
 
     async fn download(&self, job: Job) -> Result<Option<Problem>> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&job.dest)
-            .map_err(|e| Error::io(&job.dest, e))?;
+        let file = create_exclusive(&job.dest)?;
         let found = match job.size >= RANGED_FROM {
             true => self.ranged(&job, &file).await?,
             false => {
@@ -92,7 +87,7 @@ impl Downloader {
         };
         self.repo.progress().advance(job.size);
         match found {
-            Found::Intact => finish(&file, &job).map(|()| None),
+            Found::Intact => finish(&file, &job.dest, job.mode, job.mtime_ns).map(|()| None),
             Found::Missing => Ok(Some(Problem::missing_object(job.key.to_string()))),
             Found::Corrupt(detail) => {
                 Ok(Some(Problem::corrupt_object(job.key.to_string(), detail)))
@@ -200,17 +195,32 @@ fn hash_file(path: &Path) -> Result<(u64, String)> {
     }
 }
 
-/// Gives a verified file its recorded permission bits and mtime.
-fn finish(file: &std::fs::File, job: &Job) -> Result<()> {
-    if let Some(mode) = job.mode {
+/// A new file `0600` at `dest`: never an existing one, never through a symlink.
+pub(super) fn create_exclusive(dest: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| Error::io(dest, e))
+}
+
+/// Gives a verified file its recorded permission bits (masked to
+/// [`PERMISSION_BITS`]) and mtime.
+pub(super) fn finish(
+    file: &std::fs::File,
+    dest: &Path,
+    mode: Option<u32>,
+    mtime_ns: Option<i64>,
+) -> Result<()> {
+    if let Some(mode) = mode {
         let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
         file.set_permissions(permissions)
-            .map_err(|e| Error::io(&job.dest, e))?;
+            .map_err(|e| Error::io(dest, e))?;
     }
-    if let Some(mtime_ns) = job.mtime_ns {
+    if let Some(mtime_ns) = mtime_ns {
         let mtime = UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);
-        file.set_modified(mtime)
-            .map_err(|e| Error::io(&job.dest, e))?;
+        file.set_modified(mtime).map_err(|e| Error::io(dest, e))?;
     }
     Ok(())
 }

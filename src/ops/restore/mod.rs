@@ -10,6 +10,7 @@
 
 mod check;
 mod download;
+mod packed;
 mod stage;
 
 use std::os::unix::fs::PermissionsExt;
@@ -25,9 +26,11 @@ use serde::Serialize;
 use crate::common::references::ReferenceExtractor;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
+use crate::repo::pack::{ContentIndex, Located};
 use crate::repo::{Repository, Traffic};
 use download::{Downloader, Job, PERMISSION_BITS};
+use packed::PackedFiles;
 use stage::{place_all, Staging};
 
 /// Requests in flight by default: many small objects are latency-bound, so
@@ -99,7 +102,7 @@ pub struct RestoreReport {
 /// Restores a backup; see the module docs for what is checked.
 pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<RestoreReport> {
     let before = repo.traffic();
-    repo.check_marker(false).await?;
+    repo.check_marker(None).await?;
     let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
     let blob_root = blob_root(&header, options)?;
     require_empty(&options.db_dir)?;
@@ -129,14 +132,14 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     let tally = Tally::default();
     let total_files = report.db_files.saturating_add(header.stats.external_files);
     let total_bytes = report.db_bytes.saturating_add(header.stats.external_bytes);
+    let content = Content::load(repo).await?;
     repo.progress().start(Some(total_files), Some(total_bytes));
-    let jobs = futures::stream::iter(db_jobs(&db_entries, &db_stage)).chain(external_jobs(
-        repo,
-        &header,
-        blob_stage.as_ref(),
-        &tally,
-    ));
-    let problems = Downloader::new(repo, options.jobs).run(jobs).await?;
+    let db_jobs = db_entries.iter().map(|entry| db_job(entry, &db_stage));
+    let jobs = futures::stream::iter(db_jobs)
+        .chain(external_jobs(repo, &header, blob_stage.as_ref(), &tally))
+        .try_filter_map(|job| async { content.route(job) });
+    let mut problems = Downloader::new(repo, options.jobs).run(jobs).await?;
+    problems.extend(content.packed.run(repo, options.jobs).await?);
     report.external_files = tally.files.into_inner();
     report.external_bytes = tally.bytes.into_inner();
     fail_on(problems, |count| {
@@ -187,19 +190,52 @@ fn fail_on(problems: Vec<Problem>, summary: impl FnOnce(usize) -> String) -> Res
     })
 }
 
-fn db_jobs<'a>(
-    entries: &'a [DbFileEntry],
-    stage: &'a Staging,
-) -> impl Iterator<Item = Result<Job>> + 'a {
-    entries.iter().map(|entry| {
-        Ok(Job {
-            key: ObjectPath::from(entry.object.as_str()),
-            dest: stage.path.join(&entry.name),
-            sha256: entry.sha256.clone(),
-            size: entry.size,
-            mode: entry.mode,
-            mtime_ns: None,
+/// Where the content of a restore's files is: pack indexes, and the files
+/// queued for reading from packs; a scratch directory holds both.
+struct Content {
+    index: ContentIndex,
+    packed: PackedFiles,
+    _scratch: tempfile::TempDir,
+}
+
+impl Content {
+    async fn load(repo: &Repository) -> Result<Self> {
+        let scratch = tempfile::Builder::new()
+            .prefix("rockup-restore-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        Ok(Self {
+            index: ContentIndex::load(repo, &scratch.path().join("index"), false).await?,
+            packed: PackedFiles::create(&scratch.path().join("packed"))?,
+            _scratch: scratch,
         })
+    }
+
+    /// A job whose key is a blob (`blobs/sha256/…`) goes to its pack's queue
+    /// when the content is packed; every other job is downloaded as is.
+    fn route(&self, job: Job) -> Result<Option<Job>> {
+        if job.key != layout::external_blob(&job.sha256) {
+            return Ok(Some(job));
+        }
+        match self.index.locate(&job.sha256)? {
+            Located::Packed(location) => self.packed.push(location, job).map(|()| None),
+            Located::Blob => Ok(Some(job)),
+        }
+    }
+}
+
+fn db_job(entry: &DbFileEntry, stage: &Staging) -> Result<Job> {
+    let key = match entry.stored() {
+        Stored::Object(object) => ObjectPath::from(object),
+        Stored::Content(sha256) => layout::external_blob(sha256),
+    };
+    Ok(Job {
+        key,
+        dest: stage.path.join(&entry.name),
+        sha256: entry.sha256.clone(),
+        size: entry.size,
+        mode: entry.mode,
+        mtime_ns: None,
     })
 }
 

@@ -214,7 +214,7 @@ pub struct Refused {
 /// Removes the locks of runs that are gone (`rockup unlock`); with `force`,
 /// every lock.
 pub async fn unlock(repo: &Repository, force: bool) -> Result<UnlockReport> {
-    repo.check_marker(false).await?;
+    repo.check_marker(None).await?;
     let mut report = UnlockReport::default();
     let mut keys = Vec::new();
     let now = Utc::now();

@@ -252,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn unlock_removes_locks_left_by_killed_runs() {
         let repo = repo();
-        repo.check_marker(true).await.unwrap();
+        repo.check_marker(Some(2)).await.unwrap();
         let lock = RepoLock::acquire(&repo, LockKind::Backup, "a", DEFAULT_LEASE)
             .await
             .unwrap();

@@ -21,13 +21,15 @@ use crate::repo::layout;
 use crate::repo::Repository;
 
 pub use parts::{
-    store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry, PartKind, PartRef,
+    sha256_hex, store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry,
+    PartKind, PartRef, Stored,
 };
 
 /// Format name in every manifest header.
 pub const MANIFEST_FORMAT: &str = "rockup-manifest";
-/// Major version written by this build; a reader rejects any other.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Major version written by this build: format 2 references non-table
+/// database files by content. Versions 1 and 2 are read; others rejected.
+pub const MANIFEST_VERSION: u32 = 2;
 /// Largest manifest header read: its size grows with the number of parts (one
 /// per 100,000 files) only.
 const HEADER_LIMIT: u64 = 16 << 20;
@@ -165,11 +167,11 @@ pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> 
             format!("format {:?} is not {MANIFEST_FORMAT:?}", version.format),
         ));
     }
-    if version.version != MANIFEST_VERSION {
+    if !(1..=MANIFEST_VERSION).contains(&version.version) {
         return Err(Error::manifest(
             key,
             format!(
-                "manifest version {} is not supported by rockup {} (reads version {MANIFEST_VERSION}); upgrade rockup",
+                "manifest version {} was written by a newer rockup (rockup {} reads versions 1 to {MANIFEST_VERSION}); upgrade rockup",
                 version.version,
                 env!("CARGO_PKG_VERSION")
             ),
@@ -261,7 +263,7 @@ pub struct ListedBackup {
 
 /// Every committed backup, oldest first, reading headers only.
 pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
-    repo.check_marker(false).await?;
+    repo.check_marker(None).await?;
     let committed = committed(repo).await?;
     let rows = futures::stream::iter(committed)
         .map(|(id, committed_at)| async move {
@@ -295,8 +297,12 @@ mod tests {
     #[test]
     fn unknown_versions_and_garbage_are_rejected() {
         let err =
-            parse_header("k", "id", br#"{"format":"rockup-manifest","version":2}"#).unwrap_err();
-        assert!(err.to_string().contains("version 2"), "{err}");
+            parse_header("k", "id", br#"{"format":"rockup-manifest","version":3}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("version 3 was written by a newer rockup"),
+            "{err}"
+        );
         assert!(parse_header("k", "id", b"\x00garbage").is_err());
         assert!(parse_header("k", "id", br#"{"format":"other","version":1}"#).is_err());
     }

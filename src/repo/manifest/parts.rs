@@ -68,7 +68,7 @@ impl PartRef {
     }
 }
 
-/// A database file: name in the DB directory, and the object holding it.
+/// A database file: name in the DB directory, and where its content is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbFileEntry {
     /// File name in the database directory.
@@ -77,8 +77,11 @@ pub struct DbFileEntry {
     pub size: u64,
     /// SHA-256 of the content.
     pub sha256: String,
-    /// The object holding it.
-    pub object: String,
+    /// The object holding it: `sst/<unique name>` for table and blob files;
+    /// for the others `backups/<id>/files/<name>` in format 1, absent in
+    /// format 2 (content by hash: packed, or a blob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
     /// Permission bits in the database directory (absent in backups made
     /// before rockup recorded them; restored as 0600 then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,14 +104,33 @@ pub struct ExternalEntry {
     pub mode: u32,
 }
 
+/// Where an entry's content is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored<'a> {
+    /// In an object of its own (a table file, or a format-1 per-backup file).
+    Object(&'a str),
+    /// Content by SHA-256: packed, or a blob.
+    Content(&'a str),
+}
+
+impl DbFileEntry {
+    /// Where this file's content is.
+    pub fn stored(&self) -> Stored<'_> {
+        match &self.object {
+            Some(object) => Stored::Object(object),
+            None => Stored::Content(&self.sha256),
+        }
+    }
+}
+
 /// One entry of a part, whatever its kind.
 pub trait PartEntry: Serialize + DeserializeOwned {
     /// The kind of part this entry belongs in.
     const KIND: PartKind;
     /// The sort key within parts.
     fn sort_key(&self) -> &str;
-    /// Rejects entries a restore must not act on.
-    fn validate(&self, backup_id: &str) -> std::result::Result<(), String>;
+    /// Rejects entries a restore must not act on (`version`: the manifest's).
+    fn validate(&self, backup_id: &str, version: u32) -> std::result::Result<(), String>;
 }
 
 impl PartEntry for DbFileEntry {
@@ -116,20 +138,20 @@ impl PartEntry for DbFileEntry {
     fn sort_key(&self) -> &str {
         &self.name
     }
-    fn validate(&self, backup_id: &str) -> std::result::Result<(), String> {
+    fn validate(&self, backup_id: &str, version: u32) -> std::result::Result<(), String> {
         if !is_rocksdb_file_name(&self.name) {
             return Err(format!("{:?} is not a RocksDB file name", self.name));
         }
         check_sha256(&self.sha256)?;
-        let shared = is_shared_table_file(&self.name);
-        let valid_object = if shared {
-            self.object
-                .strip_prefix(&format!("{}/", layout::SST))
+        let object = self.object.as_deref();
+        let valid_object = match (is_shared_table_file(&self.name), version) {
+            (true, _) => object
+                .and_then(|o| o.strip_prefix(&format!("{}/", layout::SST)))
                 .is_some_and(|rest| {
                     !rest.is_empty() && !rest.contains('/') && !rest.starts_with('.')
-                })
-        } else {
-            self.object == layout::backup_file(backup_id, &self.name).as_ref()
+                }),
+            (false, 1) => object == Some(layout::backup_file(backup_id, &self.name).as_ref()),
+            (false, _) => object.is_none(),
         };
         if !valid_object {
             return Err(format!(
@@ -146,7 +168,7 @@ impl PartEntry for ExternalEntry {
     fn sort_key(&self) -> &str {
         &self.path
     }
-    fn validate(&self, _backup_id: &str) -> std::result::Result<(), String> {
+    fn validate(&self, _backup_id: &str, _version: u32) -> std::result::Result<(), String> {
         let normalized = normalize_relative_path(&self.path)?;
         if normalized != self.path {
             return Err(format!("path {:?} is not normalized", self.path));
@@ -160,7 +182,7 @@ impl PartEntry for Problem {
     fn sort_key(&self) -> &str {
         &self.path
     }
-    fn validate(&self, _backup_id: &str) -> std::result::Result<(), String> {
+    fn validate(&self, _backup_id: &str, _version: u32) -> std::result::Result<(), String> {
         Ok(())
     }
 }
@@ -281,7 +303,7 @@ impl Header {
             let entry: T = serde_json::from_slice(line)
                 .map_err(|e| Error::manifest(key.to_string(), format!("unreadable entry: {e}")))?;
             entry
-                .validate(&self.backup_id)
+                .validate(&self.backup_id, self.version)
                 .map_err(|e| Error::manifest(key.to_string(), format!("rejected entry: {e}")))?;
             entries.push(entry);
         }
@@ -331,23 +353,28 @@ mod tests {
     #[test]
     fn db_entries_must_point_into_the_layout() {
         let id = "20261125T130500.000Z-0000000a";
-        let entry = |name: &str, object: &str| DbFileEntry {
+        let entry = |name: &str, object: Option<&str>| DbFileEntry {
             name: name.into(),
             size: 1,
             sha256: "a".repeat(64),
-            object: object.into(),
+            object: object.map(Into::into),
             mode: None,
         };
-        assert!(entry("000001.sst", "sst/000001_sX_1.sst")
-            .validate(id)
-            .is_ok());
-        assert!(entry("CURRENT", &format!("backups/{id}/files/CURRENT"))
-            .validate(id)
-            .is_ok());
-        assert!(entry("CURRENT", "backups/other/files/CURRENT")
-            .validate(id)
-            .is_err());
-        assert!(entry("000001.sst", "sst/../x").validate(id).is_err());
-        assert!(entry("../000001.sst", "sst/x").validate(id).is_err());
+        let current = format!("backups/{id}/files/CURRENT");
+        for version in [1, 2] {
+            let sst = entry("000001.sst", Some("sst/000001_sX_1.sst"));
+            assert!(sst.validate(id, version).is_ok());
+            assert!(entry("000001.sst", None).validate(id, version).is_err());
+            let elsewhere = entry("CURRENT", Some("backups/other/files/CURRENT"));
+            assert!(elsewhere.validate(id, version).is_err());
+            let escape = entry("000001.sst", Some("sst/../x"));
+            assert!(escape.validate(id, version).is_err());
+            let bad_name = entry("../000001.sst", Some("sst/x"));
+            assert!(bad_name.validate(id, version).is_err());
+        }
+        assert!(entry("CURRENT", Some(&current)).validate(id, 1).is_ok());
+        assert!(entry("CURRENT", None).validate(id, 1).is_err());
+        assert!(entry("CURRENT", None).validate(id, 2).is_ok());
+        assert!(entry("CURRENT", Some(&current)).validate(id, 2).is_err());
     }
 }

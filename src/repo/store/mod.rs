@@ -32,8 +32,9 @@ use metered::{Counters, Metered, Pace};
 
 /// Repository format name and version, stored in `rockup.json`.
 pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
-/// Major version of the repository layout this build reads and writes.
-pub(crate) const REPOSITORY_VERSION: u32 = 1;
+/// Newest version of the repository layout this build reads and writes
+/// (2: packs, content-addressed database files); version 1 is read too.
+pub(crate) const REPOSITORY_VERSION: u32 = 2;
 
 /// Largest repository marker read.
 const MARKER_LIMIT: u64 = 64 << 10;
@@ -377,7 +378,7 @@ impl Repository {
     }
 
     /// One GET: `None` when there is no such object.
-    async fn fetch(&self, key: &Path, options: GetOptions) -> Result<Option<GetResult>> {
+    pub(crate) async fn fetch(&self, key: &Path, options: GetOptions) -> Result<Option<GetResult>> {
         match self.store.get_opts(key, options).await {
             Ok(result) => Ok(Some(result)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -444,39 +445,18 @@ impl Repository {
             .map_err(|e| self.error(e))
     }
 
-    /// Checks the repository marker; with `create`, writes it in a new repository.
-    /// A repository of an unknown major version is refused.
-    pub(crate) async fn check_marker(&self, create: bool) -> Result<()> {
+    /// Checks the repository marker and returns its version. With
+    /// `write = Some(v)`, a writer of format `v`: the marker is created in a
+    /// new repository, and raised to `v` in an older one — so that older
+    /// rockups, which do not know format `v`, refuse the repository instead
+    /// of misreading it. A repository of a newer format is refused.
+    pub(crate) async fn check_marker(&self, write: Option<u32>) -> Result<u32> {
         let key = layout::marker();
-        let bytes = match self.get_if_exists(&key, MARKER_LIMIT).await? {
-            Some(bytes) => bytes,
-            None if create => {
-                let marker = Marker {
-                    format: REPOSITORY_FORMAT.into(),
-                    version: REPOSITORY_VERSION,
-                };
-                let bytes =
-                    Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"));
-                match self.create(&key, bytes).await {
-                    Ok(_) => return Ok(()),
-                    // Another run created it concurrently: read theirs below.
-                    Err(Error::Conflict { .. }) => self.get(&key, MARKER_LIMIT).await?,
-                    Err(e) => return Err(e),
-                }
-            }
-            None => {
-                // Tell a missing bucket (or wrong credentials) from a prefix that
-                // simply holds no repository: one LIST request.
-                self.store
-                    .list_with_delimiter(None)
-                    .await
-                    .map_err(|e| self.error(e))?;
-                return Err(Error::Usage(format!(
-                    "{} is not a rockup repository (no {}); check --repo",
-                    self.name,
-                    layout::MARKER
-                )));
-            }
+        let Some(bytes) = self.get_if_exists(&key, MARKER_LIMIT).await? else {
+            return match write {
+                Some(version) => self.create_marker(version).await,
+                None => Err(self.not_a_repository().await),
+            };
         };
         let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
             Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
@@ -487,18 +467,60 @@ impl Repository {
                 format!("not a rockup repository (format {:?})", marker.format),
             ));
         }
-        if marker.version != REPOSITORY_VERSION {
+        if !(1..=REPOSITORY_VERSION).contains(&marker.version) {
             return Err(Error::manifest(
                 layout::MARKER,
                 format!(
-                    "repository format version {} is not supported by rockup {} (reads version {REPOSITORY_VERSION}); upgrade rockup",
+                    "repository format version {} was written by a newer rockup (rockup {} reads versions 1 to {REPOSITORY_VERSION}); upgrade rockup",
                     marker.version,
                     env!("CARGO_PKG_VERSION")
                 ),
             ));
         }
-        Ok(())
+        match write {
+            Some(version) if version > marker.version => {
+                tracing::info!(
+                    from = marker.version,
+                    to = version,
+                    "repository format raised; rockup older than 0.2 will refuse it"
+                );
+                self.put(&key, marker_bytes(version)).await?;
+                Ok(version)
+            }
+            _ => Ok(marker.version),
+        }
     }
+
+    async fn create_marker(&self, version: u32) -> Result<u32> {
+        let key = layout::marker();
+        match self.create(&key, marker_bytes(version)).await {
+            Ok(_) => Ok(version),
+            // Another run created it concurrently: check theirs.
+            Err(Error::Conflict { .. }) => Box::pin(self.check_marker(Some(version))).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tells a missing bucket (or wrong credentials) from a prefix that
+    /// simply holds no repository: one LIST request.
+    async fn not_a_repository(&self) -> Error {
+        if let Err(e) = self.store.list_with_delimiter(None).await {
+            return self.error(e);
+        }
+        Error::Usage(format!(
+            "{} is not a rockup repository (no {}); check --repo",
+            self.name,
+            layout::MARKER
+        ))
+    }
+}
+
+fn marker_bytes(version: u32) -> Bytes {
+    let marker = Marker {
+        format: REPOSITORY_FORMAT.into(),
+        version,
+    };
+    Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"))
 }
 
 #[cfg(test)]

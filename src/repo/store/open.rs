@@ -285,7 +285,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let err = repo.check_marker(false).await.unwrap_err().to_string();
+        let err = repo.check_marker(None).await.unwrap_err().to_string();
         assert!(err.starts_with("gs://bucket/prefix: "), "{err}");
         assert!(
             err.contains(&base_url),

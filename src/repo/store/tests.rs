@@ -196,15 +196,25 @@ async fn deletes_fall_back_to_one_request_per_object() {
 #[tokio::test]
 async fn marker_rejects_unknown_versions() {
     let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
-    assert!(repo.check_marker(false).await.is_err());
-    repo.check_marker(true).await.unwrap();
-    repo.check_marker(false).await.unwrap();
+    assert!(repo.check_marker(None).await.is_err());
+    assert_eq!(repo.check_marker(Some(1)).await.unwrap(), 1);
+    assert_eq!(repo.check_marker(None).await.unwrap(), 1);
+    assert_eq!(repo.check_marker(Some(2)).await.unwrap(), 2, "raised");
+    assert_eq!(
+        repo.check_marker(Some(1)).await.unwrap(),
+        2,
+        "never lowered"
+    );
     repo.put(
         &layout::marker(),
         Bytes::from_static(br#"{"format":"rockup-repository","version":9}"#),
     )
     .await
     .unwrap();
-    let err = repo.check_marker(false).await.unwrap_err();
-    assert!(err.to_string().contains("version 9"), "{err}");
+    let err = repo.check_marker(None).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("version 9 was written by a newer rockup"),
+        "{err}"
+    );
 }

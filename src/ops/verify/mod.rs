@@ -1,19 +1,24 @@
 //! Verification of committed backups. The quick check lists the repository once
 //! per prefix (LIST, not one HEAD per object) and checks that every object a
-//! manifest names exists with the recorded size; `--deep` downloads each distinct
-//! object once and re-hashes it. Every problem is reported, not just the first.
+//! manifest names — directly, or as the pack its content is in, by the pack
+//! indexes — exists with the recorded size; `--deep` (`deep`) downloads each
+//! distinct object once and re-hashes it, and reads each pack once, decoding
+//! and re-hashing every entry. Every problem is reported, not just the first.
 //! Both sides of the comparison go into scratch spools in a temporary
 //! directory, so memory stays flat however many objects there are.
 
-use futures::{StreamExt, TryStreamExt};
+mod deep;
+
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
 use crate::common::spool::Spool;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry};
-use crate::repo::{Fetched, Repository, Traffic};
+use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Stored};
+use crate::repo::pack::{ContentIndex, Located};
+use crate::repo::{Repository, Traffic};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -46,11 +51,12 @@ pub struct VerifyReport {
 /// Referenced objects walked (and, deep, re-hashed) at a time.
 const BATCH: usize = 1000;
 
-/// What the manifests say one object is.
+/// What the manifests say one object is: its size and SHA-256, or, for a
+/// pack (`sha256` absent), the size its index records.
 #[derive(Serialize, Deserialize)]
 struct Expected {
     size: u64,
-    sha256: String,
+    sha256: Option<String>,
 }
 
 /// The referenced objects (key → [`Expected`], each once across backups) and
@@ -60,6 +66,7 @@ struct Scratch {
     _dir: tempfile::TempDir,
     referenced: Spool,
     listed: Spool,
+    content: ContentIndex,
     objects: u64,
     bytes: u64,
 }
@@ -67,13 +74,13 @@ struct Scratch {
 /// Verifies one backup, the latest, or all of them.
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
     let before = repo.traffic();
-    repo.check_marker(false).await?;
+    repo.check_marker(None).await?;
     let ids = match options.backup.as_str() {
         "all" => manifest::committed_ids(repo).await?,
         id => vec![manifest::resolve(repo, id, options.source.as_deref()).await?],
     };
-    let mut problems = Vec::new();
-    let mut scratch = Scratch::create()?;
+    let mut scratch = Scratch::create(repo).await?;
+    let mut problems = scratch.index_problems();
     record_references(repo, &ids, &mut scratch, &mut problems).await?;
     record_listing(repo, &scratch.listed).await?;
     if options.deep {
@@ -87,7 +94,8 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         after = Some(last.clone());
         let intact = compare(batch, &scratch.listed, &mut problems)?;
         if options.deep {
-            problems.extend(rehash_all(repo, intact, options.jobs).await?);
+            let found = deep::rehash_all(repo, intact, options.jobs, &scratch.content).await?;
+            problems.extend(found);
         }
     }
     problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -101,7 +109,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
 }
 
 impl Scratch {
-    fn create() -> Result<Self> {
+    async fn create(repo: &Repository) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("rockup-verify-")
             .tempdir()
@@ -109,14 +117,40 @@ impl Scratch {
         Ok(Self {
             referenced: Spool::create(&dir.path().join("referenced"))?,
             listed: Spool::create(&dir.path().join("listed"))?,
+            content: ContentIndex::load(repo, &dir.path().join("index"), false).await?,
             _dir: dir,
             objects: 0,
             bytes: 0,
         })
     }
 
+    /// Pack indexes that are unusable, or name a pack that is gone.
+    fn index_problems(&self) -> Vec<Problem> {
+        let damaged = self.content.damaged.iter();
+        let damaged = damaged.map(|(key, why)| Problem::corrupt_object(key, why));
+        let dangling =
+            self.content.dangling.iter().map(|key| {
+                Problem::corrupt_object(key, "names a pack that is not in the repository")
+            });
+        damaged.chain(dangling).collect()
+    }
+
+    /// Records content a manifest names: the pack it is in, or its blob.
+    fn reference_content(&mut self, sha256: String, size: u64) -> Result<()> {
+        match self.content.locate(&sha256)? {
+            Located::Packed(location) => {
+                let key = layout::pack(&location.pack);
+                self.reference(key.as_ref(), location.pack_size, None)
+            }
+            Located::Blob => {
+                let key = layout::external_blob(&sha256);
+                self.reference(key.as_ref(), size, Some(sha256))
+            }
+        }
+    }
+
     /// Records an object a manifest names, once.
-    fn reference(&mut self, key: &str, size: u64, sha256: String) -> Result<()> {
+    fn reference(&mut self, key: &str, size: u64, sha256: Option<String>) -> Result<()> {
         if self.referenced.get(key)?.is_some() {
             return Ok(());
         }
@@ -156,7 +190,7 @@ fn compare(
 /// Object key → size of every object under the prefixes manifests point
 /// into, streamed from the listing.
 async fn record_listing(repo: &Repository, listed: &Spool) -> Result<()> {
-    for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
+    for prefix in [layout::SST, layout::BLOBS, layout::PACKS, layout::BACKUPS] {
         let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
         while let Some(meta) = objects.next().await {
             let meta = meta.map_err(|e| repo.error(e))?;
@@ -184,14 +218,14 @@ async fn record_references(
             }
         };
         let db: Result<()> = header
-            .for_each_entry(repo, |e: DbFileEntry| {
-                scratch.reference(&e.object, e.size, e.sha256)
+            .for_each_entry(repo, |e: DbFileEntry| match e.stored() {
+                Stored::Object(key) => scratch.reference(key, e.size, Some(e.sha256.clone())),
+                Stored::Content(_) => scratch.reference_content(e.sha256, e.size),
             })
             .await;
         let external: Result<()> = header
             .for_each_entry(repo, |e: ExternalEntry| {
-                let key = layout::external_blob(&e.sha256).to_string();
-                scratch.reference(&key, e.size, e.sha256)
+                scratch.reference_content(e.sha256, e.size)
             })
             .await;
         for result in [db, external] {
@@ -203,49 +237,6 @@ async fn record_references(
         }
     }
     Ok(())
-}
-
-/// Downloads and re-hashes each of `objects`, `jobs` at a time.
-async fn rehash_all(
-    repo: &Repository,
-    objects: Vec<(String, Expected)>,
-    jobs: usize,
-) -> Result<Vec<Problem>> {
-    let rehash = objects.into_iter().map(|(key, expected)| async move {
-        let found = rehash(repo, &key, (expected.size, &expected.sha256)).await;
-        repo.progress().advance(expected.size);
-        found
-    });
-    let found: Vec<Option<Problem>> = futures::stream::iter(rehash)
-        .buffer_unordered(jobs.max(1))
-        .try_collect()
-        .await?;
-    Ok(found.into_iter().flatten().collect())
-}
-
-async fn rehash(
-    repo: &Repository,
-    key: &str,
-    (size, sha256): (u64, &str),
-) -> Result<Option<Problem>> {
-    let mut nothing = tokio::io::sink();
-    let fetched = repo
-        .read_verified(
-            &ObjectPath::from(key),
-            (size, sha256),
-            &mut nothing,
-            std::path::Path::new(key),
-        )
-        .await?;
-    let detail = match fetched {
-        Fetched::Intact => return Ok(None),
-        Fetched::Missing => return Ok(Some(Problem::missing_object(key))),
-        Fetched::TooLarge => format!("object has more than the {size} bytes its manifest says"),
-        Fetched::Differs { sha256: actual, .. } => {
-            format!("content hashes to {actual}, manifest says {sha256}")
-        }
-    };
-    Ok(Some(Problem::corrupt_object(key, detail)))
 }
 
 impl VerifyReport {

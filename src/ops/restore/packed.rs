@@ -1,0 +1,188 @@
+//! Files whose content is in packs: queued by pack and offset in a scratch
+//! spool while the manifest is walked, then read pack by pack with coalesced
+//! range requests ([`reader`]), at most `jobs` at once. Each entry is decoded
+//! (never past its recorded size), hashed, and only then written to a new
+//! file (`O_EXCL`, `0600`) that gets its recorded mode and mtime; content
+//! that several files share is read once.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::download::{create_exclusive, finish, Job};
+use crate::common::spool::Spool;
+use crate::common::tasks::blocking;
+use crate::error::{Error, Problem, Result};
+use crate::repo::layout;
+use crate::repo::pack::reader::{self, Failed, Wanted};
+use crate::repo::pack::{IndexEntry, Location};
+use crate::repo::Repository;
+
+/// Most bytes one range request spans: large enough that a pack is a few
+/// requests, small enough that `jobs` of them keep a restore parallel.
+const RANGE_SPAN: u64 = 8 << 20;
+/// Queue entries read from the spool at a time.
+const SPOOL_BATCH: usize = 10_000;
+
+/// A queued file: the pack entry holding its content, and the file.
+#[derive(Serialize, Deserialize)]
+struct Queued {
+    pack_size: u64,
+    entry: IndexEntry,
+    /// The size the manifest records: the index's must be the same.
+    size: u64,
+    dest: PathBuf,
+    mode: Option<u32>,
+    mtime_ns: Option<i64>,
+}
+
+/// The packed files of one restore, by pack and offset.
+pub(super) struct PackedFiles {
+    spool: Spool,
+    sequence: AtomicU64,
+}
+
+impl PackedFiles {
+    pub fn create(dir: &std::path::Path) -> Result<Self> {
+        Ok(Self {
+            spool: Spool::create(dir)?,
+            sequence: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `job`'s file, whose content is at `location`.
+    pub fn push(&self, location: Location, job: Job) -> Result<()> {
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}/{:016x}/{n:016x}", location.pack, location.entry.offset);
+        let queued = Queued {
+            pack_size: location.pack_size,
+            entry: location.entry,
+            size: job.size,
+            dest: job.dest,
+            mode: job.mode,
+            mtime_ns: job.mtime_ns,
+        };
+        self.spool
+            .put(&key, &serde_json::to_vec(&queued).expect("serializes"))
+    }
+
+    /// Restores every queued file; returns what was missing or corrupt.
+    pub async fn run(&self, repo: &Repository, jobs: usize) -> Result<Vec<Problem>> {
+        let packs = futures::stream::try_unfold(None::<String>, |after| async move {
+            Ok::<_, Error>(
+                self.next_pack(after)?
+                    .map(|(pack, last)| (pack, Some(last))),
+            )
+        });
+        let ranges = packs.map_ok(|(pack, pack_size, wanted)| {
+            let ranges = reader::ranges(wanted, RANGE_SPAN).into_iter();
+            futures::stream::iter(ranges.map(move |r| Ok((pack.clone(), pack_size, r))))
+        });
+        let problems: Vec<Vec<Problem>> = ranges
+            .try_flatten()
+            .map_ok(|(pack, pack_size, range)| restore_range(repo, pack, pack_size, range))
+            .try_buffer_unordered(jobs.max(1))
+            .try_collect()
+            .await?;
+        Ok(problems.into_iter().flatten().collect())
+    }
+
+    /// The files of the next pack after spool key `after`: (pack, its size,
+    /// its files by offset), and the last key read.
+    #[allow(clippy::type_complexity)]
+    fn next_pack(
+        &self,
+        mut after: Option<String>,
+    ) -> Result<Option<((String, u64, Vec<Wanted<Queued>>), String)>> {
+        let mut group: Option<(String, u64, Vec<Wanted<Queued>>)> = None;
+        loop {
+            let batch = self.spool.batch_after(after.as_deref(), SPOOL_BATCH)?;
+            if batch.is_empty() {
+                return Ok(group.zip(after));
+            }
+            for (key, json) in batch {
+                let pack = key.split('/').next().unwrap_or_default().to_string();
+                if group.as_ref().is_some_and(|(current, ..)| *current != pack) {
+                    return Ok(group.zip(after));
+                }
+                let queued: Queued = serde_json::from_slice(&json).expect("our own spool");
+                let (_, _, files) =
+                    group.get_or_insert_with(|| (pack, queued.pack_size, Vec::new()));
+                files.push(Wanted {
+                    entry: queued.entry.clone(),
+                    target: queued,
+                });
+                after = Some(key);
+            }
+        }
+    }
+}
+
+/// Reads one range and restores its files.
+async fn restore_range(
+    repo: &Repository,
+    pack: String,
+    pack_size: u64,
+    range: Vec<Wanted<Queued>>,
+) -> Result<Vec<Problem>> {
+    let key = layout::pack(&pack).to_string();
+    let read = reader::read_range(repo, &pack, pack_size, range, |wanted, frame| {
+        restore_file(repo, &key, wanted, frame)
+    })
+    .await?;
+    let mut problems: Vec<Problem> = read.delivered.into_iter().flatten().collect();
+    if let Some(Failed {
+        detail,
+        undelivered,
+    }) = read.failed
+    {
+        let detail = format!("{detail}; {} file(s) not restored", undelivered.len());
+        problems.push(match detail.starts_with("pack is missing") {
+            true => Problem::missing_object(&key),
+            false => Problem::corrupt_object(&key, detail),
+        });
+    }
+    Ok(problems)
+}
+
+/// Decodes and checks one entry, then writes its file.
+async fn restore_file(
+    repo: &Repository,
+    pack_key: &str,
+    wanted: Wanted<Queued>,
+    frame: Bytes,
+) -> Result<Option<Problem>> {
+    let Wanted { entry, target } = wanted;
+    let size = entry.size;
+    let checked = match size == target.size {
+        false => Err(format!(
+            "entry {} is {size} bytes, the manifest says {} for {}",
+            entry.sha256,
+            target.size,
+            target.dest.display()
+        )),
+        true => {
+            blocking(move || match reader::open_entry(&entry, &frame) {
+                Ok(content) => write_file(&target, &content).map(Ok),
+                Err(why) => Ok(Err(why)),
+            })
+            .await?
+        }
+    };
+    repo.progress().advance(size);
+    Ok(checked
+        .err()
+        .map(|why| Problem::corrupt_object(pack_key, why)))
+}
+
+/// Writes verified content to a new file and gives it its mode and mtime.
+fn write_file(target: &Queued, content: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = create_exclusive(&target.dest)?;
+    file.write_all(content)
+        .map_err(|e| Error::io(&target.dest, e))?;
+    finish(&file, &target.dest, target.mode, target.mtime_ns)
+}

@@ -1,0 +1,89 @@
+//! `verify --deep`: every referenced object downloaded once and re-hashed;
+//! every referenced pack read once (one ranged GET over its entries) and each
+//! entry decoded and re-hashed against its index.
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+
+use super::Expected;
+use crate::common::tasks::blocking;
+use crate::error::{Problem, Result};
+use crate::repo::layout;
+use crate::repo::pack::index::MAX_ENTRIES;
+use crate::repo::pack::reader::{self, Wanted};
+use crate::repo::pack::ContentIndex;
+use crate::repo::{Fetched, Repository};
+
+/// Downloads and re-hashes each of `objects`, `jobs` at a time.
+pub(super) async fn rehash_all(
+    repo: &Repository,
+    objects: Vec<(String, Expected)>,
+    jobs: usize,
+    content: &ContentIndex,
+) -> Result<Vec<Problem>> {
+    let rehash = objects.into_iter().map(|(key, expected)| async move {
+        let found = match (&expected.sha256, layout::parse_pack_key(&key)) {
+            (Some(sha256), _) => rehash(repo, &key, (expected.size, sha256)).await,
+            (None, Some(pack)) => rehash_pack(repo, pack, expected.size, content).await,
+            (None, None) => unreachable!("only packs are recorded without a hash"),
+        };
+        repo.progress().advance(expected.size);
+        found
+    });
+    let found: Vec<Vec<Problem>> = futures::stream::iter(rehash)
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+async fn rehash(repo: &Repository, key: &str, (size, sha256): (u64, &str)) -> Result<Vec<Problem>> {
+    let mut nothing = tokio::io::sink();
+    let fetched = repo
+        .read_verified(
+            &ObjectPath::from(key),
+            (size, sha256),
+            &mut nothing,
+            std::path::Path::new(key),
+        )
+        .await?;
+    let detail = match fetched {
+        Fetched::Intact => return Ok(vec![]),
+        Fetched::Missing => return Ok(vec![Problem::missing_object(key)]),
+        Fetched::TooLarge => format!("object has more than the {size} bytes its manifest says"),
+        Fetched::Differs { sha256: actual, .. } => {
+            format!("content hashes to {actual}, manifest says {sha256}")
+        }
+    };
+    Ok(vec![Problem::corrupt_object(key, detail)])
+}
+
+/// Reads pack `id` once and checks every entry its index lists.
+async fn rehash_pack(
+    repo: &Repository,
+    id: &str,
+    pack_size: u64,
+    content: &ContentIndex,
+) -> Result<Vec<Problem>> {
+    let key = layout::pack(id).to_string();
+    let entries = content.entries_of(id, None, MAX_ENTRIES)?;
+    let wanted = entries
+        .into_iter()
+        .map(|entry| Wanted { entry, target: () });
+    let mut problems = Vec::new();
+    for range in reader::ranges(wanted.collect(), u64::MAX) {
+        let read = reader::read_range(repo, id, pack_size, range, |wanted, frame| {
+            blocking(move || Ok(reader::open_entry(&wanted.entry, &frame).err()))
+        })
+        .await?;
+        let damaged = read.delivered.into_iter().flatten();
+        problems.extend(damaged.map(|why| Problem::corrupt_object(&key, why)));
+        if let Some(failed) = read.failed {
+            problems.push(match failed.detail.as_str() {
+                "pack is missing" => Problem::missing_object(&key),
+                detail => Problem::corrupt_object(&key, detail),
+            });
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,413 @@
+//! Pack indexes and the content index built from them.
+//!
+//! `index/<pack-id>` lists what its pack holds: for each entry the SHA-256 of
+//! the original content, the frame's offset and length in the pack, and the
+//! content's size. It is written after its pack is stored, so an index never
+//! names a pack that was not whole. Every index is validated before use —
+//! offsets and lengths inside the recorded pack size, entries sorted and
+//! disjoint, counts and sizes within limits — and trusted only if its pack is
+//! listed with that size.
+//!
+//! [`ContentIndex`] is the union: SHA-256 → where that content is, packed or
+//! as a whole-file blob, in a scratch spool so that a million entries stay off
+//! the heap.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::codec::FRAME_HEADER;
+use super::PACK_HEADER;
+use crate::common::spool::Spool;
+use crate::error::{Error, Result};
+use crate::repo::layout;
+use crate::repo::Repository;
+
+/// Format name of a pack index.
+const INDEX_FORMAT: &str = "rockup-pack-index";
+/// Version of the index format this build reads and writes.
+const INDEX_VERSION: u32 = 1;
+/// Largest index object read.
+const INDEX_LIMIT: u64 = 16 << 20;
+/// Most entries an index may list.
+pub const MAX_ENTRIES: usize = 50_000;
+/// Largest pack an index may describe.
+const MAX_PACK_SIZE: u64 = 1 << 30;
+/// Largest content one entry may decode to.
+pub const MAX_ENTRY_SIZE: u64 = 16 << 20;
+/// Index objects read at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// `index/<pack-id>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PackIndex {
+    /// Always `rockup-pack-index`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The pack's id.
+    pub pack: String,
+    /// The pack object's size in bytes.
+    pub pack_size: u64,
+    /// Entries by offset.
+    pub entries: Vec<IndexEntry>,
+}
+
+/// One entry of a pack.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// SHA-256 of the original content.
+    pub sha256: String,
+    /// Offset of its frame in the pack.
+    pub offset: u64,
+    /// Length of its frame (header included).
+    pub length: u64,
+    /// Size of the original content.
+    pub size: u64,
+}
+
+/// Where a pack entry is: the pack, and the entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Location {
+    /// The pack's id.
+    pub pack: String,
+    /// The pack's size, as its index records it.
+    pub pack_size: u64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: IndexEntry,
+}
+
+/// Where content with a given SHA-256 is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// In a pack.
+    Packed(Location),
+    /// A whole-file object `blobs/sha256/<aa>/<sha256>` (there, or nowhere).
+    Blob,
+}
+
+impl PackIndex {
+    /// A new index of `pack`.
+    pub fn new(pack: &str, pack_size: u64, entries: Vec<IndexEntry>) -> Self {
+        Self {
+            format: INDEX_FORMAT.into(),
+            version: INDEX_VERSION,
+            pack: pack.into(),
+            pack_size,
+            entries,
+        }
+    }
+
+    /// Parses and validates the index read from `index/<pack_id>`.
+    pub fn parse(pack_id: &str, bytes: &[u8]) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            format: String,
+            version: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a pack index: {e}"))?;
+        if version.format != INDEX_FORMAT {
+            return Err(format!(
+                "format {:?} is not {INDEX_FORMAT:?}",
+                version.format
+            ));
+        }
+        if version.version != INDEX_VERSION {
+            return Err(format!(
+                "index version {} was written by a newer rockup (this one reads {INDEX_VERSION}); upgrade rockup",
+                version.version
+            ));
+        }
+        let index: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("corrupt pack index: {e}"))?;
+        index.validate(pack_id)?;
+        Ok(index)
+    }
+
+    /// Fails closed on anything no rockup writes: another pack's id, a pack
+    /// too large, too many entries, entries out of order, overlapping, outside
+    /// the pack or decoding to more than an entry may hold.
+    fn validate(&self, pack_id: &str) -> std::result::Result<(), String> {
+        if self.pack != pack_id {
+            return Err(format!("names pack {:?}, not {pack_id:?}", self.pack));
+        }
+        if self.pack_size > MAX_PACK_SIZE {
+            return Err(format!(
+                "claims a pack of {} bytes (at most {MAX_PACK_SIZE})",
+                self.pack_size
+            ));
+        }
+        if self.entries.is_empty() || self.entries.len() > MAX_ENTRIES {
+            return Err(format!(
+                "lists {} entries (1 to {MAX_ENTRIES} allowed)",
+                self.entries.len()
+            ));
+        }
+        let mut end = PACK_HEADER;
+        for entry in &self.entries {
+            entry.validate(end, self.pack_size)?;
+            end = entry.offset + entry.length;
+        }
+        Ok(())
+    }
+}
+
+impl IndexEntry {
+    /// Checks one entry, which must start at or after `after`.
+    fn validate(&self, after: u64, pack_size: u64) -> std::result::Result<(), String> {
+        let sha = &self.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!("{sha:?} is not a SHA-256"));
+        }
+        let end = self.offset.checked_add(self.length);
+        if self.offset < after || end.is_none_or(|end| end > pack_size) {
+            return Err(format!(
+                "entry {sha} at {}+{} overlaps another or lies outside the pack's {pack_size} bytes",
+                self.offset, self.length
+            ));
+        }
+        if self.length < FRAME_HEADER || self.size > MAX_ENTRY_SIZE {
+            return Err(format!(
+                "entry {sha} is {} bytes long decoding to {} (frames have a {FRAME_HEADER}-byte header; at most {MAX_ENTRY_SIZE} decoded)",
+                self.length, self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A pack as the listing and its index describe it.
+#[derive(Debug, Clone)]
+pub struct PackInfo {
+    /// Its id.
+    pub id: String,
+    /// Its size.
+    pub size: u64,
+    /// When the store wrote it.
+    pub last_modified: DateTime<Utc>,
+    /// Whether a valid index describes it.
+    pub indexed: bool,
+}
+
+/// What the repository's pack indexes say, in a scratch spool: `c<sha256>` →
+/// the content's first known place, `e<pack>/<offset>` → each pack's entries,
+/// `h<sha256>` → held otherwise (a listed blob, or stored by this run).
+pub struct ContentIndex {
+    spool: Spool,
+    /// Every listed pack, by id.
+    pub packs: HashMap<String, PackInfo>,
+    /// Indexes that could not be used: key and why. Their packs' content is
+    /// unknown, so nothing may delete them.
+    pub damaged: Vec<(String, String)>,
+    /// Indexes whose pack is not in the listing (nothing they name exists).
+    pub dangling: Vec<String>,
+}
+
+impl ContentIndex {
+    /// Lists packs and indexes and reads every index whose pack is listed
+    /// (`READS_IN_FLIGHT` at a time); `blobs` also records the whole-file
+    /// blobs present (one LIST), for a backup's deduplication.
+    pub async fn load(repo: &Repository, dir: &Path, blobs: bool) -> Result<Self> {
+        let mut index = Self {
+            spool: Spool::create(dir)?,
+            packs: HashMap::new(),
+            damaged: Vec::new(),
+            dangling: Vec::new(),
+        };
+        for meta in repo.list(layout::PACKS).await? {
+            if let Some(id) = layout::parse_pack_key(meta.location.as_ref()) {
+                let info = PackInfo {
+                    id: id.to_string(),
+                    size: meta.size,
+                    last_modified: meta.last_modified,
+                    indexed: false,
+                };
+                index.packs.insert(id.to_string(), info);
+            }
+        }
+        let mut ids = Vec::new();
+        for meta in repo.list(layout::INDEX).await? {
+            match layout::parse_index_key(meta.location.as_ref()) {
+                Some(id) if index.packs.contains_key(id) => ids.push(id.to_string()),
+                Some(_) => index.dangling.push(meta.location.to_string()),
+                None => {}
+            }
+        }
+        let mut reads = futures::stream::iter(ids)
+            .map(|id| async move { (read_index(repo, &id).await, id) })
+            .buffered(READS_IN_FLIGHT);
+        while let Some((read, id)) = reads.next().await {
+            index.add(&id, read?)?;
+        }
+        drop(reads);
+        if blobs {
+            for meta in repo.list(layout::BLOBS).await? {
+                if let Some(sha) = meta.location.filename().filter(|s| s.len() == 64) {
+                    index.note_held(sha)?;
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    fn add(&mut self, id: &str, read: std::result::Result<PackIndex, String>) -> Result<()> {
+        let key = layout::pack_index(id).to_string();
+        let info = self.packs.get_mut(id).expect("only listed packs are read");
+        let parsed = read.and_then(|index| match index.pack_size == info.size {
+            true => Ok(index),
+            false => Err(format!(
+                "says its pack is {} bytes; the store lists {}",
+                index.pack_size, info.size
+            )),
+        });
+        let index = match parsed {
+            Ok(index) => index,
+            Err(why) => {
+                tracing::warn!(%key, %why, "pack index unusable");
+                self.damaged.push((key, why));
+                return Ok(());
+            }
+        };
+        info.indexed = true;
+        for entry in index.entries {
+            let location = Location {
+                pack: id.to_string(),
+                pack_size: index.pack_size,
+                entry,
+            };
+            self.spool.put(
+                &entry_key(id, location.entry.offset),
+                &serde_json::to_vec(&location.entry).expect("serializes"),
+            )?;
+            self.insert_if_absent(&location)?;
+        }
+        Ok(())
+    }
+
+    /// Records where content is, unless it is known already.
+    pub fn insert_if_absent(&self, location: &Location) -> Result<()> {
+        let key = format!("c{}", location.entry.sha256);
+        if self.spool.get(&key)?.is_none() {
+            let json = serde_json::to_vec(location).expect("serializes");
+            self.spool.put(&key, &json)?;
+        }
+        Ok(())
+    }
+
+    /// Records that content is held: a listed blob, or stored by this run.
+    pub fn note_held(&self, sha256: &str) -> Result<()> {
+        self.spool.put(&format!("h{sha256}"), b"")
+    }
+
+    /// Where content is: packed, or (so far as the indexes know) a blob.
+    pub fn locate(&self, sha256: &str) -> Result<Located> {
+        Ok(match self.spool.get(&format!("c{sha256}"))? {
+            Some(json) => Located::Packed(serde_json::from_slice(&json).expect("our own spool")),
+            None => Located::Blob,
+        })
+    }
+
+    /// Whether the repository holds content (packed, a listed blob, or
+    /// stored by this run).
+    pub fn holds(&self, sha256: &str) -> Result<bool> {
+        Ok(self.spool.get(&format!("c{sha256}"))?.is_some()
+            || self.spool.get(&format!("h{sha256}"))?.is_some())
+    }
+
+    /// Up to `limit` entries of pack `id` after offset `after`, by offset.
+    pub fn entries_of(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>> {
+        let prefix = format!("e{id}/");
+        let start = after.map(|offset| entry_key(id, offset));
+        let batch = self
+            .spool
+            .batch_after(Some(start.as_deref().unwrap_or(&prefix)), limit)?;
+        Ok(batch
+            .into_iter()
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, json)| serde_json::from_slice(&json).expect("our own spool"))
+            .collect())
+    }
+}
+
+fn entry_key(pack: &str, offset: u64) -> String {
+    format!("e{pack}/{offset:016x}")
+}
+
+/// Reads and validates `index/<id>`; `Err(why)` when it is unusable.
+async fn read_index(repo: &Repository, id: &str) -> Result<std::result::Result<PackIndex, String>> {
+    match repo
+        .get_if_exists(&layout::pack_index(id), INDEX_LIMIT)
+        .await
+    {
+        Ok(Some(bytes)) => Ok(PackIndex::parse(id, &bytes)),
+        Ok(None) => Ok(Err("vanished while it was read".into())),
+        Err(e @ Error::Manifest { .. }) => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, length: u64, size: u64) -> IndexEntry {
+        IndexEntry {
+            sha256: "ab".repeat(32),
+            offset,
+            length,
+            size,
+        }
+    }
+
+    fn parse(pack_size: u64, entries: Vec<IndexEntry>) -> std::result::Result<PackIndex, String> {
+        let id = "0f".repeat(16);
+        let index = PackIndex::new(&id, pack_size, entries);
+        PackIndex::parse(&id, &serde_json::to_vec(&index).unwrap())
+    }
+
+    #[test]
+    fn sound_indexes_parse() {
+        assert!(parse(108, vec![entry(8, 50, 46), entry(58, 50, 100)]).is_ok());
+    }
+
+    #[test]
+    fn forged_offsets_lengths_and_counts_fail_closed() {
+        let cases = [
+            (108, vec![entry(8, 101, 1)], "outside the pack"),
+            (108, vec![entry(0, 10, 1)], "outside the pack"),
+            (108, vec![entry(8, 50, 1), entry(40, 10, 1)], "overlaps"),
+            (108, vec![entry(u64::MAX - 1, 10, 1)], "outside the pack"),
+            (108, vec![entry(8, 2, 1)], "header"),
+            (108, vec![entry(8, 10, MAX_ENTRY_SIZE + 1)], "decoded"),
+            (MAX_PACK_SIZE + 1, vec![entry(8, 10, 1)], "claims a pack"),
+            (108, vec![], "0 entries"),
+        ];
+        for (size, entries, expected) in cases {
+            let err = parse(size, entries.clone()).unwrap_err();
+            assert!(err.contains(expected), "{entries:?}: {err}");
+        }
+        let many = (0..=MAX_ENTRIES as u64)
+            .map(|i| entry(8 + i * 4, 4, 0))
+            .collect();
+        assert!(parse(8 + 4 * (MAX_ENTRIES as u64 + 1), many)
+            .unwrap_err()
+            .contains("entries"));
+        let id = "0f".repeat(16);
+        let other = PackIndex::new(&"1f".repeat(16), 108, vec![entry(8, 50, 1)]);
+        assert!(PackIndex::parse(&id, &serde_json::to_vec(&other).unwrap()).is_err());
+        let newer = br#"{"format":"rockup-pack-index","version":2}"#;
+        assert!(PackIndex::parse(&id, newer)
+            .unwrap_err()
+            .contains("newer rockup"));
+    }
+}

@@ -1,0 +1,209 @@
+//! Reading pack entries with few requests: the entries wanted from one pack,
+//! sorted by offset, are grouped into ranges — neighbours at most [`MAX_GAP`]
+//! apart, up to a span — and each range is one GET, streamed: an entry's
+//! frame is handed on as soon as it is in, so a request holds one entry in
+//! memory, not its range. The store must report the pack at the size its
+//! index records and return exactly the range asked for; nothing outside the
+//! range is read, and what does not match fails the range's entries.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange};
+
+use super::codec;
+use super::index::IndexEntry;
+use crate::error::Result;
+use crate::repo::layout;
+use crate::repo::manifest::sha256_hex;
+use crate::repo::Repository;
+
+/// Neighbouring entries this close are read with one GET (the gap is read and dropped).
+pub const MAX_GAP: u64 = 256 << 10;
+
+/// One entry wanted from a pack, and what it is for.
+pub struct Wanted<T> {
+    pub entry: IndexEntry,
+    pub target: T,
+}
+
+/// A range that failed: why, and the entries it did not deliver.
+pub struct Failed<T> {
+    pub detail: String,
+    pub undelivered: Vec<Wanted<T>>,
+}
+
+/// Groups `wanted` (one pack's entries, sorted by offset) into ranges of at
+/// most `max_span` bytes (a single larger entry is a range of its own).
+pub fn ranges<T>(wanted: Vec<Wanted<T>>, max_span: u64) -> Vec<Vec<Wanted<T>>> {
+    let mut ranges: Vec<Vec<Wanted<T>>> = Vec::new();
+    for w in wanted {
+        let joins = ranges.last().is_some_and(|range| {
+            let (start, end) = span(range);
+            let new_end = w.entry.offset + w.entry.length;
+            w.entry.offset <= end + MAX_GAP && new_end.max(end) - start <= max_span
+        });
+        match joins {
+            true => ranges.last_mut().expect("checked").push(w),
+            false => ranges.push(vec![w]),
+        }
+    }
+    ranges
+}
+
+/// First and past-the-last byte of a non-empty range.
+fn span<T>(range: &[Wanted<T>]) -> (u64, u64) {
+    let start = range[0].entry.offset;
+    let end = range
+        .iter()
+        .map(|w| w.entry.offset + w.entry.length)
+        .max()
+        .unwrap_or(start);
+    (start, end)
+}
+
+/// What reading a range gave: what `each` returned for every entry
+/// delivered, and the failure that stopped it, if any.
+pub struct RangeRead<T, O> {
+    pub delivered: Vec<O>,
+    pub failed: Option<Failed<T>>,
+}
+
+/// Reads one range of pack `pack` (`pack_size` bytes by its index) and calls
+/// `each` with every entry's frame, in order. Fails the undelivered entries
+/// when the pack is missing, of another size, or the range comes back short
+/// or long.
+pub async fn read_range<T, O, F, Fut>(
+    repo: &Repository,
+    pack: &str,
+    pack_size: u64,
+    range: Vec<Wanted<T>>,
+    mut each: F,
+) -> Result<RangeRead<T, O>>
+where
+    F: FnMut(Wanted<T>, Bytes) -> Fut,
+    Fut: Future<Output = Result<O>>,
+{
+    let (start, end) = span(&range);
+    let mut queue = VecDeque::from(range);
+    let mut delivered = Vec::new();
+    let failed = |detail: String, queue: VecDeque<Wanted<T>>, delivered| {
+        Ok(RangeRead {
+            delivered,
+            failed: Some(Failed {
+                detail,
+                undelivered: queue.into(),
+            }),
+        })
+    };
+    if end > pack_size {
+        let detail = format!("range ends at {end}, past the pack's {pack_size} bytes");
+        return failed(detail, queue, delivered);
+    }
+    let options = GetOptions::default().with_range(Some(GetRange::Bounded(start..end)));
+    let Some(result) = repo.fetch(&layout::pack(pack), options).await? else {
+        return failed("pack is missing".into(), queue, delivered);
+    };
+    if result.meta.size != pack_size {
+        let detail = format!(
+            "pack is {} bytes, its index says {pack_size}",
+            result.meta.size
+        );
+        return failed(detail, queue, delivered);
+    }
+    let (mut buffer, mut at) = (BytesMut::new(), start);
+    let mut last: Option<(u64, Bytes)> = None;
+    let mut stream = result.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| repo.error(e))?;
+        if at + (buffer.len() + chunk.len()) as u64 > end {
+            let detail = format!("returned more than the {} bytes asked for", end - start);
+            return failed(detail, queue, delivered);
+        }
+        buffer.extend_from_slice(&chunk);
+        while let Some(next) = queue.front() {
+            let (offset, length) = (next.entry.offset, next.entry.length);
+            let frame = match &last {
+                Some((same, frame)) if *same == offset => frame.clone(),
+                _ if offset < at => {
+                    return failed(
+                        format!("entries overlap at byte {offset}"),
+                        queue,
+                        delivered,
+                    )
+                }
+                _ if at + (buffer.len() as u64) < offset + length => break,
+                _ => {
+                    buffer.advance((offset - at) as usize);
+                    at = offset + length;
+                    buffer.split_to(length as usize).freeze()
+                }
+            };
+            last = Some((offset, frame.clone()));
+            delivered.push(each(queue.pop_front().expect("front exists"), frame).await?);
+        }
+    }
+    match queue.is_empty() {
+        true => Ok(RangeRead {
+            delivered,
+            failed: None,
+        }),
+        false => {
+            let detail = format!("range ended early, at byte {}", at + buffer.len() as u64);
+            failed(detail, queue, delivered)
+        }
+    }
+}
+
+/// The content of an entry's frame: decoded (never past its recorded size)
+/// and checked against its recorded SHA-256; `Err(why)` otherwise.
+pub fn open_entry(entry: &IndexEntry, frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let at = |why: String| format!("entry {} at byte {}: {why}", entry.sha256, entry.offset);
+    let content = codec::decode(frame, entry.size).map_err(at)?;
+    match sha256_hex(&content) {
+        actual if actual == entry.sha256 => Ok(content),
+        actual => Err(at(format!("content hashes to {actual}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(offset: u64, length: u64) -> Wanted<u64> {
+        let entry = IndexEntry {
+            sha256: String::new(),
+            offset,
+            length,
+            size: 0,
+        };
+        Wanted {
+            entry,
+            target: offset,
+        }
+    }
+
+    #[test]
+    fn neighbours_share_a_range_up_to_the_span() {
+        let far = 28 + MAX_GAP + 1;
+        let groups = ranges(
+            vec![
+                wanted(8, 10),
+                wanted(8, 10),
+                wanted(18, 10),
+                wanted(far, 10),
+                wanted(far + 110, 10),
+            ],
+            1 << 20,
+        );
+        let shape: Vec<Vec<u64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|w| w.target).collect())
+            .collect();
+        assert_eq!(shape, vec![vec![8, 8, 18], vec![far, far + 110]]);
+        let small = ranges(vec![wanted(8, 10), wanted(18, 10)], 15);
+        assert_eq!(small.len(), 2);
+    }
+}
