@@ -349,3 +349,95 @@ async fn forged_entry_fields_are_rejected_or_harmless() {
         assert!(!fx.path("evil").exists());
     }
 }
+
+/// Pack indexes forged with offsets, lengths, sizes and counts no rockup
+/// writes fail closed: restore places nothing, and verify names the damage.
+#[tokio::test]
+async fn forged_pack_indexes_fail_closed() {
+    let (fx, repo, id) = backed_up().await;
+    let keys = list_keys(&repo, "index").await;
+    assert_eq!(keys.len(), 1, "the fixture's small files fit one pack");
+    let key = keys[0].to_string();
+    let original = get_object(&repo, &key).await.unwrap();
+    let good: Value = serde_json::from_slice(&original).unwrap();
+    let pack_size = good["pack_size"].as_u64().unwrap();
+    assert!(good["entries"].as_array().unwrap().len() > 2);
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let entry = |field: &'static str, value: Value| -> Edit {
+        Box::new(move |index| index["entries"][1][field] = value.clone())
+    };
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "offset past the pack",
+            entry("offset", Value::from(pack_size)),
+        ),
+        (
+            "length past the pack",
+            entry("length", Value::from(pack_size)),
+        ),
+        (
+            "offset + length overflows",
+            entry("offset", Value::from(u64::MAX - 1)),
+        ),
+        (
+            "decoded size over the limit",
+            entry("size", Value::from(1u64 << 40)),
+        ),
+        ("decoded size understated", entry("size", Value::from(1))),
+        ("length shortened", entry("length", Value::from(5))),
+        (
+            "entries overlap",
+            Box::new(|index| index["entries"][1]["offset"] = index["entries"][0]["offset"].clone()),
+        ),
+        (
+            "another entry's hash",
+            Box::new(|index| index["entries"][2]["sha256"] = index["entries"][1]["sha256"].clone()),
+        ),
+        (
+            "no entries",
+            Box::new(|index| index["entries"] = Value::Array(vec![])),
+        ),
+        (
+            "more entries than an index may list",
+            Box::new(|index| {
+                let one = index["entries"][0].clone();
+                index["entries"] = Value::Array(vec![one; 50_001]);
+            }),
+        ),
+        (
+            "pack size overstated",
+            Box::new(move |index| index["pack_size"] = Value::from(pack_size + 1)),
+        ),
+        (
+            "pack size 2^64-1",
+            Box::new(|index| index["pack_size"] = Value::from(u64::MAX)),
+        ),
+        (
+            "newer version",
+            Box::new(|index| index["version"] = Value::from(2)),
+        ),
+        (
+            "another pack's index",
+            Box::new(|index| index["pack"] = Value::from("0".repeat(32))),
+        ),
+    ];
+    for (case, edit) in cases {
+        let mut forged = good.clone();
+        edit(&mut forged);
+        put_object(&repo, &key, serde_json::to_vec(&forged).unwrap()).await;
+        let target = fx.path(case);
+        let options = RestoreOptions::new(&id, target.join("db"), Some(target.join("files")));
+        let err = rockup::restore(&repo, &options).await.unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{case}: {err}");
+        assert!(tree(&target).is_empty(), "{case}: nothing placed");
+        let report = verify(&repo, "all", true).await;
+        let named = |p: &rockup::Problem| p.path == key || p.path.starts_with("packs/");
+        assert!(
+            report.problems.iter().any(named),
+            "{case}: {:?}",
+            report.problems
+        );
+    }
+    put_object(&repo, &key, original).await;
+    assert!(verify(&repo, "all", true).await.problems.is_empty());
+}

@@ -140,6 +140,10 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         .try_filter_map(|job| async { content.route(job) });
     let mut problems = Downloader::new(repo, options.jobs).run(jobs).await?;
     problems.extend(content.packed.run(repo, options.jobs).await?);
+    if !problems.is_empty() {
+        // Content an unusable index held is looked for elsewhere: name the cause.
+        problems.extend(content.index.problems());
+    }
     report.external_files = tally.files.into_inner();
     report.external_bytes = tally.bytes.into_inner();
     fail_on(problems, |count| {

@@ -80,7 +80,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         id => vec![manifest::resolve(repo, id, options.source.as_deref()).await?],
     };
     let mut scratch = Scratch::create(repo).await?;
-    let mut problems = scratch.index_problems();
+    let mut problems = scratch.content.problems();
     record_references(repo, &ids, &mut scratch, &mut problems).await?;
     record_listing(repo, &scratch.listed).await?;
     if options.deep {
@@ -122,17 +122,6 @@ impl Scratch {
             objects: 0,
             bytes: 0,
         })
-    }
-
-    /// Pack indexes that are unusable, or name a pack that is gone.
-    fn index_problems(&self) -> Vec<Problem> {
-        let damaged = self.content.damaged.iter();
-        let damaged = damaged.map(|(key, why)| Problem::corrupt_object(key, why));
-        let dangling =
-            self.content.dangling.iter().map(|key| {
-                Problem::corrupt_object(key, "names a pack that is not in the repository")
-            });
-        damaged.chain(dangling).collect()
     }
 
     /// Records content a manifest names: the pack it is in, or its blob.

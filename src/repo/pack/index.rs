@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::FRAME_HEADER;
 use super::PACK_HEADER;
 use crate::common::spool::Spool;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::Repository;
 
@@ -287,6 +287,17 @@ impl ContentIndex {
             self.insert_if_absent(&location)?;
         }
         Ok(())
+    }
+
+    /// The indexes that are unusable, or name a pack that is gone, as problems.
+    pub fn problems(&self) -> Vec<Problem> {
+        let damaged = self.damaged.iter();
+        let damaged = damaged.map(|(key, why)| Problem::corrupt_object(key, why));
+        let dangling = self
+            .dangling
+            .iter()
+            .map(|key| Problem::corrupt_object(key, "names a pack that is not in the repository"));
+        damaged.chain(dangling).collect()
     }
 
     /// Records where content is, unless it is known already.
