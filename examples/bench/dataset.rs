@@ -38,8 +38,10 @@ pub fn generate(dir: &Path, shape: Shape) {
 }
 
 /// Rewrites `percent` of the external files (same sizes, new content and
-/// records) and adds `percent` of the database's volume as new values.
+/// records) and adds `percent` of the database's volume as new values; writes
+/// the bytes changed (files rewritten + values added) to `dir/changed-bytes`.
 pub fn change(dir: &Path, shape: Shape, percent: f64, round: u64) {
+    let mut changed = 0;
     let db = open(dir);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + round);
     let every = (100.0 / percent).round().max(1.0) as usize;
@@ -48,13 +50,28 @@ pub fn change(dir: &Path, shape: Shape, percent: f64, round: u64) {
             .expect("file")
             .len() as usize;
         write_file(&db, dir, n, len, &mut rng);
+        changed += len;
     }
     let values = ((shape.db_mib << 20) as f64 * percent / 100.0) as usize / VALUE_LEN;
+    changed += values * VALUE_LEN;
+    std::fs::write(dir.join("changed-bytes"), changed.to_string()).expect("write");
     let first = (shape.db_mib << 20) / VALUE_LEN + round as usize * values;
     put_values(&db, &mut rng, first, values);
     db.flush().expect("flush");
     db.flush_cf(&db.cf_handle("data").expect("cf"))
         .expect("flush");
+}
+
+/// Deletes every other external file and its record.
+pub fn delete_half(dir: &Path, shape: Shape) {
+    let db = open(dir);
+    let files = db.cf_handle("files").expect("cf");
+    for n in (0..shape.files).step_by(2) {
+        db.delete_cf(&files, format!("file:{n:08}"))
+            .expect("delete");
+        let _ = std::fs::remove_file(dir.join("files").join(rel_path(n)));
+    }
+    db.flush_cf(&files).expect("flush");
 }
 
 fn open(dir: &Path) -> rocksdb::DB {

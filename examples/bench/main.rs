@@ -3,8 +3,11 @@
 //! unchanged and the 1%-changed incremental, and restore — to and from a local
 //! directory and a native S3 server on loopback — for rockup, `cp -a` + `sync`,
 //! RocksDB's BackupEngine + a file copy, `rclone copy` (default and
-//! `--transfers 16`) and `aws s3 sync` where installed. Prints best and median
-//! of each, CPU seconds, peak RSS, and rockup's time as a ratio of each.
+//! `--transfers 16`) and `aws s3 sync` where installed; last, half the files
+//! deleted, rockup's backup + prune. Prints best and median of each, CPU
+//! seconds, peak RSS, rockup's time as a ratio of each, and rockup's requests
+//! and bytes per phase (from its `--json` report), with the changed bytes of
+//! the 1% change and the repository's size against the live bytes.
 //!
 //!     bash scripts/bench.sh [--shape many-small|few-large] [--db-mib N]
 //!         [--files N] [--file-kib N] [--rounds N] [--only local|s3]
@@ -18,6 +21,7 @@
 mod dataset;
 mod engine;
 mod measure;
+mod report;
 mod s3;
 mod scenarios;
 
@@ -35,6 +39,7 @@ fn main() {
         Some("change") => {
             dataset::change(&path(1), shape(&args[2..]), 1.0, flag(&args, "--round", 0))
         }
+        Some("delete-half") => dataset::delete_half(&path(1), shape(&args[2..])),
         Some("run") => scenarios::run(settings(&args[1..])),
         _ => {
             eprintln!("usage: bench run|generate|change|engine-backup|engine-restore … (see examples/bench/main.rs)");

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::measure::{self, Cost, Summary};
+use crate::report;
 use crate::{dataset, s3, Settings};
 
 /// One tool doing one phase's job: `setup` unmeasured, then `script` measured.
@@ -29,6 +30,10 @@ const RCLONE_UP: &str = r#"rclone copy "$SRC" s3:rclone"#;
 const RCLONE16_UP: &str = r#"rclone copy --transfers 16 "$SRC" s3:rclone16"#;
 const AWS_UP: &str = r#"aws --endpoint-url "$AWS_ENDPOINT" s3 sync --quiet "$SRC" s3://aws"#;
 const FRESH_OUT: &str = r#"rm -rf "$W/out"; sync"#;
+const HALF_COPY: &str =
+    r#"rm -rf "$W/half"; cp -a "$SRC" "$W/half"; "$BENCH" delete-half "$W/half" $SHAPE"#;
+const ROCKUP_HALF_LOCAL: &str = r#""$ROCKUP" backup --repo "$W/rockup-repo" --db "$W/half/db" --blob-root "$W/half/files" $RESOLVER --json >"$W/rockup.json"; "$ROCKUP" prune --repo "$W/rockup-repo" --keep-last 1 --grace 0s --json >"$W/prune.json"; sync"#;
+const ROCKUP_HALF_S3: &str = r#""$ROCKUP" backup --repo s3://rockup --db "$W/half/db" --blob-root "$W/half/files" $RESOLVER --json >"$W/rockup.json"; "$ROCKUP" prune --repo s3://rockup --keep-last 1 --grace 0s --json >"$W/prune.json""#;
 
 fn phases() -> Vec<Phase> {
     let c = |name, setup, script| Contender {
@@ -112,7 +117,7 @@ fn phases() -> Vec<Phase> {
                 c(
                     "rockup",
                     FRESH_OUT,
-                    r#""$ROCKUP" restore --repo "$W/rockup-repo" --db-dir "$W/out/db" --blob-root "$W/out/files" --json"#,
+                    r#""$ROCKUP" restore --repo "$W/rockup-repo" --db-dir "$W/out/db" --blob-root "$W/out/files" --json >"$W/rockup.json""#,
                 ),
                 c(
                     "BackupEngine + cp -a",
@@ -133,7 +138,7 @@ fn phases() -> Vec<Phase> {
                 c(
                     "rockup",
                     FRESH_OUT,
-                    r#""$ROCKUP" restore --repo s3://rockup --db-dir "$W/out/db" --blob-root "$W/out/files" --json"#,
+                    r#""$ROCKUP" restore --repo s3://rockup --db-dir "$W/out/db" --blob-root "$W/out/files" --json >"$W/rockup.json""#,
                 ),
                 c(
                     "rclone copy",
@@ -152,6 +157,16 @@ fn phases() -> Vec<Phase> {
                 ),
             ],
         },
+        Phase {
+            title: "half the files deleted: backup + prune, local",
+            s3: false,
+            contenders: vec![c("rockup", HALF_COPY, ROCKUP_HALF_LOCAL)],
+        },
+        Phase {
+            title: "half the files deleted: backup + prune, S3",
+            s3: true,
+            contenders: vec![c("rockup", HALF_COPY, ROCKUP_HALF_S3)],
+        },
     ]
 }
 
@@ -169,12 +184,14 @@ pub fn run(settings: Settings) {
         ("BENCH".into(), path(&bench)),
         ("RESOLVER".into(), dataset::RESOLVER.into()),
         ("S3ROOT".into(), path(&work.join("s3"))),
+        ("SHAPE".into(), shape_args.clone()),
     ];
     eprintln!("generating {:?} in {}", settings.shape, work.display());
     measure::run(&format!(r#""$BENCH" generate "$SRC" {shape_args}"#), &env);
     let server = start_server(&settings, &mut env);
     let aws = has_command("aws");
     let mut results: BTreeMap<(usize, &'static str), Vec<Cost>> = BTreeMap::new();
+    let mut figures: BTreeMap<usize, String> = BTreeMap::new();
     let phases = phases();
     for round in 0..settings.rounds {
         measure::run(r#"rm -rf "$W"; mkdir -p "$W""#, &env);
@@ -200,7 +217,12 @@ pub fn run(settings: Settings) {
                     continue;
                 }
                 measure::run(contender.setup, &env);
+                let _ = std::fs::remove_file(work.join("round/rockup.json"));
                 let cost = measure::measure(contender.script, &env);
+                if contender.name == "rockup" {
+                    let line = rockup_figures(work, phase);
+                    figures.insert(index, line);
+                }
                 eprintln!(
                     "round {round} | {} | {}: {:.2} s",
                     phase.title, contender.name, cost.secs
@@ -214,6 +236,7 @@ pub fn run(settings: Settings) {
     }
     drop(server);
     print_table(&settings, &phases, &results);
+    print_figures(&phases, &figures);
     let _ = std::fs::remove_dir_all(work);
 }
 
@@ -286,5 +309,60 @@ fn print_table(
                 ratio
             );
         }
+    }
+}
+
+/// rockup's requests and bytes for the run just measured, as a table row's
+/// last cells; with what the phase is judged by (changed bytes, stored ÷ live).
+fn rockup_figures(work: &Path, phase: &Phase) -> String {
+    let round = work.join("round");
+    let Some(f) = report::read(&round) else {
+        return "| (no report) | | | |".into();
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut note = match f.stored_new {
+        Some((bytes, objects)) => format!("stored anew: {objects} objects, {:.1} MiB", mib(bytes)),
+        None => String::new(),
+    };
+    if phase.title.starts_with("1%") {
+        let changed: u64 = std::fs::read_to_string(work.join("src/changed-bytes"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let sent = f.stored_new.map_or(0, |(bytes, _)| bytes);
+        note += &format!(
+            "; changed {:.1} MiB, stored ÷ changed {:.2}",
+            mib(changed),
+            sent as f64 / changed.max(1) as f64
+        );
+    }
+    if phase.title.starts_with("half") {
+        let repo = match phase.s3 {
+            true => work.join("s3/rockup"),
+            false => round.join("rockup-repo"),
+        };
+        let (stored, live) = (report::disk_usage(&repo), f.live_bytes.unwrap_or(0));
+        note += &format!(
+            "; repository {:.1} MiB for {:.1} MiB live: {:.2}×; prune: {}",
+            mib(stored),
+            mib(live),
+            stored as f64 / live.max(1) as f64,
+            report::prune_summary(&round)
+        );
+    }
+    format!(
+        "| {} | {:.1} | {:.1} | {note} |",
+        f.requests,
+        mib(f.uploaded_bytes),
+        mib(f.downloaded_bytes)
+    )
+}
+
+fn print_figures(phases: &[Phase], figures: &BTreeMap<usize, String>) {
+    println!("\n## rockup's requests and bytes (last round)\n");
+    println!("| phase | requests | sent MiB | received MiB | notes |");
+    println!("|---|---|---:|---:|---|");
+    for (index, row) in figures {
+        println!("| {} {row}", phases[*index].title);
     }
 }
