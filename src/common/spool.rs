@@ -9,6 +9,15 @@ use rocksdb::{IteratorMode, Options, WriteOptions, DB};
 
 use crate::error::{Error, Result};
 
+/// A temporary directory for an operation's scratch spools
+/// (`<temp dir>/rockup-<operation>-…`), removed when dropped.
+pub fn scratch_dir(operation: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("rockup-{operation}-"))
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))
+}
+
 /// A scratch sorted map, removed with the work directory.
 pub struct Spool {
     db: DB,

@@ -17,6 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
+use crate::common::spool::scratch_dir;
 use crate::error::{Error, Result};
 use crate::repo::content::{ContentOptions, ContentStore};
 use crate::repo::layout;
@@ -86,7 +87,7 @@ async fn copy_all(
     jobs: usize,
     report: &mut CopyReport,
 ) -> Result<()> {
-    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let scratch = scratch_dir("copy")?;
     let uploader = Uploader::new(to.clone(), DEFAULT_MEMORY_BUDGET);
     let (source_dir, target_dir) = (scratch.path().join("from"), scratch.path().join("to"));
     let files = scratch.path().join("files");

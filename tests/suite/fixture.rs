@@ -333,6 +333,17 @@ pub fn format_1(options: rockup::BackupOptions) -> rockup::BackupOptions {
     }
 }
 
+/// A part's NDJSON from its stored bytes: a format-2 frame (`RK`, version 1,
+/// codec 0 raw or 1 zstd) decoded independently of rockup's code, or format
+/// 1's plain text.
+pub fn part_ndjson(stored: &[u8]) -> Vec<u8> {
+    match stored {
+        [b'R', b'K', 1, 1, payload @ ..] => zstd::decode_all(payload).unwrap(),
+        [b'R', b'K', 1, 0, payload @ ..] => payload.to_vec(),
+        text => text.to_vec(),
+    }
+}
+
 pub async fn remove_object(repo: &Repository, key: &str) {
     repo.store().delete(&ObjectPath::from(key)).await.unwrap();
 }

@@ -33,17 +33,17 @@ pub(super) async fn commit(
         problems,
         mut stats,
     } = transferred;
-    let id = &run.backup_id;
-    let mut parts = manifest::store_entries(repo, id, &db_entries).await?;
-    parts.extend(store_external_parts(repo, id, external).await?);
-    parts.extend(manifest::store_entries(repo, id, &problems).await?);
+    let to = (run.backup_id.as_str(), options.format);
+    let mut parts = manifest::store_entries(repo, to, &db_entries).await?;
+    parts.extend(store_external_parts(repo, to, external).await?);
+    parts.extend(manifest::store_entries(repo, to, &problems).await?);
     stats.duration_ms = run.started.elapsed().as_millis() as u64;
     let origin = &snapshot.origin;
 
     let header = Header {
         format: manifest::MANIFEST_FORMAT.into(),
         version: options.format,
-        backup_id: id.clone(),
+        backup_id: run.backup_id.clone(),
         created_at: run.created_at,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         source: source_info(origin, options),
@@ -102,7 +102,7 @@ fn external_info(external: &ExternalFiles) -> ExternalInfo {
 /// the spool and hands over one finished part at a time.
 async fn store_external_parts(
     repo: &Repository,
-    backup_id: &str,
+    to: (&str, u32),
     entries: Spool,
 ) -> Result<Vec<PartRef>> {
     let (mut sender, mut receiver) = mpsc::channel(1);
@@ -122,7 +122,7 @@ async fn store_external_parts(
     });
     let mut parts = Vec::new();
     while let Some(part) = receiver.next().await {
-        parts.push(manifest::store_part(repo, backup_id, PartKind::External, part).await?);
+        parts.push(manifest::store_part(repo, to, PartKind::External, part).await?);
     }
     producer.await??;
     Ok(parts)

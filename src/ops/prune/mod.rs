@@ -24,7 +24,7 @@ use object_store::path::Path;
 use object_store::ObjectMeta;
 use serde::Serialize;
 
-use crate::common::spool::Spool;
+use crate::common::spool::{scratch_dir, Spool};
 use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::lock::{self, LockKind, RepoLock};
@@ -145,7 +145,7 @@ async fn collect(
         ..Default::default()
     };
     let forgotten_manifests = forget(repo, &forgotten, options.dry_run, &mut report).await?;
-    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let scratch = scratch_dir("prune")?;
     let referenced = Spool::create(&scratch.path().join("referenced"))?;
     for header in &kept_headers {
         mark_references(repo, header, &referenced).await?;

@@ -24,6 +24,7 @@ use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
 use crate::common::references::ReferenceExtractor;
+use crate::common::spool::scratch_dir;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
@@ -204,10 +205,7 @@ struct Content {
 
 impl Content {
     async fn load(repo: &Repository) -> Result<Self> {
-        let scratch = tempfile::Builder::new()
-            .prefix("rockup-restore-")
-            .tempdir()
-            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let scratch = scratch_dir("restore")?;
         Ok(Self {
             index: ContentIndex::load(repo, &scratch.path().join("index"), false).await?,
             packed: PackedFiles::create(&scratch.path().join("packed"))?,

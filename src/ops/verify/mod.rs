@@ -13,7 +13,7 @@ use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
-use crate::common::spool::Spool;
+use crate::common::spool::{scratch_dir, Spool};
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Stored};
@@ -110,10 +110,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
 
 impl Scratch {
     async fn create(repo: &Repository) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("rockup-verify-")
-            .tempdir()
-            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let dir = scratch_dir("verify")?;
         Ok(Self {
             referenced: Spool::create(&dir.path().join("referenced"))?,
             listed: Spool::create(&dir.path().join("listed"))?,

@@ -1,8 +1,9 @@
 //! Manifest parts: sorted NDJSON lists of entries (database files, external
 //! files, problems), at most [`PART_ENTRIES`] a part, stored under the SHA-256 of
 //! their bytes so a tampered part is detected, and read back one part at a time so
-//! a million files never sit in memory. Every entry is validated before anyone
-//! acts on it.
+//! a million files never sit in memory. In format 2 a part is stored as one
+//! frame (zstd-compressed; `size` records its NDJSON's length). Every entry is
+//! validated before anyone acts on it.
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -11,8 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::Header;
 use crate::common::names::{is_rocksdb_file_name, is_shared_table_file, normalize_relative_path};
+use crate::common::tasks::blocking;
 use crate::error::{Error, Problem, Result};
 use crate::repo::layout;
+use crate::repo::pack::codec;
 use crate::repo::Repository;
 
 /// Most entries in one part.
@@ -43,8 +46,11 @@ pub struct PartRef {
     pub sha256: String,
     /// Entries it holds.
     pub entries: u64,
-    /// Its size in bytes.
+    /// Its size in bytes, as stored.
     pub bytes: u64,
+    /// Format 2: the size of its NDJSON, stored as a frame (compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 impl PartRef {
@@ -58,10 +64,12 @@ impl PartRef {
                 self.sha256, self.entries
             ));
         }
-        if self.bytes > PART_MAX_BYTES {
+        if self.bytes > PART_MAX_BYTES || self.size.is_some_and(|s| s > PART_MAX_BYTES) {
             return Err(format!(
-                "part {} claims {} bytes (at most {PART_MAX_BYTES} allowed)",
-                self.sha256, self.bytes
+                "part {} claims {} bytes, {} decoded (at most {PART_MAX_BYTES} allowed)",
+                self.sha256,
+                self.bytes,
+                self.size.unwrap_or(self.bytes)
             ));
         }
         Ok(())
@@ -240,29 +248,39 @@ impl PartBuffer {
     }
 }
 
-/// Stores a part under the hash of its bytes and returns its header reference.
+/// Stores a part of a manifest of `version` under the hash of its bytes (in
+/// format 2 a frame: compressed) and returns its header reference.
 pub async fn store_part(
     repo: &Repository,
-    backup_id: &str,
+    (backup_id, version): (&str, u32),
     kind: PartKind,
     part: FinishedPart,
 ) -> Result<PartRef> {
-    let sha256 = sha256_hex(&part.bytes);
+    let size = part.bytes.len() as u64;
+    let stored = match version {
+        1 => part.bytes,
+        _ => {
+            let ndjson = part.bytes;
+            let level = crate::repo::content::DEFAULT_COMPRESSION_LEVEL;
+            Bytes::from(blocking(move || Ok(codec::encode(&ndjson, level))).await?)
+        }
+    };
     let reference = PartRef {
         kind,
-        sha256,
+        sha256: sha256_hex(&stored),
         entries: part.entries,
-        bytes: part.bytes.len() as u64,
+        bytes: stored.len() as u64,
+        size: (version >= 2).then_some(size),
     };
-    repo.put(&layout::part(backup_id, &reference.sha256), part.bytes)
+    repo.put(&layout::part(backup_id, &reference.sha256), stored)
         .await?;
     Ok(reference)
 }
 
-/// Stores a short, sorted list of entries as parts.
+/// Stores a short, sorted list of entries as parts of a manifest of `version`.
 pub async fn store_entries<T: PartEntry>(
     repo: &Repository,
-    backup_id: &str,
+    (backup_id, version): (&str, u32),
     entries: &[T],
 ) -> Result<Vec<PartRef>> {
     let mut buffer = PartBuffer::default();
@@ -273,7 +291,7 @@ pub async fn store_entries<T: PartEntry>(
     finished.extend(buffer.take());
     let mut parts = Vec::with_capacity(finished.len());
     for part in finished {
-        parts.push(store_part(repo, backup_id, T::KIND, part).await?);
+        parts.push(store_part(repo, (backup_id, version), T::KIND, part).await?);
     }
     Ok(parts)
 }
@@ -291,13 +309,18 @@ impl Header {
         part: &PartRef,
     ) -> Result<Vec<T>> {
         let key = layout::part(&self.backup_id, &part.sha256);
-        let bytes = repo.get(&key, part.bytes).await?;
-        if bytes.len() as u64 != part.bytes || sha256_hex(&bytes) != part.sha256 {
+        let stored = repo.get(&key, part.bytes).await?;
+        if stored.len() as u64 != part.bytes || sha256_hex(&stored) != part.sha256 {
             return Err(Error::manifest(
                 key.to_string(),
                 "part does not match its hash (corrupt or tampered)",
             ));
         }
+        let bytes = match part.size {
+            None => stored.to_vec(),
+            Some(size) => codec::decode(&stored, size)
+                .map_err(|why| Error::manifest(key.to_string(), format!("part: {why}")))?,
+        };
         let mut entries = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let entry: T = serde_json::from_slice(line)

@@ -2,7 +2,10 @@
 //! `R` `K`, the frame version, the codec — and the encoded bytes. The header
 //! names the codecs applied, so a later layer (encryption) is a new codec
 //! value, not a new format. Decoding is bounded by the size the index records
-//! and checked against it; the caller checks the SHA-256.
+//! and checked against it; the caller checks the SHA-256. zstd contexts are
+//! kept per thread: creating one per file costs megabytes of fresh pages each.
+
+use std::cell::RefCell;
 
 /// Bytes of a frame's header.
 pub const FRAME_HEADER: u64 = 4;
@@ -10,6 +13,10 @@ const MAGIC: [u8; 2] = *b"RK";
 const FRAME_VERSION: u8 = 1;
 /// Compression must save at least 1/32 of the bytes to be kept.
 const WORTHWHILE: usize = 32;
+/// Content longer than twice this is judged by a sample of this many bytes
+/// first: what does not shrink there (media, random data) is stored as is
+/// without compressing the whole.
+const SAMPLE: usize = 4096;
 
 /// The codecs a frame's payload went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,16 +29,48 @@ pub enum Codec {
 
 /// Encodes `content` as a frame: zstd at `level` when that saves at least
 /// 1/32 of the bytes, else stored as is (already-compressed media, random
-/// data). Level 0 never compresses.
+/// data; judged from the first [`SAMPLE`] bytes of longer content). Level 0
+/// never compresses.
 pub fn encode(content: &[u8], level: i32) -> Vec<u8> {
-    if level > 0 {
-        if let Ok(compressed) = zstd::bulk::compress(content, level) {
-            if compressed.len() + content.len() / WORTHWHILE < content.len() {
-                return frame(Codec::Zstd, &compressed);
-            }
-        }
+    let shrinks = |part: &[u8]| {
+        compress(part, level)
+            .ok()
+            .filter(|compressed| compressed.len() + part.len() / WORTHWHILE < part.len())
+    };
+    let promising =
+        level > 0 && (content.len() <= 2 * SAMPLE || shrinks(&content[..SAMPLE]).is_some());
+    match promising.then(|| shrinks(content)).flatten() {
+        Some(compressed) => frame(Codec::Zstd, &compressed),
+        None => frame(Codec::Raw, content),
     }
-    frame(Codec::Raw, content)
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd at `level` with this thread's context.
+fn compress(content: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        slot.as_mut().expect("just set").1.compress(content)
+    })
+}
+
+/// zstd decompression of at most `capacity` bytes with this thread's context.
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let decompressor = slot.as_mut().expect("just set");
+        decompressor.decompress(payload, capacity)
+    })
 }
 
 fn frame(codec: Codec, payload: &[u8]) -> Vec<u8> {
@@ -60,7 +99,7 @@ pub fn decode(frame: &[u8], size: u64) -> Result<Vec<u8>, String> {
     let payload = &frame[FRAME_HEADER.min(frame.len() as u64) as usize..];
     let content = match codec_of(frame)? {
         Codec::Raw => payload.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(payload, size as usize).map_err(|e| {
+        Codec::Zstd => decompress(payload, size as usize).map_err(|e| {
             format!("zstd: {e} (corrupt, or larger than the {size} bytes recorded)")
         })?,
     };
@@ -91,6 +130,13 @@ mod tests {
         assert_eq!(codec_of(&stored), Ok(Codec::Raw));
         assert_eq!(decode(&stored, 4096).unwrap(), noise);
         assert_eq!(codec_of(&encode(&text, 0)), Ok(Codec::Raw));
+        // Random at the start, text after: judged by its start, stored as is.
+        let mixed = [noise.as_slice(), noise.as_slice(), &text].concat();
+        assert_eq!(codec_of(&encode(&mixed, 3)), Ok(Codec::Raw));
+        assert_eq!(
+            decode(&encode(&mixed, 3), mixed.len() as u64).unwrap(),
+            mixed
+        );
         assert_eq!(decode(&encode(b"", 3), 0).unwrap(), b"");
     }
 
