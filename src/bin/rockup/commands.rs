@@ -188,6 +188,23 @@ async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
         report.deleted_bytes,
         report.young_unreferenced
     );
+    let repack = &report.repack;
+    if repack.packs_repacked > 0 {
+        let repacked = if report.dry_run {
+            "would repack"
+        } else {
+            "repacked"
+        };
+        eprintln!(
+            "  {repacked} {} pack(s) of {} bytes, their live entries re-uploaded in {} bytes",
+            repack.packs_repacked, repack.bytes_repacked, repack.bytes_uploaded
+        );
+    }
+    for damaged in &repack.damaged_entries {
+        eprintln!(
+            "  kept a pack with a damaged entry (`rockup verify --deep` names it): {damaged}"
+        );
+    }
     print_traffic(&report.traffic);
     for id in &report.forgotten {
         eprintln!("  {verb} {id}");
