@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use rocksdb::{IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteOptions, DB};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +17,9 @@ pub fn scratch_dir(operation: &str) -> Result<tempfile::TempDir> {
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))
 }
+
+/// Block cache of one spool.
+const SPOOL_BLOCK_CACHE: usize = 4 << 20;
 
 /// A scratch sorted map, removed with the work directory.
 pub struct Spool {
@@ -31,6 +34,11 @@ impl Spool {
         opts.create_if_missing(true);
         opts.set_write_buffer_size(8 << 20);
         opts.set_max_open_files(64);
+        // RocksDB's default is a 32 MiB block cache per database; a spool's
+        // files are in the page cache anyway, and several spools run at once.
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(SPOOL_BLOCK_CACHE));
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, dir)
             .map_err(|e| Error::rocks(format!("creating scratch index {}", dir.display()), e))?;
         let mut write = WriteOptions::default();

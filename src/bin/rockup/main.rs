@@ -20,6 +20,9 @@ const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Problems listed on stderr at most.
 const PROBLEMS_SHOWN: usize = 50;
 
+/// Threads for blocking work (file I/O, hashing, compression).
+const BLOCKING_THREADS: usize = 64;
+
 fn main() {
     return_large_buffers_to_the_system();
     let cli = match Cli::try_parse() {
@@ -27,7 +30,15 @@ fn main() {
         Err(e) => exit_on_parse_error(e),
     };
     init_tracing(cli.verbose);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    // File I/O, hashing and decoding run as blocking tasks, a few per request
+    // in flight; tokio's default of up to 512 threads let a restore of many
+    // small files grow to hundreds of threads, each with its own stack and
+    // allocator cache.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .expect("tokio runtime starts");
     let json = cli.json;
     let display = progress::Display::choose(json);
     let result = runtime.block_on(run_until_signal(cli.command, display));

@@ -39,6 +39,13 @@ struct Queued {
     mtime_ns: Option<i64>,
 }
 
+/// The queued files of one pack, by offset.
+struct PackFiles {
+    pack: String,
+    pack_size: u64,
+    files: Vec<Wanted<Queued>>,
+}
+
 /// The packed files of one restore, by pack and offset.
 pub(super) struct PackedFiles {
     spool: Spool,
@@ -77,10 +84,16 @@ impl PackedFiles {
                     .map(|(pack, last)| (pack, Some(last))),
             )
         });
-        let ranges = packs.map_ok(|(pack, pack_size, wanted)| {
-            let ranges = reader::ranges(wanted, RANGE_SPAN).into_iter();
-            futures::stream::iter(ranges.map(move |r| Ok((pack.clone(), pack_size, r))))
-        });
+        let ranges = packs.map_ok(
+            |PackFiles {
+                 pack,
+                 pack_size,
+                 files,
+             }| {
+                let ranges = reader::ranges(files, RANGE_SPAN).into_iter();
+                futures::stream::iter(ranges.map(move |r| Ok((pack.clone(), pack_size, r))))
+            },
+        );
         let problems: Vec<Vec<Problem>> = ranges
             .try_flatten()
             .map_ok(|(pack, pack_size, range)| restore_range(repo, pack, pack_size, range))
@@ -90,14 +103,9 @@ impl PackedFiles {
         Ok(problems.into_iter().flatten().collect())
     }
 
-    /// The files of the next pack after spool key `after`: (pack, its size,
-    /// its files by offset), and the last key read.
-    #[allow(clippy::type_complexity)]
-    fn next_pack(
-        &self,
-        mut after: Option<String>,
-    ) -> Result<Option<((String, u64, Vec<Wanted<Queued>>), String)>> {
-        let mut group: Option<(String, u64, Vec<Wanted<Queued>>)> = None;
+    /// The files of the next pack after spool key `after`, and the last key read.
+    fn next_pack(&self, mut after: Option<String>) -> Result<Option<(PackFiles, String)>> {
+        let mut group: Option<PackFiles> = None;
         loop {
             let batch = self.spool.batch_after(after.as_deref(), SPOOL_BATCH)?;
             if batch.is_empty() {
@@ -105,13 +113,16 @@ impl PackedFiles {
             }
             for (key, json) in batch {
                 let pack = key.split('/').next().unwrap_or_default().to_string();
-                if group.as_ref().is_some_and(|(current, ..)| *current != pack) {
+                if group.as_ref().is_some_and(|g| g.pack != pack) {
                     return Ok(group.zip(after));
                 }
                 let queued: Queued = serde_json::from_slice(&json).expect("our own spool");
-                let (_, _, files) =
-                    group.get_or_insert_with(|| (pack, queued.pack_size, Vec::new()));
-                files.push(Wanted {
+                let group = group.get_or_insert_with(|| PackFiles {
+                    pack,
+                    pack_size: queued.pack_size,
+                    files: Vec::new(),
+                });
+                group.files.push(Wanted {
                     entry: queued.entry.clone(),
                     target: queued,
                 });

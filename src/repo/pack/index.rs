@@ -38,8 +38,8 @@ pub const MAX_ENTRIES: usize = 50_000;
 const MAX_PACK_SIZE: u64 = 1 << 30;
 /// Largest content one entry may decode to.
 pub const MAX_ENTRY_SIZE: u64 = 16 << 20;
-/// Index objects read at once.
-const READS_IN_FLIGHT: usize = 16;
+/// Index objects read at once: each is a few MiB of JSON, parsed whole.
+const READS_IN_FLIGHT: usize = 4;
 
 /// `index/<pack-id>`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
