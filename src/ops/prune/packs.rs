@@ -26,8 +26,6 @@ use crate::repo::Repository;
 
 /// Entries weighed at a time.
 const ENTRY_BATCH: usize = 10_000;
-/// Most bytes one range request spans when repacking.
-const RANGE_SPAN: u64 = 8 << 20;
 
 /// Default repack threshold: packs less than this share referenced are repacked.
 pub const DEFAULT_REPACK_BELOW: f64 = 0.7;
@@ -120,7 +118,9 @@ impl PackPlan {
             if damaged.is_empty() {
                 report.packs_repacked += 1;
                 report.bytes_repacked += info.size;
-                self.fates.insert(info.id.clone(), Fate::Repacked);
+                // A dry run deletes nothing: the pack stays.
+                let fate = if dry_run { Fate::Keep } else { Fate::Repacked };
+                self.fates.insert(info.id.clone(), fate);
             } else {
                 tracing::warn!(pack = %info.id, "damaged entries: pack kept (`rockup verify --deep` names them)");
                 report.damaged_entries.extend(damaged);
@@ -131,12 +131,6 @@ impl PackPlan {
         report.bytes_uploaded = stored.bytes;
         self.fates
             .extend(stored.ids.into_iter().map(|id| (id, Fate::Keep)));
-        if dry_run {
-            self.fates
-                .values_mut()
-                .filter(|f| **f == Fate::Repacked)
-                .for_each(|f| *f = Fate::Keep);
-        }
         Ok(report)
     }
 
@@ -151,7 +145,7 @@ impl PackPlan {
         let live = live_entries(&self.index, referenced, &info.id)?;
         let wanted = live.into_iter().map(|entry| Wanted { entry, target: () });
         let mut damaged = Vec::new();
-        for range in reader::ranges(wanted.collect(), RANGE_SPAN) {
+        for range in reader::ranges(wanted.collect(), reader::RANGE_SPAN) {
             let read = reader::read_range(
                 repo,
                 &info.id,

@@ -21,9 +21,6 @@ use crate::repo::pack::reader::{self, Failed, Wanted};
 use crate::repo::pack::{IndexEntry, Location};
 use crate::repo::Repository;
 
-/// Most bytes one range request spans: large enough that a pack is a few
-/// requests, small enough that `jobs` of them keep a restore parallel.
-const RANGE_SPAN: u64 = 8 << 20;
 /// Queue entries read from the spool at a time.
 const SPOOL_BATCH: usize = 10_000;
 
@@ -90,7 +87,7 @@ impl PackedFiles {
                  pack_size,
                  files,
              }| {
-                let ranges = reader::ranges(files, RANGE_SPAN).into_iter();
+                let ranges = reader::ranges(files, reader::RANGE_SPAN).into_iter();
                 futures::stream::iter(ranges.map(move |r| Ok((pack.clone(), pack_size, r))))
             },
         );
@@ -145,16 +142,10 @@ async fn restore_range(
     })
     .await?;
     let mut problems: Vec<Problem> = read.delivered.into_iter().flatten().collect();
-    if let Some(Failed {
-        detail,
-        undelivered,
-    }) = read.failed
-    {
-        let detail = format!("{detail}; {} file(s) not restored", undelivered.len());
-        problems.push(match detail.starts_with("pack is missing") {
-            true => Problem::missing_object(&key),
-            false => Problem::corrupt_object(&key, detail),
-        });
+    if let Some(failed) = read.failed {
+        let lost = failed.undelivered.len();
+        let detail = format!("{}; {lost} file(s) not restored", failed.detail);
+        problems.push(Failed { detail, ..failed }.problem(&key));
     }
     Ok(problems)
 }

@@ -78,12 +78,7 @@ async fn rehash_pack(
         .await?;
         let damaged = read.delivered.into_iter().flatten();
         problems.extend(damaged.map(|why| Problem::corrupt_object(&key, why)));
-        if let Some(failed) = read.failed {
-            problems.push(match failed.detail.as_str() {
-                "pack is missing" => Problem::missing_object(&key),
-                detail => Problem::corrupt_object(&key, detail),
-            });
-        }
+        problems.extend(read.failed.map(|failed| failed.problem(&key)));
     }
     Ok(problems)
 }

@@ -82,7 +82,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     let mut scratch = Scratch::create(repo).await?;
     let mut problems = scratch.content.problems();
     record_references(repo, &ids, &mut scratch, &mut problems).await?;
-    record_listing(repo, &scratch.listed).await?;
+    record_listing(repo, &scratch).await?;
     if options.deep {
         repo.progress()
             .start(Some(scratch.objects), Some(scratch.bytes));
@@ -175,13 +175,18 @@ fn compare(
 
 /// Object key → size of every object under the prefixes manifests point
 /// into, streamed from the listing.
-async fn record_listing(repo: &Repository, listed: &Spool) -> Result<()> {
-    for prefix in [layout::SST, layout::BLOBS, layout::PACKS, layout::BACKUPS] {
+async fn record_listing(repo: &Repository, scratch: &Scratch) -> Result<()> {
+    let listed = &scratch.listed;
+    for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
         let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
         while let Some(meta) = objects.next().await {
             let meta = meta.map_err(|e| repo.error(e))?;
             listed.put(meta.location.as_ref(), &meta.size.to_le_bytes())?;
         }
+    }
+    // Packs were listed once already, with the indexes that name them.
+    for pack in scratch.content.packs.values() {
+        listed.put(layout::pack(&pack.id).as_ref(), &pack.size.to_le_bytes())?;
     }
     Ok(())
 }

@@ -15,13 +15,17 @@ use object_store::{GetOptions, GetRange};
 
 use super::codec;
 use super::index::IndexEntry;
-use crate::error::Result;
+use crate::error::{Problem, Result};
 use crate::repo::layout;
 use crate::repo::manifest::sha256_hex;
 use crate::repo::Repository;
 
 /// Neighbouring entries this close are read with one GET (the gap is read and dropped).
 pub const MAX_GAP: u64 = 256 << 10;
+/// Most bytes one range request spans when only some entries are wanted:
+/// large enough that a pack is a few requests, small enough that many of
+/// them keep a restore (or a repack) parallel.
+pub const RANGE_SPAN: u64 = 8 << 20;
 
 /// One entry wanted from a pack, and what it is for.
 pub struct Wanted<T> {
@@ -29,10 +33,22 @@ pub struct Wanted<T> {
     pub target: T,
 }
 
-/// A range that failed: why, and the entries it did not deliver.
+/// A range that failed: why, whether the pack is missing altogether, and the
+/// entries it did not deliver.
 pub struct Failed<T> {
     pub detail: String,
+    pub missing: bool,
     pub undelivered: Vec<Wanted<T>>,
+}
+
+impl<T> Failed<T> {
+    /// The problem of pack `key` this failure is.
+    pub fn problem(&self, key: &str) -> Problem {
+        match self.missing {
+            true => Problem::missing_object(key),
+            false => Problem::corrupt_object(key, &self.detail),
+        }
+    }
 }
 
 /// Groups `wanted` (one pack's entries, sorted by offset) into ranges of at
@@ -93,6 +109,7 @@ where
         Ok(RangeRead {
             delivered,
             failed: Some(Failed {
+                missing: false,
                 detail,
                 undelivered: queue.into(),
             }),
@@ -104,7 +121,15 @@ where
     }
     let options = GetOptions::default().with_range(Some(GetRange::Bounded(start..end)));
     let Some(result) = repo.fetch(&layout::pack(pack), options).await? else {
-        return failed("pack is missing".into(), queue, delivered);
+        let missing = Failed {
+            detail: "pack is missing".into(),
+            missing: true,
+            undelivered: queue.into(),
+        };
+        return Ok(RangeRead {
+            delivered,
+            failed: Some(missing),
+        });
     };
     if result.meta.size != pack_size {
         let detail = format!(
