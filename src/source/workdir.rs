@@ -7,6 +7,14 @@
 //! finished creating — and the base itself only when rockup created it. Also
 //! where the work directory may be: never inside the database directory or the
 //! blob root.
+//!
+//! Removal is crash-safe: a run directory is first renamed, atomically, to
+//! `<base>/.rockup-removing-<id>`, then emptied with its marker removed last,
+//! then removed. A run killed at any step leaves either a marked run directory
+//! whose lock nobody holds, or a removal directory that is marked or empty;
+//! every run finishes such removals. A run's pre-links are hard links to the
+//! application's files, so a remnant would keep the disk space of every file
+//! the application deletes afterwards.
 
 use std::fs::File;
 use std::io;
@@ -21,6 +29,8 @@ use crate::error::{Error, Result};
 const DEFAULT_BASE: &str = ".rockup-work";
 /// The marker file in every run directory rockup creates.
 const MARKER: &str = "rockup-run.json";
+/// What a run directory is renamed to before it is removed.
+const REMOVING: &str = ".rockup-removing-";
 /// Attempts at creating a run directory while another run removes the base.
 const CREATE_ATTEMPTS: usize = 10;
 
@@ -104,9 +114,9 @@ fn lock_and_mark(path: &Path) -> Result<File> {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        // Removed while the lock is still held, so no other run takes it for stale.
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove the work directory");
+        // Renamed while the lock is still held, so no other run takes it for stale.
+        if let Err(e) = remove_run(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove the work directory; the next run removes it");
         }
         if let Some(base) = &self.own_base {
             let _ = std::fs::remove_dir(base); // only if empty: other runs may use it
@@ -114,37 +124,99 @@ impl Drop for WorkDir {
     }
 }
 
-/// Removes the run directories a crashed run of this host left: named
-/// `run-*`, a real directory, carrying rockup's marker for this host, and with
-/// a lock nobody holds.
+/// Removes the run directory at `path`: renamed to its removal name first,
+/// then emptied, marker last (see the module docs).
+fn remove_run(path: &Path) -> io::Result<()> {
+    let (Some(base), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other("a run directory has a parent and a name"));
+    };
+    let id = name.to_string_lossy();
+    let removing = base.join(format!("{REMOVING}{}", id.trim_start_matches("run-")));
+    std::fs::rename(path, &removing)?;
+    finish_removal(&removing)
+}
+
+/// Empties a removal directory, its marker last, then removes it. Other runs
+/// may be finishing the same removal: what is gone already counts as removed.
+fn finish_removal(removing: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(removing)?.flatten() {
+        if entry.file_name() == MARKER {
+            continue;
+        }
+        // An entry another run removed meanwhile has no type left to read.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let removed = match kind.is_dir() {
+            true => std::fs::remove_dir_all(entry.path()),
+            false => std::fs::remove_file(entry.path()),
+        };
+        ignore_gone(removed)?;
+    }
+    ignore_gone(std::fs::remove_file(removing.join(MARKER)))?;
+    ignore_gone(std::fs::remove_dir(removing))
+}
+
+fn ignore_gone(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes what crashed runs of this host left: run directories (`run-*`,
+/// a real directory, carrying rockup's marker for this host, with a lock
+/// nobody holds) and removals they did not finish (`.rockup-removing-*`,
+/// marked for this host, or empty).
 fn remove_stale_runs(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with("run-") && is_stale_run(&path) {
+        let (path, name) = (entry.path(), entry.file_name());
+        let name = name.to_string_lossy();
+        let removed = if name.starts_with("run-") && is_stale_run(&path) {
             tracing::info!(path = %path.display(), "removing a work directory left by an earlier run");
-            let _ = std::fs::remove_dir_all(&path);
+            remove_run(&path)
+        } else if name.starts_with(REMOVING) && is_unfinished_removal(&path) {
+            tracing::info!(path = %path.display(), "finishing the removal of a work directory an earlier run began");
+            finish_removal(&path)
+        } else {
+            continue;
+        };
+        if let Err(e) = ignore_gone(removed) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a work directory left by an earlier run");
         }
     }
 }
 
+/// Whether `path` is a real directory carrying rockup's marker for this host.
+fn is_marked_here(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && std::fs::read(path.join(MARKER))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
+            .is_some_and(|marker| marker.host == hostname())
+}
+
 fn is_stale_run(path: &Path) -> bool {
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        return false;
-    }
-    let ours = std::fs::read(path.join(MARKER))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
-        .is_some_and(|marker| marker.host == hostname());
     // Only a marked directory's lock is tried: its owner took the lock before
     // marking it, so trying never takes a lock from a run still starting.
-    ours && File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok())
+    is_marked_here(path) && File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok())
+}
+
+/// A removal directory is only ever made by renaming a marked run directory
+/// whose run is over; its marker goes last, so it is marked or empty.
+fn is_unfinished_removal(path: &Path) -> bool {
+    let empty_dir = || {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+            && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+    };
+    is_marked_here(path) || empty_dir()
 }
 
 /// Refuses a work directory inside the database directory or the blob root:
-/// rockup never writes there (and the blob tree's pre-links would include
+/// rockup never writes there (and the tree under the blob root's pre-links would include
 /// themselves).
 pub fn check_work_base(base: &Path, db: &Path, blob_root: Option<&Path>) -> Result<()> {
     match source_containing(base, db, blob_root) {
@@ -239,6 +311,54 @@ mod tests {
         assert!(!path.exists());
         drop(second);
         assert!(base.exists(), "the base existed before: never removed");
+    }
+
+    /// What a run killed at each step of a removal leaves.
+    fn leave_remnant(base: &Path, name: &str, step: usize) -> PathBuf {
+        let run = base.join(format!("run-{name}"));
+        std::fs::create_dir_all(run.join("prelinks/a")).unwrap();
+        std::fs::write(run.join("prelinks/a/f"), b"linked").unwrap();
+        std::fs::write(run.join("lock"), b"").unwrap();
+        let marker = format!(r#"{{"host":"{}","pid":1}}"#, hostname());
+        std::fs::write(run.join(MARKER), &marker).unwrap();
+        let removing = base.join(format!("{REMOVING}{name}"));
+        if step >= 1 {
+            std::fs::rename(&run, &removing).unwrap();
+        }
+        if step >= 2 {
+            std::fs::remove_dir_all(removing.join("prelinks")).unwrap();
+        }
+        if step >= 3 {
+            std::fs::remove_file(removing.join("lock")).unwrap();
+            std::fs::remove_file(removing.join(MARKER)).unwrap();
+        }
+        if step >= 1 {
+            removing
+        } else {
+            run
+        }
+    }
+
+    #[test]
+    fn every_step_of_a_killed_removal_is_finished_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("work");
+        let remnants: Vec<PathBuf> = (0..4)
+            .map(|step| leave_remnant(&base, &format!("step{step}"), step))
+            .collect();
+        // Somebody else's look-alikes: another host's removal, a user's
+        // non-empty directory with the name.
+        let foreign = base.join(format!("{REMOVING}foreign"));
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join(MARKER), r#"{"host":"elsewhere","pid":1}"#).unwrap();
+        let users = base.join(format!("{REMOVING}mine"));
+        std::fs::create_dir_all(&users).unwrap();
+        std::fs::write(users.join("notes"), b"mine").unwrap();
+        drop(WorkDir::create(&base, "next").unwrap());
+        for remnant in &remnants {
+            assert!(!remnant.exists(), "{} removed", remnant.display());
+        }
+        assert!(foreign.join(MARKER).exists() && users.join("notes").exists());
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod prune;
 mod restore_safety;
 mod sources;
 mod stores;
+mod workdir;
