@@ -22,8 +22,8 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use sha2::{Digest, Sha256};
 
 use rockup::{
-    BackupOptions, ExternalFiles, PruneOptions, RefSource, Repository, ResolverConfig,
-    RestoreOptions, RetentionPolicy, Source,
+    BackupId, BackupOptions, ExternalFiles, PruneOptions, RefSource, Repository, ResolverConfig,
+    RestoreOptions, Source,
 };
 
 type Digest32 = String;
@@ -32,7 +32,7 @@ type Digest32 = String;
 struct Member {
     db: PathBuf,
     files: PathBuf,
-    expected: HashMap<String, (Digest32, Digest32)>,
+    expected: HashMap<BackupId, (Digest32, Digest32)>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -137,11 +137,10 @@ impl Member {
     fn options(&self, work: &Path) -> BackupOptions {
         let resolver =
             ResolverConfig::new(RefSource::Json("/path".into())).with_key_prefix("file:");
-        BackupOptions {
-            external: Some(ExternalFiles::new(&self.files, "files", resolver)),
-            work_dir: Some(work.to_path_buf()),
-            ..Default::default()
-        }
+        let mut options = BackupOptions::default();
+        options.external = Some(ExternalFiles::new(&self.files, "files", resolver));
+        options.work_dir = Some(work.to_path_buf());
+        options
     }
 }
 
@@ -197,32 +196,24 @@ async fn run_round(repo: &Repository, fleet: &mut [Member], dir: &Path) -> (usiz
 }
 
 fn keep_two() -> PruneOptions {
-    PruneOptions {
-        policy: RetentionPolicy {
-            keep_last: Some(2),
-            ..Default::default()
-        },
-        grace: Duration::ZERO,
-        dry_run: false,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-        repack_below: rockup::DEFAULT_REPACK_BELOW,
-    }
+    let mut options = PruneOptions::default();
+    options.policy.keep_last = Some(2);
+    options.grace = Duration::ZERO;
+    options
 }
 
 /// Restores every kept backup and compares it with its database at the time;
 /// returns the failures (including verify's problems).
 async fn check_kept(repo: &Repository, fleet: &[Member], dir: &Path) -> usize {
     let mut failures = 0;
-    let expected: HashMap<&String, &(Digest32, Digest32)> =
+    let expected: HashMap<&BackupId, &(Digest32, Digest32)> =
         fleet.iter().flat_map(|m| &m.expected).collect();
     for (n, listed) in rockup::list(repo).await.expect("list").iter().enumerate() {
         let target = dir.join(format!("restored-{n}"));
-        let options = RestoreOptions::new(
-            &listed.backup_id,
-            target.join("db"),
-            Some(target.join("files")),
-        );
+        let mut options = RestoreOptions::default();
+        options.backup = listed.backup_id.to_string();
+        options.db_dir = target.join("db");
+        options.blob_root = Some(target.join("files"));
         rockup::restore(repo, &options).await.expect("restore");
         let got = (
             records_digest(&target.join("db")),
@@ -236,12 +227,9 @@ async fn check_kept(repo: &Repository, fleet: &[Member], dir: &Path) -> usize {
             failures += 1;
         }
     }
-    let verify = rockup::VerifyOptions {
-        backup: "all".into(),
-        source: None,
-        deep: true,
-        jobs: 8,
-    };
+    let mut verify = rockup::VerifyOptions::default();
+    verify.backup = "all".into();
+    verify.deep = true;
     failures
         + rockup::verify(repo, &verify)
             .await

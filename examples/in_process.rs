@@ -76,12 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sha256_pointer: None,
         size_pointer: None,
     };
-    let options = BackupOptions {
-        external: Some(ExternalFiles::new(&files, "files", resolver)),
-        guard: Some(guard.clone()),
-        work_dir: Some(dir.path().join("work")),
-        ..Default::default()
-    };
+    let mut options = BackupOptions::default();
+    options.external = Some(ExternalFiles::new(&files, "files", resolver));
+    options.guard = Some(guard.clone());
+    options.work_dir = Some(dir.path().join("work"));
     let report = rockup::backup_live(&repo, &db, None, &options).await?;
     stop.store(true, Ordering::Relaxed);
     let written = app.join().expect("writer");
@@ -94,11 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let restored = dir.path().join("restored");
-    let restore = RestoreOptions::new(
-        &report.header.backup_id,
-        restored.join("db"),
-        Some(restored.join("files")),
-    );
+    let mut restore = RestoreOptions::default();
+    restore.backup = report.header.backup_id.to_string();
+    restore.db_dir = restored.join("db");
+    restore.blob_root = Some(restored.join("files"));
     let result = rockup::restore(&repo, &restore).await?;
     println!(
         "restored {} DB files and {} external files; every one of {} references resolves",

@@ -1,23 +1,29 @@
 //! The library's error type: one enum whose variants callers can match on, each
 //! carrying the context a user needs (which file, which object, which backup) and,
 //! through [`Error::exit_code`], the CLI exit code it maps to. Messages never
-//! contain credentials: store errors pass through [`redact`].
+//! contain credentials: store errors pass through [`redact`], and so does
+//! object_store's error behind them ([`StoreSource`]) wherever it is shown.
 //!
 //! Also [`Problem`]: one finding about one file or object (a reference that could
-//! not be captured, a missing or corrupt object), built by one constructor per
-//! [`ProblemKind`].
+//! not be captured, a missing, corrupt or unreadable object), built by one
+//! constructor per [`ProblemKind`]. The bottom of the crate, beside `digest`:
+//! it imports nothing else of rockup's.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::common::names::escape_controls;
+use crate::digest::Sha256;
 
 /// Result alias used throughout rockup.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in rockup.
+/// Everything that can go wrong in rockup. [`Error::exit_code`] maps it to
+/// the CLI's exit code; [`Error::retryable`] says whether the same call may
+/// succeed when made again later.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Bad arguments or an impossible combination of them (exit code 2).
     #[error("{0}")]
@@ -54,15 +60,17 @@ pub enum Error {
         /// The store's time.
         store: chrono::DateTime<chrono::Utc>,
     },
-    /// This run's lock was removed while it ran (`rockup unlock --force`), so a
-    /// prune may have deleted what it reuses: nothing was committed.
-    #[error(
-        "this backup's lock {lock} was removed while it ran (rockup unlock --force?), so a \
-         prune may have deleted objects it reuses; nothing was committed: run the backup again"
-    )]
+    /// This run's lock was removed while it ran (`rockup unlock --force`, or a
+    /// prune that found its lease run out), so a prune may have deleted what it
+    /// reuses; `outcome` says what became of its commit.
+    #[error("this {operation}'s lock {lock} {outcome}")]
     LockLost {
+        /// What held the lock: `backup`, `copy`, `prune`.
+        operation: &'static str,
         /// The lock's key.
         lock: String,
+        /// Whether anything had been committed, and what became of it.
+        outcome: LockLoss,
     },
     /// The writer kept changing the database faster than a consistent
     /// out-of-process checkpoint could be taken.
@@ -123,10 +131,14 @@ pub enum Error {
     Store {
         /// The repository URL, redacted.
         url: String,
-        /// What kind of failure the store reported.
+        /// What kind of failure the store reported; [`StoreErrorKind::Unavailable`]
+        /// is worth retrying.
         kind: StoreErrorKind,
         /// One line, redacted, with the likely fix.
         message: String,
+        /// object_store's error, where one was the cause.
+        #[source]
+        source: Option<StoreSource>,
     },
     /// A manifest (or part, or repository marker) is unreadable, tampered or unsupported.
     #[error("{key}: {reason}")]
@@ -151,9 +163,23 @@ pub enum Error {
         /// The file read.
         path: PathBuf,
         /// The hash it should have had.
-        expected: String,
+        expected: Sha256,
         /// The hash it had.
-        actual: String,
+        actual: Sha256,
+    },
+    /// The previous backup of the source could not be read because the store
+    /// failed (not because it is damaged: a damaged one is passed over).
+    /// Without it every file would be sent again, so the backup stopped.
+    #[error(
+        "could not read the previous backup {backup}, which tells what the repository already \
+         holds ({error}); without it every file would be sent again, so nothing was backed \
+         up: try again once the store answers"
+    )]
+    PreviousUnreadable {
+        /// The previous backup's id.
+        backup: String,
+        /// Why it could not be read (a store error: shown in the message).
+        error: Box<Error>,
     },
     /// No backup with that id (or no backup at all for `latest`).
     #[error("backup {0} not found in the repository; `rockup list` shows the backups it holds")]
@@ -164,7 +190,8 @@ pub enum Error {
         /// The target directory.
         path: PathBuf,
     },
-    /// Integrity or reference problems were found (exit code 3).
+    /// Integrity or reference problems were found (exit code 3; 4 when every
+    /// one is an object that could not be read).
     #[error("{summary}")]
     Problems {
         /// One line about all of them.
@@ -180,7 +207,112 @@ pub enum Error {
     Task(String),
 }
 
-/// What kind of failure an object store reported, as far as it said.
+/// What became of a locked run when its lock was found removed (or could not
+/// be checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockLoss {
+    /// A writer found it before its commit: nothing was committed.
+    BeforeCommit,
+    /// A writer found it right after committing this manifest, which was
+    /// deleted again.
+    Withdrawn(String),
+    /// A writer found it right after committing this manifest, which could
+    /// not be deleted (why).
+    NotWithdrawn(String, String),
+    /// A writer could not check it after committing this manifest.
+    Unchecked {
+        /// The manifest committed.
+        key: String,
+        /// Why the lock could not be checked.
+        why: String,
+        /// Whether the manifest was deleted again.
+        withdrawn: bool,
+    },
+    /// A prune found it before a batch of deletions.
+    BeforeDeleting,
+}
+
+/// Why a lock found gone matters to a writer.
+const REMOVED_UNDER_A_WRITER: &str = "was removed while it ran (rockup unlock --force, or a \
+     prune that found its lease run out), so a prune may have deleted objects it reuses";
+
+impl std::fmt::Display for LockLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let removed = REMOVED_UNDER_A_WRITER;
+        match self {
+            LockLoss::BeforeCommit => {
+                write!(f, "{removed}; nothing was committed: run it again")
+            }
+            LockLoss::Withdrawn(key) => write!(
+                f,
+                "{removed}; {key} had just been committed and was withdrawn (deleted) again: \
+                 run it again"
+            ),
+            LockLoss::NotWithdrawn(key, why) => write!(
+                f,
+                "{removed}; {key} had just been committed and could not be withdrawn ({why}): \
+                 delete it, or `rockup verify` names what a prune deleted"
+            ),
+            LockLoss::Unchecked {
+                key,
+                why,
+                withdrawn: true,
+            } => write!(
+                f,
+                "could not be checked after {key} was committed ({why}); the manifest was \
+                 withdrawn (deleted) again: run it again"
+            ),
+            LockLoss::Unchecked { key, why, .. } => write!(
+                f,
+                "could not be checked after {key} was committed ({why}), nor could the \
+                 manifest be withdrawn: `rockup verify` names what a prune may have deleted"
+            ),
+            LockLoss::BeforeDeleting => write!(
+                f,
+                "was removed while it ran (rockup unlock --force), so a backup may have \
+                 started beside it; it stopped before deleting more (what it deleted was \
+                 unreferenced while it held the lock): run it again"
+            ),
+        }
+    }
+}
+
+/// object_store's error behind a store error, kept for callers to inspect
+/// ([`StoreSource::error`]) and shown — also by printers of error chains —
+/// only redacted: request URLs may carry signatures.
+pub struct StoreSource(Box<object_store::Error>);
+
+impl StoreSource {
+    pub(crate) fn new(error: object_store::Error) -> Self {
+        Self(Box::new(error))
+    }
+
+    /// The error object_store returned.
+    pub fn error(&self) -> &object_store::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0.to_string()))
+    }
+}
+
+impl std::fmt::Debug for StoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreSource({self})")
+    }
+}
+
+/// The end of the chain that printers walk: what lies beneath is in
+/// [`StoreSource::error`], unredacted.
+impl std::error::Error for StoreSource {}
+
+/// What kind of failure an object store reported, decided from object_store's
+/// error kinds, the HTTP status of the failed request and the transport error
+/// beneath it — never from message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreErrorKind {
@@ -196,37 +328,62 @@ pub enum StoreErrorKind {
     Unauthenticated,
     /// The credentials lack permission.
     PermissionDenied,
-    /// Anything else: network errors, server errors after retries, bad responses.
+    /// The store failed for a while — server errors (5xx), throttling (429,
+    /// 503), timeouts, dropped or refused connections, answers cut off — and
+    /// went on failing through object_store's retries: trying again later may
+    /// succeed.
+    Unavailable,
+    /// Anything else (a request the server refuses, an error nothing tells
+    /// the cause of): trying again will not help.
     Other,
 }
 
 impl StoreErrorKind {
-    /// The kind of an `object_store` error.
-    pub(crate) fn of(err: &object_store::Error) -> Self {
-        use object_store::Error as E;
-        match err {
-            E::NotFound { .. } => Self::NotFound,
-            E::AlreadyExists { .. } => Self::AlreadyExists,
-            E::Precondition { .. } => Self::Precondition,
-            E::NotImplemented { .. } | E::NotSupported { .. } => Self::NotImplemented,
-            E::Unauthenticated { .. } => Self::Unauthenticated,
-            E::PermissionDenied { .. } => Self::PermissionDenied,
-            _ => Self::Other,
-        }
+    /// Whether trying again later may succeed.
+    pub fn is_transient(self) -> bool {
+        self == Self::Unavailable
     }
 }
 
 impl Error {
-    /// The CLI exit code for this error: 2 usage, 3 problems found, 130
-    /// interrupted by SIGINT, 143 by SIGTERM (also SIGHUP, SIGQUIT), 1 for
-    /// everything else.
+    /// The CLI exit code for this error: 2 usage, 3 problems found (damage,
+    /// references not captured), 4 objects that could not be read and nothing
+    /// else (verify again later), 130 interrupted by SIGINT, 143 by SIGTERM
+    /// (also SIGHUP, SIGQUIT), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            Error::Problems { problems, .. } if all_unreadable(problems) => 4,
             Error::Problems { .. } => 3,
             Error::Interrupted("SIGINT") => 130,
             Error::Interrupted(_) => 143,
             _ => 1,
+        }
+    }
+
+    /// Whether the same call may succeed when made again later, unchanged:
+    /// the store was unavailable, another run held a lock (or removed this
+    /// run's), the writer outran the checkpoint, or the only problems were
+    /// objects that could not be read.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Store { kind, .. } => kind.is_transient(),
+            Error::Locked { .. } | Error::LockLost { .. } | Error::CheckpointUnstable { .. } => {
+                true
+            }
+            Error::Problems { problems, .. } => all_unreadable(problems),
+            Error::PreviousUnreadable { error, .. } => error.retryable(),
+            _ => false,
+        }
+    }
+
+    /// What this error, met reading an object, says about the object.
+    pub(crate) fn read_failure(&self) -> ReadFailure {
+        match self {
+            Error::Manifest { .. } | Error::BackupNotFound(_) => ReadFailure::Damaged,
+            Error::Store { kind, .. } if *kind == StoreErrorKind::NotFound => ReadFailure::Damaged,
+            Error::Store { kind, .. } if kind.is_transient() => ReadFailure::Unreadable,
+            _ => ReadFailure::Other,
         }
     }
 
@@ -252,6 +409,22 @@ impl Error {
     }
 }
 
+/// What a failed read says about the object read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFailure {
+    /// Missing, or its bytes were read and are not what they must be.
+    Damaged,
+    /// The store was unavailable: nothing is known of the object.
+    Unreadable,
+    /// Not about the object (credentials, a refused request, a local disk, a
+    /// bug): the operation stops.
+    Other,
+}
+
+fn all_unreadable(problems: &[Problem]) -> bool {
+    !problems.is_empty() && problems.iter().all(|p| p.kind == ProblemKind::Unreadable)
+}
+
 impl From<tokio::task::JoinError> for Error {
     fn from(err: tokio::task::JoinError) -> Self {
         Error::Task(err.to_string())
@@ -261,6 +434,7 @@ impl From<tokio::task::JoinError> for Error {
 /// What kind of problem a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProblemKind {
     /// A record references a file that does not exist (or vanished before it was pinned).
     Missing,
@@ -272,8 +446,12 @@ pub enum ProblemKind {
     Changed,
     /// An object in the repository is missing.
     MissingObject,
-    /// An object in the repository has the wrong size or hash.
+    /// An object in the repository has the wrong size or hash: bytes were
+    /// read and did not match.
     CorruptObject,
+    /// An object could not be read: the store failed, through its retries.
+    /// Not damage: verify again later.
+    Unreadable,
 }
 
 /// One problem, named by path (and record key where a record is involved).
@@ -330,6 +508,12 @@ impl Problem {
         Self::new(ProblemKind::CorruptObject, key, detail)
     }
 
+    /// A repository object the store failed to return (not damage: try again).
+    pub fn unreadable(key: impl Into<String>, error: &Error) -> Self {
+        let detail = format!("could not be read: {error}");
+        Self::new(ProblemKind::Unreadable, key, detail)
+    }
+
     /// The same problem, naming the record that references the file.
     pub fn in_record(mut self, record_key: impl Into<String>) -> Self {
         self.record_key = Some(record_key.into());
@@ -347,6 +531,22 @@ impl std::fmt::Display for Problem {
         }
         write!(f, ": {}", escape_controls(&self.detail))
     }
+}
+
+/// `text` with every control character (terminal escape sequences, carriage
+/// returns, newlines) shown escaped, for human messages about names that come
+/// from records or from a repository.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Removes query strings (SAS tokens, presigned signatures) and user info
@@ -423,6 +623,43 @@ mod tests {
             "s3://<redacted>@minio:9000/bucket and https://<redacted>@h/p"
         );
         assert_eq!(redact("mail me@example.com"), "mail me@example.com");
+    }
+
+    #[test]
+    fn a_store_errors_source_is_shown_redacted() {
+        let raw = object_store::Error::Generic {
+            store: "Azure",
+            source: "Error performing GET https://a.blob.core.windows.net/c/k?sig=SECRET".into(),
+        };
+        let error = Error::Store {
+            url: "az://c".into(),
+            kind: StoreErrorKind::Other,
+            message: "m".into(),
+            source: Some(StoreSource::new(raw)),
+        };
+        let mut chain = String::new();
+        let mut current: Option<&dyn std::error::Error> = Some(&error);
+        while let Some(e) = current {
+            chain.push_str(&format!("{e} / {e:?} / "));
+            current = e.source();
+        }
+        assert!(!chain.contains("SECRET"), "{chain}");
+        let Error::Store {
+            source: Some(s), ..
+        } = &error
+        else {
+            unreachable!()
+        };
+        assert!(
+            s.error().to_string().contains("SECRET"),
+            "kept for inspection"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain/path"), "plain/path");
+        assert_eq!(escape_controls("a\x1b[31mred\r\n"), "a\\u{1b}[31mred\\r\\n");
     }
 
     #[test]

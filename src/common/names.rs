@@ -1,5 +1,6 @@
-//! Names with rules: RocksDB's file names, external files' relative paths, record
-//! keys shown to humans, and this machine's host name.
+//! Names with rules: RocksDB's file names (table files among them), external
+//! files' relative paths, record keys shown to humans, and this machine's host
+//! name.
 
 /// Whether `name` is a file RocksDB keeps in a database directory that a backup
 /// may restore: `NNNNNN.sst|.blob|.log`, `MANIFEST-N`, `OPTIONS-N`, `CURRENT`, `IDENTITY`.
@@ -22,9 +23,9 @@ pub fn is_rocksdb_file_name(name: &str) -> bool {
     }
 }
 
-/// Whether a RocksDB file is shared across backups by a unique name (table and
-/// blob files) rather than stored per backup.
-pub fn is_shared_table_file(name: &str) -> bool {
+/// Whether a RocksDB file is a table file — an SST or a RocksDB blob file —
+/// which backups share under a unique name.
+pub fn is_table_file(name: &str) -> bool {
     name.ends_with(".sst") || name.ends_with(".blob")
 }
 
@@ -59,22 +60,6 @@ pub fn display_key(key: &[u8]) -> String {
         }
         _ => format!("0x{}", hex::encode(key)),
     }
-}
-
-/// `text` with every control character (terminal escape sequences, carriage
-/// returns, newlines) shown escaped, for human messages about names that come
-/// from records or from a repository.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_debug().to_string(),
-            false => c.to_string(),
-        })
-        .collect::<String>()
-        .into()
 }
 
 /// This machine's host name, as recorded in manifests and locks.
@@ -122,12 +107,6 @@ mod tests {
         for bad in ["/etc/passwd", "a/../../b", "..", "", "./", "a/\0"] {
             assert!(normalize_relative_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("plain/path"), "plain/path");
-        assert_eq!(escape_controls("a\x1b[31mred\r\n"), "a\\u{1b}[31mred\\r\\n");
     }
 
     #[test]

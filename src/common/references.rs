@@ -7,13 +7,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256;
+
 /// A reference a record makes to an external file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// Path relative to the blob root, as the record states it.
     pub path: String,
-    /// SHA-256 (hex) the record says the file has, if it says.
-    pub sha256: Option<String>,
+    /// SHA-256 the record says the file has, if it says.
+    pub sha256: Option<Sha256>,
     /// Size the record says the file has, if it says.
     pub size: Option<u64>,
 }
@@ -170,11 +172,10 @@ impl ReferenceExtractor for ResolverConfig {
             |pointer: &Option<String>| pointer.as_ref().and_then(|p| json.as_ref()?.pointer(p));
         let sha256 = match lookup(&self.sha256_pointer) {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(hex))
-                if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
-            {
-                Some(hex.to_ascii_lowercase())
-            }
+            Some(serde_json::Value::String(hex)) => match Sha256::parse_any_case(hex) {
+                Ok(sha256) => Some(sha256),
+                Err(_) => return Err(format!("expected SHA-256 is not 64 hex digits: {hex:?}")),
+            },
             Some(other) => return Err(format!("expected SHA-256 is not 64 hex digits: {other}")),
         };
         let size = match lookup(&self.size_pointer) {
@@ -222,7 +223,7 @@ mod tests {
             refs,
             vec![Reference {
                 path: "a/b.bin".into(),
-                sha256: Some(sha),
+                sha256: Some(sha.parse().unwrap()),
                 size: Some(3)
             }]
         );

@@ -6,9 +6,11 @@
 //! decoded and checked), then stored — table files and parts under their own
 //! keys, content through the target's [`ContentStore`] (packed when small, so
 //! the target's packs are its own); what the target holds is not sent (dedup
-//! across backups and sources). Parts follow, the manifest last with the
-//! write-once create — under a backup lock on the target, so a prune there
-//! never deletes what a copy is about to reference.
+//! across backups and sources). What a backup needs is its walk
+//! ([`Header::referenced`]: parts, table files, content). The manifest goes
+//! last, committed under a backup lock on the target (checked before and
+//! after, withdrawn when lost), so a prune there never deletes what a copy is
+//! about to reference.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,34 +20,50 @@ use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
 use crate::common::spool::scratch_dir;
+use crate::common::tasks::Jobs;
+use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::repo::content::{ContentOptions, ContentStore};
+use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
-use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
+use crate::repo::lock::{locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
+use crate::repo::manifest::{self, Header, Stored};
 use crate::repo::pack::reader::{self, Wanted};
 use crate::repo::pack::{ContentIndex, Located, Location};
 use crate::repo::upload::{Uploader, DEFAULT_MEMORY_BUDGET};
 use crate::repo::{Fetched, Repository};
 
-/// What to copy.
+/// What to copy: [`CopyOptions::default`] (the latest backup), then the
+/// fields that differ (see the crate docs).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CopyOptions {
     /// A backup id, `latest` (of `source`) or `all`.
     pub backup: String,
     /// Only this source's backups (and whose `latest`).
     pub source: Option<String>,
     /// Objects copied at once.
-    pub jobs: usize,
+    pub jobs: Jobs,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            backup: "latest".into(),
+            source: None,
+            jobs: Jobs::from(8),
+        }
+    }
 }
 
 /// What a copy did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct CopyReport {
     /// Backups committed to the target.
-    pub copied: Vec<String>,
+    pub copied: Vec<BackupId>,
     /// Backups the target already held.
-    pub present: Vec<String>,
+    pub present: Vec<BackupId>,
     /// Objects sent, and their bytes.
     pub objects_copied: u64,
     /// Bytes of the objects sent.
@@ -54,28 +72,23 @@ pub struct CopyReport {
     pub objects_present: u64,
 }
 
-/// One object a backup needs: its key, size and SHA-256; `content` when it
-/// is content by hash (its key then the blob key), stored wherever the
-/// target's content store puts it.
-struct Needed {
-    key: ObjectPath,
-    size: u64,
-    sha256: String,
-    content: bool,
-}
-
 /// Copies the selected backups of `from` into `to`.
 pub async fn copy(from: &Repository, to: &Repository, options: &CopyOptions) -> Result<CopyReport> {
     from.check_marker(None).await?;
-    to.check_marker(Some(crate::repo::REPOSITORY_VERSION))
-        .await?;
+    to.check_marker(Some(Format::NEWEST)).await?;
     let ids = selected(from, options).await?;
-    let lock_id = layout::new_backup_id(chrono::Utc::now());
-    let lock = RepoLock::acquire(to, LockKind::Backup, &lock_id, DEFAULT_LEASE).await?;
+    let request = LockRequest {
+        kind: LockKind::Backup,
+        operation: "copy",
+        id: BackupId::new(chrono::Utc::now()),
+        lease: DEFAULT_LEASE,
+    };
     let mut report = CopyReport::default();
-    let result = copy_all(from, to, &lock, &ids, options.jobs, &mut report).await;
-    lock.release().await?;
-    result.map(|()| report)
+    locked(to, request, async |lock| {
+        copy_all(from, to, lock, &ids, options.jobs, &mut report).await
+    })
+    .await?;
+    Ok(report)
 }
 
 /// Copies the backups `ids`, in order, while `lock` is held on the target.
@@ -83,8 +96,8 @@ async fn copy_all(
     from: &Repository,
     to: &Repository,
     lock: &RepoLock,
-    ids: &[String],
-    jobs: usize,
+    ids: &[BackupId],
+    jobs: Jobs,
     report: &mut CopyReport,
 ) -> Result<()> {
     let scratch = scratch_dir("copy")?;
@@ -98,8 +111,8 @@ async fn copy_all(
         content: ContentStore::open(to, uploader, &target_dir, ContentOptions::default()).await?,
         source: ContentIndex::load(from, &source_dir, false).await?,
         scratch: &files,
-        jobs: jobs.max(1),
-        present: present_in(to, &[layout::SST]).await?,
+        jobs,
+        present: present_in(to, &[layout::TABLES]).await?,
     };
     for id in ids {
         copy_backup(from, &mut target, id, report).await?;
@@ -117,13 +130,13 @@ struct Target<'a> {
     /// Where content is in the source.
     source: ContentIndex,
     scratch: &'a Path,
-    jobs: usize,
+    jobs: Jobs,
     /// Object key → size of the target's other objects.
     present: HashMap<String, u64>,
 }
 
 /// The ids `options` selects, oldest first.
-async fn selected(from: &Repository, options: &CopyOptions) -> Result<Vec<String>> {
+async fn selected(from: &Repository, options: &CopyOptions) -> Result<Vec<BackupId>> {
     if options.backup != "all" {
         let id = manifest::resolve(from, &options.backup, options.source.as_deref()).await?;
         return Ok(vec![id]);
@@ -144,35 +157,30 @@ async fn selected(from: &Repository, options: &CopyOptions) -> Result<Vec<String
         .collect())
 }
 
-/// Copies one backup: its objects, its parts, then its manifest.
+/// Copies one backup: what it needs, then its manifest.
 async fn copy_backup(
     from: &Repository,
     target: &mut Target<'_>,
-    id: &str,
+    id: &BackupId,
     report: &mut CopyReport,
 ) -> Result<()> {
     let to = target.repo;
     let (header, bytes) = manifest::read_raw(from, id).await?;
     let key = layout::manifest(id);
-    if to
-        .get_if_exists(&key, bytes.len() as u64 + 1)
-        .await
-        .ok()
-        .flatten()
-        == Some(bytes.clone())
-    {
-        report.present.push(id.to_string());
+    let held = to.get_if_exists(&key, bytes.len() as u64 + 1).await;
+    if held.ok().flatten() == Some(bytes.clone()) {
+        report.present.push(id.clone());
         return Ok(());
     }
-    let needed = needed_objects(from, &header).await?;
+    let needed = needed(from, &header).await?;
     // What an earlier, interrupted copy of this backup left.
     let own = format!("{}/{id}", layout::BACKUPS);
     target.present.extend(present_in(to, &[&own]).await?);
     let mut missing = Vec::new();
     for n in &needed {
-        let present = match n.content {
-            true => target.content.index.holds(&n.sha256)?,
-            false => target.present.get(n.key.as_ref()) == Some(&n.size),
+        let present = match &n.stored {
+            Stored::Content => target.content.index.holds(&n.sha256)?,
+            Stored::Object(key) => target.present.get(key.as_ref()) == Some(&n.size),
         };
         if !present {
             missing.push(n);
@@ -180,70 +188,56 @@ async fn copy_backup(
     }
     report.objects_present += (needed.len() - missing.len()) as u64;
     let target_ref = &*target;
-    futures::stream::iter(missing.iter().map(|n| copy_object(from, target_ref, n)))
-        .buffer_unordered(target.jobs)
+    // Collected first: a lazily mapped iterator of borrowing futures is not
+    // `Send` to the compiler (rust-lang/rust#102211), and copies are spawned.
+    let copies: Vec<_> = missing
+        .iter()
+        .enumerate()
+        .map(|(n, needed)| copy_object(from, target_ref, n, needed))
+        .collect();
+    futures::stream::iter(copies)
+        .buffer_unordered(target.jobs.get())
         .try_for_each(|sent| {
             report.objects_copied += 1;
             report.bytes_copied += sent;
             futures::future::ok(())
         })
         .await?;
-    let copied = missing.iter().filter(|n| !n.content);
-    target
-        .present
-        .extend(copied.map(|n| (n.key.to_string(), n.size)));
+    for n in &missing {
+        if let Stored::Object(key) = &n.stored {
+            target.present.insert(key.to_string(), n.size);
+        }
+    }
     // Every pack stored before the manifest references its content.
     target.content.finish().await?;
-    target.lock.check_held().await?;
-    to.create(&key, bytes).await?;
-    target.lock.check_held().await?;
-    tracing::info!(backup = id, "copied");
-    report.copied.push(id.to_string());
+    target.lock.commit(&key, bytes).await?;
+    tracing::info!(backup = %id, "copied");
+    report.copied.push(id.clone());
     Ok(())
 }
 
-/// Every object `header`'s backup needs, parts included.
-async fn needed_objects(from: &Repository, header: &Header) -> Result<Vec<Needed>> {
-    let mut needed = Vec::new();
-    for part in &header.parts {
-        let key = layout::part(&header.backup_id, &part.sha256);
-        needed.push(Needed {
-            key,
-            size: part.bytes,
-            sha256: part.sha256.clone(),
-            content: false,
-        });
-    }
-    let mut contents = HashMap::new();
+/// One object or content a backup needs (its walk's item without the entry).
+struct Needed {
+    stored: Stored,
+    size: u64,
+    sha256: Sha256,
+}
+
+/// What `header`'s backup needs, each content once.
+async fn needed(from: &Repository, header: &Header) -> Result<Vec<Needed>> {
+    let mut contents = std::collections::HashSet::new();
     header
-        .for_each_entry(from, |e: DbFileEntry| {
-            match e.stored() {
-                Stored::Object(key) => needed.push(Needed {
-                    key: ObjectPath::from(key),
-                    size: e.size,
-                    sha256: e.sha256,
-                    content: false,
-                }),
-                Stored::Content(_) => drop(contents.insert(e.sha256, e.size)),
-            }
-            Ok(())
+        .referenced(from)
+        .try_filter(|n| {
+            futures::future::ready(n.stored != Stored::Content || contents.insert(n.sha256))
         })
-        .await?;
-    header
-        .for_each_entry(from, |e: ExternalEntry| {
-            contents.insert(e.sha256, e.size);
-            Ok(())
+        .map_ok(|n| Needed {
+            stored: n.stored,
+            size: n.size,
+            sha256: n.sha256,
         })
-        .await?;
-    for (sha256, size) in contents {
-        needed.push(Needed {
-            key: layout::external_blob(&sha256),
-            size,
-            sha256,
-            content: true,
-        });
-    }
-    Ok(needed)
+        .try_collect()
+        .await
 }
 
 /// Object key → size of everything the target holds under `prefixes` (one
@@ -258,35 +252,43 @@ async fn present_in(to: &Repository, prefixes: &[&str]) -> Result<HashMap<String
     Ok(present)
 }
 
-/// Downloads one object (or packed entry) into the scratch directory with
+/// Downloads one object (or pack entry) into the scratch directory with
 /// its size and hash checked, then stores it in the target; returns its size.
-async fn copy_object(from: &Repository, target: &Target<'_>, needed: &Needed) -> Result<u64> {
-    let file = target.scratch.join(&needed.sha256);
-    let located = match needed.content {
-        true => target.source.locate(&needed.sha256)?,
-        false => Located::Blob,
+async fn copy_object(
+    from: &Repository,
+    target: &Target<'_>,
+    n: usize,
+    needed: &Needed,
+) -> Result<u64> {
+    let file = target.scratch.join(n.to_string());
+    let (key, located) = match &needed.stored {
+        Stored::Content => (
+            layout::content_object(&needed.sha256),
+            target.source.locate(&needed.sha256)?,
+        ),
+        Stored::Object(key) => (key.clone(), Located::Object),
     };
     let damage = match located {
         Located::Packed(location) => read_entry(from, location, &file).await?,
-        Located::Blob => download(from, needed, &file).await?,
+        Located::Object => download(from, &key, needed, &file).await?,
     };
     if let Some(damage) = damage {
         let _ = tokio::fs::remove_file(&file).await;
         return Err(Error::manifest(
-            needed.key.to_string(),
+            key.to_string(),
             format!("the source {damage}; its manifest says {} bytes, {}: not copied (rockup verify --deep names the damage)", needed.size, needed.sha256),
         ));
     }
-    let sent = match needed.content {
-        true => target
+    let sent = match &needed.stored {
+        Stored::Content => target
             .content
             .store_file(&file, needed.size, Some(&needed.sha256))
             .await
             .map(|_| needed.size),
-        false => target
+        Stored::Object(key) => target
             .content
             .uploader()
-            .upload_file(&file, &needed.key, Some(&needed.sha256))
+            .upload_file(&file, key, Some(&needed.sha256))
             .await
             .map(|(_, size)| size),
     };
@@ -294,17 +296,20 @@ async fn copy_object(from: &Repository, target: &Target<'_>, needed: &Needed) ->
     sent
 }
 
-/// Downloads an object to `file`; `Some(damage)` when it is not what `needed` says.
-async fn download(from: &Repository, needed: &Needed, file: &Path) -> Result<Option<String>> {
+/// Downloads the object at `key` to `file`; `Some(damage)` when it is not
+/// what `needed` says.
+async fn download(
+    from: &Repository,
+    key: &ObjectPath,
+    needed: &Needed,
+    file: &Path,
+) -> Result<Option<String>> {
     let mut out = tokio::fs::File::create(file)
         .await
         .map_err(|e| Error::io(file, e))?;
-    let wanted = (needed.size, needed.sha256.as_str());
+    let wanted = (needed.size, &needed.sha256);
     Ok(
-        match from
-            .read_verified(&needed.key, wanted, &mut out, file)
-            .await?
-        {
+        match from.read_verified(key, wanted, &mut out, file).await? {
             Fetched::Intact => None,
             Fetched::Missing => Some("is missing".to_string()),
             Fetched::TooLarge => Some(format!("holds more than {} bytes", needed.size)),
@@ -323,7 +328,7 @@ async fn read_entry(from: &Repository, location: Location, file: &Path) -> Resul
     }];
     let read = reader::read_range(
         from,
-        &location.pack,
+        location.pack,
         location.pack_size,
         range,
         |w, frame| async move { Ok(reader::open_entry(&w.entry, &frame)) },

@@ -1,8 +1,8 @@
 //! Content by SHA-256, as a writer (backup, copy) stores it: never twice —
-//! what the repository's indexes or blob listing hold, or this run stored
-//! already, is not sent again — packed when smaller than
+//! what the repository's indexes or content objects hold, or this run stored
+//! already, is not sent again — a pack entry when smaller than
 //! [`PACK_BELOW`](crate::repo::pack::PACK_BELOW) (zstd where it shrinks), a
-//! whole-file blob `blobs/sha256/<aa>/<sha256>` otherwise. Content is
+//! content object `blobs/sha256/<aa>/<sha256>` otherwise. Content is
 //! referenced by hash only, so where it lives can change (repacking) without
 //! touching a manifest.
 
@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::common::tasks::blocking;
+use crate::digest::Sha256;
 use crate::error::Result;
 use crate::repo::layout;
 use crate::repo::pack::{codec, writer::PackStats, ContentIndex, Packer, PACK_BELOW};
@@ -25,7 +26,8 @@ pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 pub struct ContentOptions {
     /// zstd level for packed content (1–22); 0 stores it uncompressed.
     pub compression_level: i32,
-    /// Pack small files (format 2); without, every file is a blob (format 1).
+    /// Pack small files (format 2); without, every file is a content object
+    /// (format 1).
     pub pack: bool,
 }
 
@@ -46,14 +48,14 @@ pub struct ContentStore {
     uploader: Uploader,
     /// Content being stored right now, so that two files with the same
     /// content are not both sent.
-    claims: Mutex<HashSet<String>>,
+    claims: Mutex<HashSet<Sha256>>,
     options: ContentOptions,
 }
 
 /// The right to store one piece of content; given up when dropped.
 struct Claim<'a> {
     store: &'a ContentStore,
-    sha256: String,
+    sha256: Sha256,
 }
 
 impl Drop for Claim<'_> {
@@ -92,11 +94,16 @@ impl ContentStore {
     /// its content; returns its SHA-256. With `expect`, content that does not
     /// hash to it is an [`Error::HashMismatch`](crate::Error::HashMismatch)
     /// and stored nowhere.
-    pub async fn store_file(&self, path: &Path, size: u64, expect: Option<&str>) -> Result<String> {
-        // A large file whose hash is known ahead: read once, straight to its blob.
+    pub async fn store_file(
+        &self,
+        path: &Path,
+        size: u64,
+        expect: Option<&Sha256>,
+    ) -> Result<Sha256> {
+        // A large file whose hash is known ahead: read once, straight to its object.
         if let Some(expected) = expect.filter(|_| size > MIN_CHUNK) {
             if let Some(claim) = self.claim(expected)? {
-                let key = layout::external_blob(expected);
+                let key = layout::content_object(expected);
                 let (sha256, _) = self
                     .uploader
                     .upload_file(path, &key, Some(expected))
@@ -107,17 +114,17 @@ impl ContentStore {
             }
         }
         let content = self.uploader.load(path, size).await?;
-        check_expected(path, content.sha256(), expect)?;
+        check_expected(path, &content.sha256(), expect)?;
         self.store_loaded(path, &content).await?;
-        Ok(content.sha256().to_string())
+        Ok(content.sha256())
     }
 
     /// Stores content loaded from `path`, unless the repository holds it.
     pub async fn store_loaded(&self, path: &Path, content: &Content) -> Result<()> {
-        let Some(claim) = self.claim(content.sha256())? else {
+        let Some(claim) = self.claim(&content.sha256())? else {
             return Ok(());
         };
-        let key = layout::external_blob(content.sha256());
+        let key = layout::content_object(&content.sha256());
         match content {
             Content::Small { bytes, sha256, .. } if self.packs(bytes.len() as u64) => {
                 let (plain, level) = (bytes.clone(), self.options.compression_level);
@@ -129,7 +136,7 @@ impl ContentStore {
                 self.uploader.upload_file(path, &key, Some(sha256)).await?;
             }
         }
-        self.index.note_held(content.sha256())?;
+        self.index.note_held(&content.sha256())?;
         drop(claim);
         Ok(())
     }
@@ -144,15 +151,15 @@ impl ContentStore {
         self.packer.finish().await
     }
 
-    fn claim(&self, sha256: &str) -> Result<Option<Claim<'_>>> {
+    fn claim(&self, sha256: &Sha256) -> Result<Option<Claim<'_>>> {
         let mut claims = self.claims.lock().expect("not poisoned");
         if claims.contains(sha256) || self.index.holds(sha256)? {
             return Ok(None);
         }
-        claims.insert(sha256.to_string());
+        claims.insert(*sha256);
         Ok(Some(Claim {
             store: self,
-            sha256: sha256.to_string(),
+            sha256: *sha256,
         }))
     }
 }

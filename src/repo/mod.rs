@@ -7,14 +7,16 @@
 //! | module | owns |
 //! |---|---|
 //! | `store` | URL + options → [`Repository`]; reads, writes, write-once create, LIST, bulk delete, the marker, store errors |
+//! | `ids` | backup ids, pack ids, format versions: parsed once, typed |
 //! | `layout` | every object key, formatted and parsed |
-//! | `manifest` | the header and its sorted, hash-named parts; load, validate, commit, list |
-//! | `lock` | repository locks that keep prune and backups apart |
+//! | `manifest` | the header and its sorted, hash-named parts; load, validate, commit, list; what a backup references |
+//! | `lock` | repository locks that keep prune and backups apart, and the locked commit |
 //! | `upload` | streaming upload of local files with hashing, multipart and a memory budget |
 //! | `pack` | packs of small files' content: frames and codecs, indexes, writing, coalesced reading |
-//! | `content` | content by SHA-256 for a writer: deduplicated, packed when small, a blob when large |
+//! | `content` | content by SHA-256 for a writer: deduplicated, a pack entry when small, a content object when large |
 
 pub mod content;
+pub mod ids;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
@@ -22,6 +24,5 @@ pub mod pack;
 mod store;
 pub mod upload;
 
-pub(crate) use store::REPOSITORY_VERSION;
 pub use store::{Created, Repository, Traffic};
-pub(crate) use store::{Fetched, RangeRead};
+pub(crate) use store::{Fetched, RangeFetched};

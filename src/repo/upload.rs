@@ -16,12 +16,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
-use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::common::cleanup;
 use crate::common::tasks::blocking;
+use crate::digest::{Hasher, Sha256};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
@@ -52,17 +52,17 @@ pub enum Content {
     /// Small enough to hold: the bytes, their hash, and the budget they use.
     Small {
         bytes: Bytes,
-        sha256: String,
+        sha256: Sha256,
         _permit: OwnedSemaphorePermit,
     },
     /// Large: only hashed; upload it with [`Uploader::upload_file`].
-    Large { sha256: String, size: u64 },
+    Large { sha256: Sha256, size: u64 },
 }
 
 impl Content {
-    pub fn sha256(&self) -> &str {
+    pub fn sha256(&self) -> Sha256 {
         match self {
-            Content::Small { sha256, .. } | Content::Large { sha256, .. } => sha256,
+            Content::Small { sha256, .. } | Content::Large { sha256, .. } => *sha256,
         }
     }
 
@@ -114,7 +114,7 @@ impl Uploader {
             let path = path.to_path_buf();
             let (bytes, sha256) = blocking(move || {
                 let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let sha256 = hex::encode(Sha256::digest(&bytes));
+                let sha256 = Sha256::of(&bytes);
                 Ok((Bytes::from(bytes), sha256))
             })
             .await?;
@@ -156,16 +156,16 @@ impl Uploader {
         &self,
         path: &Path,
         key: &ObjectPath,
-        expect: Option<&str>,
-    ) -> Result<(String, u64)> {
+        expect: Option<&Sha256>,
+    ) -> Result<(Sha256, u64)> {
         let size = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
         if size <= MIN_CHUNK {
             let content = self.load(path, size).await?;
-            check_expected(path, content.sha256(), expect)?;
+            check_expected(path, &content.sha256(), expect)?;
             self.put_small(key, &content).await?;
-            return Ok((content.sha256().to_string(), content.size()));
+            return Ok((content.sha256(), content.size()));
         }
         let upload = self
             .repo
@@ -206,8 +206,8 @@ impl Uploader {
         path: &Path,
         size: u64,
         upload: &mut Box<dyn MultipartUpload>,
-        expect: Option<&str>,
-    ) -> Result<(String, u64)> {
+        expect: Option<&Sha256>,
+    ) -> Result<(Sha256, u64)> {
         let chunk = chunk_size(size);
         let mut reader = ChunkReader::open(path)?;
         // Parts run as tasks so they progress (and return their budget) while this
@@ -249,12 +249,12 @@ impl Uploader {
     }
 }
 
-pub(crate) fn check_expected(path: &Path, actual: &str, expect: Option<&str>) -> Result<()> {
+pub(crate) fn check_expected(path: &Path, actual: &Sha256, expect: Option<&Sha256>) -> Result<()> {
     match expect {
         Some(expected) if expected != actual => Err(Error::HashMismatch {
             path: path.to_path_buf(),
-            expected: expected.to_string(),
-            actual: actual.to_string(),
+            expected: *expected,
+            actual: *actual,
         }),
         _ => Ok(()),
     }
@@ -276,7 +276,7 @@ impl Drop for AbortOnDrop {
 /// Reads a file chunk by chunk on blocking threads, hashing as it goes.
 struct ChunkReader {
     path: PathBuf,
-    state: Option<(File, Sha256)>,
+    state: Option<(File, Hasher)>,
     read: u64,
 }
 
@@ -285,7 +285,7 @@ impl ChunkReader {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
-            state: Some((file, Sha256::new())),
+            state: Some((file, Hasher::default())),
             read: 0,
         })
     }
@@ -315,9 +315,9 @@ impl ChunkReader {
         Ok((!chunk.is_empty()).then_some(chunk))
     }
 
-    fn finish(self) -> (String, u64) {
+    fn finish(self) -> (Sha256, u64) {
         let (_, hasher) = self.state.expect("reader finished after an error");
-        (hex::encode(hasher.finalize()), self.read)
+        (hasher.finish(), self.read)
     }
 }
 
@@ -348,7 +348,7 @@ mod tests {
         let key = ObjectPath::from("x/big");
         let (sha, size) = uploader.upload_file(&path, &key, None).await.unwrap();
         assert_eq!(size, data.len() as u64);
-        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+        assert_eq!(sha, Sha256::of(&data));
         assert_eq!(
             repo.get(&key, 1 << 30).await.unwrap().as_ref(),
             data.as_slice()
@@ -357,7 +357,7 @@ mod tests {
 
         let wrong = ObjectPath::from("x/wrong");
         let err = uploader
-            .upload_file(&path, &wrong, Some(&"0".repeat(64)))
+            .upload_file(&path, &wrong, Some(&Sha256::of(b"other")))
             .await
             .unwrap_err();
         assert!(

@@ -11,7 +11,7 @@
 //! | `sst` | the session id in an SST's properties block |
 //! | `scan` | records → references ([`ExternalFiles`]) |
 //! | `pin` | references → captured files, by the blob root's rules |
-//! | `prelink` | the blob tree hard-linked around the point in time |
+//! | `prelink` | the tree under the blob root hard-linked around the point in time |
 //! | `guard` | the [`DeletionGuard`] of library mode |
 //! | `workdir` | rockup's run directory and where it may be |
 

@@ -13,10 +13,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::common::names::{display_key, normalize_relative_path};
 use crate::common::references::Reference;
+use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
 use crate::source::nofollow::{is_symlink_refusal, link_open_file, open_beneath};
 use crate::source::{GuardHold, Prelinks};
@@ -35,7 +35,7 @@ pub struct Pinned {
     /// Permission bits.
     pub mode: u32,
     /// What the record says the file should hash to.
-    pub expected_sha256: Option<String>,
+    pub expected_sha256: Option<Sha256>,
     /// The record referencing it, for problems.
     pub record_key: String,
 }
@@ -73,8 +73,8 @@ pub struct Pinner {
 
 /// What became of one reference.
 pub enum Pin {
-    /// Newly captured.
-    Captured(Pinned),
+    /// Newly captured (boxed: the other outcomes are small).
+    Captured(Box<Pinned>),
     /// Already captured for an earlier record (and nothing new to check).
     Duplicate,
     /// Could not be captured.
@@ -221,7 +221,7 @@ impl Pinner {
     /// the pins, or read from its path where links are impossible. A path seen
     /// before is a duplicate.
     fn pin_found(&mut self, wanted: Wanted, found: Found) -> Pin {
-        let digest: [u8; 16] = Sha256::digest(wanted.path.as_bytes())[..16]
+        let digest: [u8; 16] = Sha256::of(wanted.path.as_bytes()).as_bytes()[..16]
             .try_into()
             .expect("16 bytes");
         let first = self.seen.insert(digest);
@@ -287,7 +287,7 @@ impl Pinner {
                 format!("record says {expected} bytes, file has {size}"),
             );
         }
-        Pin::Captured(Pinned {
+        Pin::Captured(Box::new(Pinned {
             path: wanted.path,
             read_from,
             size,
@@ -295,7 +295,7 @@ impl Pinner {
             mode,
             expected_sha256: wanted.reference.sha256,
             record_key: wanted.record_key,
-        })
+        }))
     }
 }
 

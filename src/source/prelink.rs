@@ -1,16 +1,16 @@
-//! Pre-links: out of process, where nothing can hold the application's deletions
-//! back, the whole blob tree is hard-linked into the work directory just before
-//! and just after the backup's point in time is fixed (before the slow part:
-//! opening the checkpoint and reading its records); a referenced file deleted
-//! after that is pinned from its pre-link.
+//! Pre-links: out of process, where nothing can hold the application's
+//! deletions back, the whole tree under the blob root is hard-linked into the
+//! work directory just before and just after the backup's point in time is
+//! fixed (before the slow part: opening the checkpoint and reading its
+//! records); a referenced file deleted after that is pinned from its pre-link.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// The blob tree hard-linked into the work directory at one moment: every
-/// regular file, reached without following symlinks.
+/// The tree under the blob root hard-linked into the work directory at one
+/// moment: every regular file, reached without following symlinks.
 pub struct Prelinks {
     dir: PathBuf,
     /// Files linked.
@@ -68,7 +68,7 @@ impl Prelinks {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
-                    tracing::warn!(root = %root.display(), error = %e, "cannot hard-link the blob tree into the work directory (put --work-dir on the blob root's filesystem); files deleted during the backup may be missed");
+                    tracing::warn!(root = %root.display(), error = %e, "cannot hard-link the tree under the blob root into the work directory (put --work-dir on the blob root's filesystem); files deleted during the backup may be missed");
                     self.files = 0;
                     self.unlinkable = true;
                     return Ok(());

@@ -115,7 +115,7 @@ fn lock_and_mark(path: &Path) -> Result<File> {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         // Renamed while the lock is still held, so no other run takes it for stale.
-        if let Err(e) = remove_run(&self.path) {
+        if let Err(e) = ignore_gone(remove_run(&self.path)) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove the work directory; the next run removes it");
         }
         if let Some(base) = &self.own_base {
@@ -130,30 +130,44 @@ fn remove_run(path: &Path) -> io::Result<()> {
     let (Some(base), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::other("a run directory has a parent and a name"));
     };
-    let id = name.to_string_lossy();
-    let removing = base.join(format!("{REMOVING}{}", id.trim_start_matches("run-")));
+    let name = name.to_string_lossy();
+    let id = name.strip_prefix("run-").unwrap_or(&name);
+    let removing = base.join(format!("{REMOVING}{id}"));
     std::fs::rename(path, &removing)?;
     finish_removal(&removing)
 }
 
-/// Empties a removal directory, its marker last, then removes it. Other runs
-/// may be finishing the same removal: what is gone already counts as removed.
+/// Empties a removal directory, its marker last, then removes it. The
+/// directory is opened without following a symlink, and emptied through that
+/// descriptor: a symlink swapped in for it is never followed. Other runs may
+/// be finishing the same removal: what is gone already counts as removed;
+/// any other failure leaves the marker, so a later run tries again.
 fn finish_removal(removing: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(removing)?.flatten() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(removing)?;
+    let inside = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    for entry in std::fs::read_dir(&inside)? {
+        let entry = entry?;
         if entry.file_name() == MARKER {
             continue;
         }
-        // An entry another run removed meanwhile has no type left to read.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        let removed = match kind.is_dir() {
-            true => std::fs::remove_dir_all(entry.path()),
-            false => std::fs::remove_file(entry.path()),
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+            Ok(_) => std::fs::remove_file(entry.path()),
+            Err(e) => Err(e),
         };
         ignore_gone(removed)?;
     }
-    ignore_gone(std::fs::remove_file(removing.join(MARKER)))?;
+    let left = std::fs::read_dir(&inside)?.flatten();
+    if left.filter(|entry| entry.file_name() != MARKER).count() > 0 {
+        return Err(io::Error::other("entries appeared while it was emptied"));
+    }
+    ignore_gone(std::fs::remove_file(inside.join(MARKER)))?;
+    drop(dir);
     ignore_gone(std::fs::remove_dir(removing))
 }
 
@@ -216,8 +230,8 @@ fn is_unfinished_removal(path: &Path) -> bool {
 }
 
 /// Refuses a work directory inside the database directory or the blob root:
-/// rockup never writes there (and the tree under the blob root's pre-links would include
-/// themselves).
+/// rockup never writes there (and pre-links of the tree under the blob root
+/// would include themselves).
 pub fn check_work_base(base: &Path, db: &Path, blob_root: Option<&Path>) -> Result<()> {
     match source_containing(base, db, blob_root) {
         Some((flag, dir)) => Err(Error::Usage(format!(
@@ -359,6 +373,20 @@ mod tests {
             assert!(!remnant.exists(), "{} removed", remnant.display());
         }
         assert!(foreign.join(MARKER).exists() && users.join("notes").exists());
+    }
+
+    #[test]
+    fn a_removal_never_follows_a_symlink_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), b"not rockup's").unwrap();
+        let marker = format!(r#"{{"host":"{}","pid":1}}"#, hostname());
+        std::fs::write(outside.join(MARKER), &marker).unwrap();
+        let removing = dir.path().join(format!("{REMOVING}swapped"));
+        std::os::unix::fs::symlink(&outside, &removing).unwrap();
+        assert!(finish_removal(&removing).is_err());
+        assert!(outside.join("precious").exists() && outside.join(MARKER).exists());
     }
 
     #[test]

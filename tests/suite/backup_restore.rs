@@ -8,7 +8,7 @@ use rockup::{Error, ProblemKind, RestoreOptions, Source};
 use super::fixture::*;
 
 fn restore_options(fx: &Fixture, backup: &str) -> RestoreOptions {
-    RestoreOptions::new(
+    restoring(
         backup,
         fx.path("restored/db"),
         Some(fx.path("restored/files")),
@@ -244,10 +244,7 @@ async fn missing_and_invalid_references_are_reported_and_block_the_commit() {
         "nothing committed"
     );
 
-    let allow = rockup::BackupOptions {
-        allow_missing_blobs: true,
-        ..fx.options()
-    };
+    let allow = with(fx.options(), |o| o.allow_missing_files = true);
     let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &allow)
         .await
         .unwrap();
@@ -266,28 +263,29 @@ async fn missing_and_invalid_references_are_reported_and_block_the_commit() {
 
 #[tokio::test]
 async fn corruption_is_detected_by_deep_verify_and_by_restore() {
-    corruption_is_detected(2).await;
+    corruption_is_detected(rockup::Format::V2).await;
 }
 
 #[tokio::test]
 async fn corruption_of_a_format_1_blob_is_detected_by_deep_verify_and_by_restore() {
-    corruption_is_detected(1).await;
+    corruption_is_detected(rockup::Format::V1).await;
 }
 
-async fn corruption_is_detected(format: u32) {
+async fn corruption_is_detected(format: rockup::Format) {
     let fx = Fixture::new(10);
     let repo = fx.local_repo();
-    let options = rockup::BackupOptions {
-        format,
-        ..fx.options()
-    };
+    let options = with(fx.options(), |o| o.format = format);
     let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &options)
         .await
         .unwrap();
     let external: Vec<rockup::manifest::ExternalEntry> =
         report.header.entries(&repo).await.unwrap();
     let victim = damage_content(&repo, &external[3].sha256).await;
-    assert_eq!(victim.starts_with("packs/"), format == 2, "{victim}");
+    assert_eq!(
+        victim.starts_with("packs/"),
+        format == rockup::Format::V2,
+        "{victim}"
+    );
 
     let quick = verify(&repo, "latest", false).await;
     assert!(
@@ -342,7 +340,7 @@ async fn restore_refuses_a_non_empty_target_and_needs_a_blob_root() {
         std::fs::read(fx.path("restored/db/precious")).unwrap(),
         b"keep me"
     );
-    let no_root = RestoreOptions::new("latest", fx.path("other"), None);
+    let no_root = restoring("latest", fx.path("other"), None);
     let err = rockup::restore(&repo, &no_root).await.unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
     assert!(err.to_string().contains("--blob-root"), "{err}");
@@ -453,7 +451,7 @@ async fn rocksdb_blob_files_round_trip() {
         "blob files are named by content: {object}"
     );
     let target = dir.path().join("restored");
-    rockup::restore(&repo, &RestoreOptions::new("latest", &target, None))
+    rockup::restore(&repo, &restoring("latest", &target, None))
         .await
         .unwrap();
     assert_eq!(read_all(&db_dir), read_all(&target));
@@ -503,12 +501,9 @@ async fn a_torn_wal_tail_is_cut_so_the_restore_opens_in_absolute_consistency_mod
         report.checkpoint
     );
     let restored = dir.path().join("restored");
-    rockup::restore(
-        &repo,
-        &RestoreOptions::new("latest", restored.clone(), None),
-    )
-    .await
-    .unwrap();
+    rockup::restore(&repo, &restoring("latest", restored.clone(), None))
+        .await
+        .unwrap();
     let db = rocksdb::DB::open_for_read_only(&opts, &restored, false).unwrap();
     let keys: Vec<Vec<u8>> = db
         .iterator(rocksdb::IteratorMode::Start)
@@ -565,12 +560,9 @@ async fn a_separate_wal_dir_is_found_through_the_options_file() {
     assert!(report.checkpoint.wal_files >= 1, "{:?}", report.checkpoint);
     drop(db);
     let restored = dir.path().join("restored");
-    rockup::restore(
-        &repo,
-        &RestoreOptions::new("latest", restored.clone(), None),
-    )
-    .await
-    .unwrap();
+    rockup::restore(&repo, &restoring("latest", restored.clone(), None))
+        .await
+        .unwrap();
     let records = read_all(&restored);
     let keys: Vec<&[u8]> = records["default"]
         .iter()

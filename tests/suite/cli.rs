@@ -378,7 +378,7 @@ async fn a_host_with_a_skewed_clock_never_prunes() {
     rockup::backup(&repo, rockup::Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
-    let leftover = blob_key(&"ee".repeat(32));
+    let leftover = blob_key("ee".repeat(32));
     put_object(&repo, &leftover, &b"of a backup still running"[..]).await;
     let url = fx.path("repo");
     let skewed = |args: &[&str]| {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use rockup::manifest::ExternalEntry;
 use rockup::prune;
-use rockup::{ProblemKind, Repository, RestoreOptions, Source};
+use rockup::{ProblemKind, Repository, Source};
 
 use super::fixture::*;
 
@@ -79,7 +79,7 @@ pub async fn conformance(repo: Repository) {
     let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &format_1(fx.options()))
         .await
         .unwrap();
-    assert_eq!(first.header.version, 1);
+    assert_eq!(first.header.version, rockup::Format::V1);
     assert_eq!(list_keys(&repo, "blobs").await.len(), 61);
     let at_first = (read_all(&fx.db), tree(&fx.files));
     assert!(first.problems.is_empty(), "{:?}", first.problems);
@@ -108,7 +108,7 @@ pub async fn conformance(repo: Repository) {
         .await
         .unwrap();
     assert!(second.problems.is_empty(), "{:?}", second.problems);
-    assert_eq!(second.header.version, 2);
+    assert_eq!(second.header.version, rockup::Format::V2);
     assert_eq!(second.header.stats.external_files, 62);
     let marker = get_object(&repo, "rockup.json").await.unwrap();
     assert!(
@@ -125,7 +125,7 @@ pub async fn conformance(repo: Repository) {
 
     // Restore into fresh directories and compare.
     let restore = |backup: &str, to: &str| {
-        RestoreOptions::new(
+        restoring(
             backup,
             fx.path(&format!("{to}/db")),
             Some(fx.path(&format!("{to}/files"))),
@@ -137,9 +137,12 @@ pub async fn conformance(repo: Repository) {
     assert_eq!(restored.sequence_number, second.header.sequence_number);
     assert_eq!(read_all(&fx.db), read_all(&fx.path("restored/db")));
     assert_eq!(tree(&fx.files), tree(&fx.path("restored/files")));
-    rockup::restore(&repo, &restore(&first.header.backup_id, "restored-v1"))
-        .await
-        .unwrap();
+    rockup::restore(
+        &repo,
+        &restore(first.header.backup_id.as_str(), "restored-v1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(at_first.0, read_all(&fx.path("restored-v1/db")));
     assert_eq!(at_first.1, tree(&fx.path("restored-v1/files")));
 
@@ -176,7 +179,7 @@ pub async fn conformance(repo: Repository) {
     // Corruption (same size) is found by deep verify and stops a restore.
     let external: Vec<ExternalEntry> = second.header.entries(&repo).await.unwrap();
     let large = external.iter().find(|e| e.size == LARGE as u64).unwrap();
-    let victim = blob_key(&large.sha256);
+    let victim = blob_key(large.sha256);
     let mut bytes = get_object(&repo, &victim).await.unwrap().to_vec();
     bytes[LARGE / 2] ^= 0x01;
     put_object(&repo, &victim, bytes).await;
@@ -279,7 +282,7 @@ async fn packs_are_repacked(repo: &Repository) {
     let report = verify(repo, "all", true).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let target = fx.path("repacked");
-    let options = RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+    let options = restoring("latest", target.join("db"), Some(target.join("files")));
     rockup::restore(repo, &options).await.unwrap();
     assert_eq!(read_all(&fx.db), read_all(&target.join("db")));
     assert_eq!(tree(&fx.files), tree(&target.join("files")));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use object_store::memory::InMemory;
 
-use rockup::{Error, Repository, Source};
+use rockup::{Error, ProblemKind, Repository, Source};
 
 use super::fixture::*;
 use super::stores::{Fault, Faulty, Op, PauseOnPut};
@@ -28,10 +28,7 @@ async fn backup_held_before_commit(
 
 /// The fixture's options with a one-second lease.
 fn short_lease(fx: &Fixture) -> rockup::BackupOptions {
-    rockup::BackupOptions {
-        lease: Duration::from_secs(1),
-        ..fx.options()
-    }
+    with(fx.options(), |o| o.lease = Duration::from_secs(1))
 }
 
 /// `unlock` during a backup, then `prune --grace 0s`: the backup must not
@@ -112,14 +109,11 @@ async fn a_local_repository_never_follows_symlinks_and_prune_keeps_foreign_files
     // naming it, and writes nothing outside.
     let external: Vec<rockup::manifest::ExternalEntry> = first.header.entries(&repo).await.unwrap();
     let sha = &external[0].sha256;
-    std::fs::remove_dir_all(root.join(format!("blobs/sha256/{}", &sha[..2]))).unwrap();
+    std::fs::remove_dir_all(root.join(format!("blobs/sha256/{}", sha.prefix()))).unwrap();
     let trap = fx.path("trap");
     std::fs::create_dir_all(&trap).unwrap();
-    std::os::unix::fs::symlink(&trap, root.join(format!("blobs/sha256/{}", &sha[..2]))).unwrap();
-    let rehash = rockup::BackupOptions {
-        rehash: true,
-        ..format_1(fx.options())
-    };
+    std::os::unix::fs::symlink(&trap, root.join(format!("blobs/sha256/{}", sha.prefix()))).unwrap();
+    let rehash = with(format_1(fx.options()), |o| o.rehash = true);
     let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &rehash)
         .await
         .unwrap_err();
@@ -153,7 +147,7 @@ async fn all_is_well(fx: &Fixture, repo: &Repository, before: &Records, files: &
         .await
         .unwrap();
     let target = fx.path(&format!("well-{}", report.header.backup_id));
-    let options = rockup::RestoreOptions::new(
+    let options = restoring(
         &report.header.backup_id,
         target.join("db"),
         Some(target.join("files")),
@@ -169,10 +163,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
     // Something new to store, so that the next backup writes a pack.
     add_file(&open_rw(&fx.db), &fx.files, 100, 3000);
     let (before, files) = (read_all(&fx.db), tree(&fx.files));
-    let rehash = rockup::BackupOptions {
-        rehash: true,
-        ..fx.options()
-    };
+    let rehash = with(fx.options(), |o| o.rehash = true);
     let backups = || async { rockup::list(&repo).await.unwrap().len() };
 
     // A write that fails: the backup fails, commits nothing, leaves no lock.
@@ -195,8 +186,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
     for fault in [Fault::Truncate, Fault::Oversize, Fault::Error] {
         store.inject(Op::Get, "packs/", fault, 1);
         let target = fx.path(&format!("{fault:?}"));
-        let options =
-            rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+        let options = restoring("latest", target.join("db"), Some(target.join("files")));
         let err = rockup::restore(&repo, &options).await.unwrap_err();
         assert!(matches!(err.exit_code(), 1 | 3), "{fault:?}: {err}");
         assert!(tree(&target).is_empty(), "{fault:?}: nothing placed");
@@ -205,8 +195,7 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
     // Stalled reads only slow a restore down.
     store.inject(Op::Get, "packs/", Fault::Stall, 3);
     let target = fx.path("stalled");
-    let options =
-        rockup::RestoreOptions::new("latest", target.join("db"), Some(target.join("files")));
+    let options = restoring("latest", target.join("db"), Some(target.join("files")));
     rockup::restore(&repo, &options).await.unwrap();
     assert_eq!(tree(&target.join("files")), files);
 
@@ -216,6 +205,66 @@ async fn store_faults_fail_cleanly_and_lose_nothing() {
         .await
         .unwrap();
     all_is_well(&fx, &repo, &before, &files).await;
+}
+
+/// A store that fails reads is not damage: verify calls what it could not
+/// read unreadable (exit code 4, worth retrying), never corrupt; a backup that
+/// cannot read the previous backup's manifest stops rather than send
+/// everything again.
+#[tokio::test]
+async fn failed_reads_are_unreadable_not_damage() {
+    let (fx, store, repo) = faulty().await;
+    let (before, files) = (read_all(&fx.db), tree(&fx.files));
+    store.inject(Op::Get, "packs/", Fault::Error, usize::MAX);
+    let report = verify(&repo, "all", true).await;
+    store.heal();
+    assert!(!report.problems.is_empty(), "the packs could not be read");
+    let unreadable = |p: &rockup::Problem| p.kind == ProblemKind::Unreadable;
+    assert!(
+        report.problems.iter().all(unreadable),
+        "{:?}",
+        report.problems
+    );
+    let err = report.into_result().unwrap_err();
+    assert_eq!(err.exit_code(), 4, "{err}");
+    assert!(err.retryable(), "{err}");
+
+    let packs = list_keys(&repo, "packs").await.len();
+    store.inject(Op::Get, "/manifest.json", Fault::Error, 1);
+    let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PreviousUnreadable { .. }), "{err}");
+    assert!(err.to_string().contains("try again"), "{err}");
+    assert_eq!(list_keys(&repo, "packs").await.len(), packs, "nothing sent");
+    assert_eq!(rockup::list(&repo).await.unwrap().len(), 1);
+    all_is_well(&fx, &repo, &before, &files).await;
+}
+
+/// A store that keeps failing: verify stops reading after
+/// `MAX_UNREADABLE` objects rather than wait out every object's retries.
+#[tokio::test]
+async fn verify_stops_reading_once_the_store_keeps_failing() {
+    let fx = Fixture::new(150);
+    let store = Arc::new(Faulty::default());
+    let repo = Repository::from_store(store.clone(), "faulty://");
+    let options = format_1(fx.options()); // every file a content object
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &options)
+        .await
+        .unwrap();
+    store.inject(Op::Get, "blobs/", Fault::Error, usize::MAX);
+    let report = verify(&repo, "all", true).await;
+    let unreadable = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Unreadable)
+        .count();
+    let max = rockup::MAX_UNREADABLE;
+    assert!(
+        (max..max + 8).contains(&unreadable),
+        "{unreadable} unreadable"
+    );
+    assert!(report.stopped.is_some(), "{report:?}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use rockup::{ExternalFiles, RefSource, Repository, ResolverConfig};
+use rockup::{ExternalFiles, Format, RefSource, Repository, ResolverConfig, RestoreOptions};
 
 pub type Records = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 /// Relative path → bytes of every regular file under a root.
@@ -49,12 +49,31 @@ pub fn blob_args(files: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// `value` changed by `change`: rockup's option structs are
+/// `#[non_exhaustive]`, built from a default by setting fields.
+pub fn with<T>(mut value: T, change: impl FnOnce(&mut T)) -> T {
+    change(&mut value);
+    value
+}
+
 /// Backup options that keep rockup's work directory under `dir`.
 pub fn options_in(dir: &Path) -> rockup::BackupOptions {
-    rockup::BackupOptions {
-        work_dir: Some(dir.join("work")),
-        ..Default::default()
-    }
+    with(rockup::BackupOptions::default(), |o| {
+        o.work_dir = Some(dir.join("work"))
+    })
+}
+
+/// Restores `backup` into `db` and, for its external files, `blob_root`.
+pub fn restoring(
+    backup: impl ToString,
+    db: impl Into<PathBuf>,
+    blob_root: Option<PathBuf>,
+) -> RestoreOptions {
+    with(RestoreOptions::default(), |o| {
+        o.backup = backup.to_string();
+        o.db_dir = db.into();
+        o.blob_root = blob_root;
+    })
 }
 
 pub fn db_options() -> Options {
@@ -136,11 +155,10 @@ impl Fixture {
     }
 
     pub fn options(&self) -> rockup::BackupOptions {
-        rockup::BackupOptions {
-            external: Some(self.external()),
-            work_dir: Some(self.path("work")),
-            ..Default::default()
-        }
+        with(rockup::BackupOptions::default(), |o| {
+            o.external = Some(self.external());
+            o.work_dir = Some(self.path("work"));
+        })
     }
 
     pub fn local_repo(&self) -> Repository {
@@ -212,27 +230,20 @@ pub fn entries(dir: &Path) -> Vec<String> {
 
 /// Prune options keeping the `n` newest backups of each source.
 pub fn keep_last(n: usize, grace: std::time::Duration, dry_run: bool) -> rockup::PruneOptions {
-    rockup::PruneOptions {
-        policy: rockup::RetentionPolicy {
-            keep_last: Some(n),
-            ..Default::default()
-        },
-        grace,
-        dry_run,
-        source: None,
-        lease: rockup::DEFAULT_LEASE,
-        repack_below: rockup::DEFAULT_REPACK_BELOW,
-    }
+    with(rockup::PruneOptions::default(), |o| {
+        o.policy.keep_last = Some(n);
+        o.grace = grace;
+        o.dry_run = dry_run;
+    })
 }
 
 /// Verifies `backup` (`latest`, `all` or an id), quick or deep.
 pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::VerifyReport {
-    let options = rockup::VerifyOptions {
-        backup: backup.into(),
-        source: None,
-        deep,
-        jobs: 4,
-    };
+    let options = with(rockup::VerifyOptions::default(), |o| {
+        o.backup = backup.into();
+        o.deep = deep;
+        o.jobs = 4.into();
+    });
     rockup::verify(repo, &options).await.unwrap()
 }
 
@@ -240,17 +251,18 @@ pub async fn verify(repo: &Repository, backup: &str, deep: bool) -> rockup::Veri
 // than taken from the code under test.
 
 /// `backups/<id>/manifest.json`
-pub fn manifest_key(backup_id: &str) -> String {
+pub fn manifest_key(backup_id: impl std::fmt::Display) -> String {
     format!("backups/{backup_id}/manifest.json")
 }
 
 /// `backups/<id>/parts/<sha256>`
-pub fn part_key(backup_id: &str, sha256: &str) -> String {
+pub fn part_key(backup_id: impl std::fmt::Display, sha256: impl std::fmt::Display) -> String {
     format!("backups/{backup_id}/parts/{sha256}")
 }
 
 /// `blobs/sha256/<aa>/<sha256>`
-pub fn blob_key(sha256: &str) -> String {
+pub fn blob_key(sha256: impl std::fmt::Display) -> String {
+    let sha256 = sha256.to_string();
     format!("blobs/sha256/{}/{sha256}", &sha256[..2])
 }
 
@@ -288,15 +300,19 @@ pub async fn put_object(repo: &Repository, key: &str, bytes: impl Into<Bytes>) {
 /// Where content is stored, read independently of rockup's code: its blob
 /// `(key, 0, size)`, or the pack holding it `(key, frame offset, frame length)`
 /// as the pack indexes say.
-pub async fn content_location(repo: &Repository, sha256: &str) -> (String, u64, u64) {
-    if let Some(blob) = get_object(repo, &blob_key(sha256)).await {
-        return (blob_key(sha256), 0, blob.len() as u64);
+pub async fn content_location(
+    repo: &Repository,
+    sha256: impl std::fmt::Display,
+) -> (String, u64, u64) {
+    let sha256 = sha256.to_string();
+    if let Some(blob) = get_object(repo, &blob_key(&sha256)).await {
+        return (blob_key(&sha256), 0, blob.len() as u64);
     }
     for key in list_keys(repo, "index").await {
         let index: serde_json::Value =
             serde_json::from_slice(&get_object(repo, key.as_ref()).await.unwrap()).unwrap();
         let entries = index["entries"].as_array().unwrap();
-        if let Some(entry) = entries.iter().find(|e| e["sha256"] == sha256) {
+        if let Some(entry) = entries.iter().find(|e| e["sha256"] == sha256.as_str()) {
             let id = index["pack"].as_str().unwrap();
             let pack = format!("packs/{}/{id}", &id[..2]);
             return (
@@ -312,7 +328,7 @@ pub async fn content_location(repo: &Repository, sha256: &str) -> (String, u64, 
 /// Flips one byte of content where it is stored (the first byte of its blob,
 /// or the first payload byte of its pack frame, after the 4-byte header);
 /// returns the object's key.
-pub async fn damage_content(repo: &Repository, sha256: &str) -> String {
+pub async fn damage_content(repo: &Repository, sha256: impl std::fmt::Display) -> String {
     let (key, offset, length) = content_location(repo, sha256).await;
     let at = if key.starts_with("packs/") && length > 4 {
         offset + 4
@@ -327,10 +343,7 @@ pub async fn damage_content(repo: &Repository, sha256: &str) -> String {
 
 /// The fixture's options writing repository format 1 (an object per file).
 pub fn format_1(options: rockup::BackupOptions) -> rockup::BackupOptions {
-    rockup::BackupOptions {
-        format: 1,
-        ..options
-    }
+    with(options, |o| o.format = Format::V1)
 }
 
 /// A part's NDJSON from its stored bytes: a format-2 frame (`RK`, version 1,
@@ -362,7 +375,9 @@ pub async fn list_keys(repo: &Repository, prefix: &str) -> Vec<ObjectPath> {
 }
 
 /// Copies a backup's per-backup files (MANIFEST, CURRENT, WAL, …) under a new id.
-pub async fn copy_backup_files(repo: &Repository, from: &str, to: &str) {
+pub async fn copy_backup_files(repo: &Repository, from: impl std::fmt::Display, to: &str) {
+    let from = from.to_string();
+    let from = from.as_str();
     for key in list_keys(repo, &format!("backups/{from}/files")).await {
         let bytes = get_object(repo, key.as_ref()).await.unwrap();
         let new_key = key.as_ref().replace(from, to);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use sha2::{Digest, Sha256};
 
-use rockup::{BackupReport, ExternalFiles, ProblemKind, Repository, RestoreOptions, Source};
+use rockup::{BackupReport, ExternalFiles, ProblemKind, Repository, Source};
 
 use super::fixture::*;
 
@@ -144,12 +144,11 @@ impl Writer {
     }
 
     pub fn options(&self, work: PathBuf) -> rockup::BackupOptions {
-        rockup::BackupOptions {
-            external: Some(ExternalFiles::new(&self.files, "files", resolver())),
-            allow_missing_blobs: true,
-            work_dir: Some(work),
-            ..Default::default()
-        }
+        with(rockup::BackupOptions::default(), |o| {
+            o.external = Some(ExternalFiles::new(&self.files, "files", resolver()));
+            o.allow_missing_files = true;
+            o.work_dir = Some(work);
+        })
     }
 }
 
@@ -258,7 +257,7 @@ pub async fn trial(
     let elapsed = started.elapsed();
     let id = &report.header.backup_id;
     let target = dir.join("restored");
-    let restore = RestoreOptions::new(id, target.join("db"), Some(target.join("files")));
+    let restore = restoring(id, target.join("db"), Some(target.join("files")));
     if let Err(e) = rockup::restore(repo, &restore).await {
         panic!("backup {id} does not restore: {e}");
     }
@@ -325,10 +324,9 @@ async fn held_database_trials() {
     let mut rescued = 0;
     for number in 0..n {
         let prelink = number % 2 == 0;
-        let options = rockup::BackupOptions {
-            prelink,
-            ..writer.options(dir.path().join("work"))
-        };
+        let options = with(writer.options(dir.path().join("work")), |o| {
+            o.prelink = prelink
+        });
         let Trial {
             point,
             report,

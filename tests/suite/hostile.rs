@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use rockup::manifest::{self, PartKind};
-use rockup::{Repository, RestoreOptions, Source};
+use rockup::{Repository, Source};
 
 use super::fixture::*;
 
@@ -67,12 +67,12 @@ async fn backed_up() -> (Fixture, Repository, String) {
     let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
-    (fx, repo, report.header.backup_id)
+    (fx, repo, report.header.backup_id.to_string())
 }
 
 async fn restore_fails(fx: &Fixture, repo: &Repository, id: &str, expect: &str) {
     let target = fx.path("target");
-    let options = RestoreOptions::new(id, target.join("db"), Some(target.join("files")));
+    let options = restoring(id, target.join("db"), Some(target.join("files")));
     let err = rockup::restore(repo, &options).await.unwrap_err();
     assert!(
         err.to_string().contains(expect),
@@ -176,7 +176,7 @@ async fn unknown_versions_tampered_parts_and_garbage_are_rejected() {
     assert!(
         listed
             .iter()
-            .any(|b| b.backup_id == id && b.error.is_some()),
+            .any(|b| b.backup_id.as_str() == id && b.error.is_some()),
         "list shows the broken one"
     );
     let report = verify(&repo, "all", false).await;
@@ -196,12 +196,18 @@ async fn a_part_whose_bytes_do_not_match_its_name_is_rejected() {
         .iter()
         .find(|p| p.kind == PartKind::External)
         .unwrap();
-    let key = part_key(&header.backup_id, &part.sha256);
+    let key = part_key(&header.backup_id, part.sha256);
     let mut bytes = get_object(&repo, &key).await.unwrap().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     put_object(&repo, &key, bytes).await;
-    restore_fails(&fx, &repo, &header.backup_id, "does not match its hash").await;
+    restore_fails(
+        &fx,
+        &repo,
+        header.backup_id.as_str(),
+        "does not match its hash",
+    )
+    .await;
 }
 
 /// After the newest backup was damaged: a new backup still commits (and
@@ -218,7 +224,7 @@ async fn damage_is_survived(fx: &Fixture, repo: &Repository, damaged: &str) {
         verified.problems
     );
     let target = fx.path(&format!("after-{}", report.header.backup_id));
-    let options = RestoreOptions::new(
+    let options = restoring(
         &report.header.backup_id,
         target.join("db"),
         Some(target.join("files")),
@@ -250,7 +256,7 @@ async fn a_missing_or_oversized_part_does_not_stop_later_backups() {
     let (fx, repo, original) = backed_up().await;
     let header = manifest::load(&repo, &original, None).await.unwrap();
     let part = &header.parts[0];
-    let key = part_key(&original, &part.sha256);
+    let key = part_key(&original, part.sha256);
     let bytes = get_object(&repo, &key).await.unwrap();
 
     remove_object(&repo, &key).await;
@@ -275,7 +281,7 @@ async fn forged_entry_fields_are_rejected_or_harmless() {
     let other_sha = {
         let header = manifest::load(&repo, &original, None).await.unwrap();
         let external: Vec<rockup::manifest::ExternalEntry> = header.entries(&repo).await.unwrap();
-        external[1].sha256.clone()
+        external[1].sha256
     };
     type Edit = Box<dyn Fn(&mut Value)>;
     const CORRUPT: &str = "corrupt or missing object(s); nothing was placed";
@@ -307,7 +313,7 @@ async fn forged_entry_fields_are_rejected_or_harmless() {
         ),
         (
             "sha256 of another file",
-            Box::new(move |l| l["sha256"] = Value::from(other_sha.clone())),
+            Box::new(move |l| l["sha256"] = Value::from(other_sha.to_string())),
             Some(CORRUPT),
         ),
         (
@@ -334,7 +340,7 @@ async fn forged_entry_fields_are_rejected_or_harmless() {
     for (case, edit, expect) in cases {
         let id = forge(&repo, &original, PartKind::External, edit, |_| {}).await;
         let target = fx.path(case);
-        let options = RestoreOptions::new(&id, target.join("db"), Some(target.join("files")));
+        let options = restoring(&id, target.join("db"), Some(target.join("files")));
         let result = rockup::restore(&repo, &options).await;
         match (expect, result) {
             (Some(expect), Err(err)) => {
@@ -428,7 +434,7 @@ async fn forged_pack_indexes_fail_closed() {
         edit(&mut forged);
         put_object(&repo, &key, serde_json::to_vec(&forged).unwrap()).await;
         let target = fx.path(case);
-        let options = RestoreOptions::new(&id, target.join("db"), Some(target.join("files")));
+        let options = restoring(&id, target.join("db"), Some(target.join("files")));
         let err = rockup::restore(&repo, &options).await.unwrap_err();
         assert_eq!(err.exit_code(), 3, "{case}: {err}");
         assert!(tree(&target).is_empty(), "{case}: nothing placed");

@@ -1,14 +1,25 @@
 //! The layering of `src/` (docs/ARCHITECTURE.md): the source side and the
-//! repository side never import from each other or from the operations, and the
-//! shared bottom imports from neither.
+//! repository side never import from each other or from the operations, the
+//! shared helpers import from neither, and the bottom (`error.rs`,
+//! `digest.rs`) imports nothing else of rockup's.
 
 use std::path::Path;
 
-/// Layer folder → the crate paths its files must not mention.
-const FORBIDDEN: [(&str, &[&str]); 3] = [
+/// Layer folder (or file) → the crate paths its files must not mention.
+const FORBIDDEN: [(&str, &[&str]); 5] = [
     ("source", &["crate::repo", "crate::ops"]),
     ("repo", &["crate::source", "crate::ops", "rocksdb::"]),
     ("common", &["crate::source", "crate::repo", "crate::ops"]),
+    (
+        "error.rs",
+        &[
+            "crate::common",
+            "crate::source",
+            "crate::repo",
+            "crate::ops",
+        ],
+    ),
+    ("digest.rs", &["crate::"]),
 ];
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rockup::{DeletionGuard, RestoreOptions};
+use rockup::DeletionGuard;
 use sha2::{Digest, Sha256};
 
 use super::fixture::*;
@@ -123,10 +123,7 @@ async fn in_process_backups_under_writers_lose_no_file() {
         })
         .collect();
     let repo = fx.local_repo();
-    let options = rockup::BackupOptions {
-        guard: Some(guard.clone()),
-        ..fx.options()
-    };
+    let options = with(fx.options(), |o| o.guard = Some(guard.clone()));
     let mut ids = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -150,12 +147,9 @@ async fn in_process_backups_under_writers_lose_no_file() {
             fx.path(&format!("r{n}/db")),
             fx.path(&format!("r{n}/files")),
         );
-        let report = rockup::restore(
-            &repo,
-            &RestoreOptions::new(id, &db_dir, Some(files.clone())),
-        )
-        .await
-        .unwrap();
+        let report = rockup::restore(&repo, &restoring(id, &db_dir, Some(files.clone())))
+            .await
+            .unwrap();
         assert_eq!(report.known_problems, 0);
         let live = check_point_in_time(&db_dir, &files);
         assert!(live >= WINDOW as usize, "writers had written by backup {n}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rockup::{prune, Error, RestoreOptions, Source};
+use rockup::{prune, Error, Source};
 
 use super::fixture::*;
 
@@ -28,7 +28,7 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
     }
     // What an interrupted backup leaves: objects no manifest references.
     let orphans = [
-        blob_key(&"ab".repeat(32)),
+        blob_key("ab".repeat(32)),
         "backups/20261125T000000.000Z-0badc0de/files/CURRENT".to_string(),
     ];
     for key in &orphans {
@@ -52,7 +52,7 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
         pruned.young_unreferenced, 2,
         "orphans younger than --grace stay"
     );
-    let listed: Vec<String> = rockup::list(&repo)
+    let listed: Vec<rockup::BackupId> = rockup::list(&repo)
         .await
         .unwrap()
         .into_iter()
@@ -75,7 +75,7 @@ async fn prune_forgets_by_policy_and_deletes_only_unreferenced_objects() {
     // The kept backups are whole: deep verify is clean and the oldest restores.
     let report = verify(&repo, "all", true).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let restore = RestoreOptions::new(
+    let restore = restoring(
         &ids[1],
         fx.path("restored/db"),
         Some(fx.path("restored/files")),

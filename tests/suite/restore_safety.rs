@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use rockup::{RestoreOptions, Source};
+use rockup::Source;
 
 use super::fixture::*;
 
@@ -29,7 +29,7 @@ async fn restore_into(
     name: &str,
 ) -> rockup::Result<()> {
     let target = fx.path(name);
-    let options = RestoreOptions::new(id, target.join("db"), Some(target.join("files")));
+    let options = restoring(id, target.join("db"), Some(target.join("files")));
     rockup::restore(repo, &options).await.map(drop)
 }
 
@@ -47,7 +47,7 @@ async fn modes_come_back_as_recorded_without_special_bits() {
     let report = rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
         .await
         .unwrap();
-    restore_into(&repo, &fx, &report.header.backup_id, "restored")
+    restore_into(&repo, &fx, report.header.backup_id.as_str(), "restored")
         .await
         .unwrap();
     let restored = fx.path("restored");
@@ -82,7 +82,7 @@ async fn a_forged_setuid_mode_is_masked() {
         .await
         .unwrap();
     // Rewrite the external part with setuid, setgid and sticky bits everywhere.
-    let header = rockup::manifest::load(&repo, &report.header.backup_id, None)
+    let header = rockup::manifest::load(&repo, report.header.backup_id.as_str(), None)
         .await
         .unwrap();
     let mut doc = serde_json::to_value(&header).unwrap();
@@ -141,8 +141,8 @@ async fn an_object_larger_than_its_entry_is_never_written_past_its_size() {
     let external: Vec<rockup::manifest::ExternalEntry> =
         report.header.entries(&repo).await.unwrap();
     let victim = &external[0];
-    put_object(&repo, &blob_key(&victim.sha256), vec![7u8; 64 << 20]).await;
-    let err = restore_into(&repo, &fx, &report.header.backup_id, "big")
+    put_object(&repo, &blob_key(victim.sha256), vec![7u8; 64 << 20]).await;
+    let err = restore_into(&repo, &fx, report.header.backup_id.as_str(), "big")
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");

@@ -9,10 +9,7 @@ use rockup::{Error, Repository, RestoreOptions, Source};
 use super::fixture::*;
 
 async fn back_up(repo: &Repository, fx: &Fixture, name: Option<&str>) -> rockup::BackupReport {
-    let options = rockup::BackupOptions {
-        source: name.map(String::from),
-        ..fx.options()
-    };
+    let options = with(fx.options(), |o| o.source = name.map(String::from));
     rockup::backup(repo, Source::Db(fx.db.clone()), &options)
         .await
         .unwrap()
@@ -20,10 +17,10 @@ async fn back_up(repo: &Repository, fx: &Fixture, name: Option<&str>) -> rockup:
 
 fn restore(fx: &Fixture, target: &str, source: Option<&str>) -> RestoreOptions {
     let target = fx.path(target);
-    RestoreOptions {
-        source: source.map(String::from),
-        ..RestoreOptions::new("latest", target.join("db"), Some(target.join("files")))
-    }
+    with(
+        restoring("latest", target.join("db"), Some(target.join("files"))),
+        |o| o.source = source.map(String::from),
+    )
 }
 
 #[tokio::test]
@@ -40,7 +37,7 @@ async fn retention_keeps_every_sources_newest_backup() {
         std::slice::from_ref(&a_first.header.backup_id),
         "{pruned:?}"
     );
-    let mut listed: Vec<String> = rockup::list(&repo)
+    let mut listed: Vec<rockup::BackupId> = rockup::list(&repo)
         .await
         .unwrap()
         .into_iter()
@@ -99,10 +96,7 @@ async fn a_repository_of_one_source_needs_no_name_and_bad_names_are_refused() {
     rockup::restore(&repo, &restore(&fx, "r", None))
         .await
         .unwrap();
-    let options = rockup::BackupOptions {
-        source: Some("bad\u{1b}name".into()),
-        ..fx.options()
-    };
+    let options = with(fx.options(), |o| o.source = Some("bad\u{1b}name".into()));
     let err = rockup::backup(&repo, Source::Db(fx.db.clone()), &options)
         .await
         .unwrap_err();

@@ -26,6 +26,9 @@ pub struct PauseOnPut {
     armed: std::sync::atomic::AtomicBool,
     /// Writes to keys containing this fail (e.g. lease renewals).
     failing: Option<&'static str>,
+    /// Hold the write once it is done (its response not yet given) rather
+    /// than before it.
+    after: bool,
 }
 
 impl PauseOnPut {
@@ -37,7 +40,14 @@ impl PauseOnPut {
             resume: Semaphore::new(0),
             armed: true.into(),
             failing: None,
+            after: false,
         }
+    }
+
+    /// Holds the write once it is done rather than before it.
+    pub fn after_write(mut self) -> Self {
+        self.after = true;
+        self
     }
 
     /// Also fails every write to a key containing `pattern`.
@@ -58,6 +68,11 @@ impl PauseOnPut {
     /// Lets the held write go on.
     pub fn resume(&self) {
         self.resume.add_permits(1);
+    }
+
+    async fn hold(&self) {
+        self.reached.add_permits(1);
+        self.resume.acquire().await.unwrap().forget();
     }
 }
 
@@ -82,11 +97,15 @@ impl ObjectStore for PauseOnPut {
             });
         }
         let ours = location.as_ref().contains(self.pattern);
-        if ours && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.reached.add_permits(1);
-            self.resume.acquire().await.unwrap().forget();
+        let hold = ours && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if hold && !self.after {
+            self.hold().await;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let written = self.inner.put_opts(location, payload, opts).await;
+        if hold && self.after {
+            self.hold().await;
+        }
+        written
     }
     async fn put_multipart_opts(
         &self,
@@ -136,7 +155,7 @@ pub enum Op {
 /// What goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The request fails (as a 503 after retries would).
+    /// The request fails as a dropped connection does, after retries.
     Error,
     /// A read returns only the first half of the object.
     Truncate,
@@ -179,6 +198,11 @@ impl Faulty {
         self.rules.lock().unwrap().push(rule);
     }
 
+    /// No more faults.
+    pub fn heal(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
     fn take(&self, op: Op, key: &Path) -> Option<Fault> {
         take(&self.rules, op, key)
     }
@@ -197,7 +221,10 @@ fn take(rules: &Mutex<Vec<Rule>>, op: Op, key: &Path) -> Option<Fault> {
 fn injected(what: &str) -> object_store::Error {
     object_store::Error::Generic {
         store: "faulty",
-        source: format!("injected fault: 503 Service Unavailable ({what})").into(),
+        source: Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            format!("injected fault: connection reset ({what})"),
+        )),
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, Error, ExternalFiles, PruneOptions, RefSource, ResolverConfig, RestoreOptions,
-    Result, RetentionPolicy, VerifyOptions,
+    BackupOptions, CopyOptions, Error, ExternalFiles, Format, Jobs, PruneOptions, RefSource,
+    ResolverConfig, RestoreOptions, Result, VerifyOptions,
 };
 
 /// Consistent backups of a live RocksDB database and the external files its
@@ -85,12 +85,12 @@ pub struct CopyArgs {
 }
 
 impl CopyArgs {
-    pub fn options(&self) -> rockup::CopyOptions {
-        rockup::CopyOptions {
-            backup: self.backup.clone(),
-            source: self.source.clone(),
-            jobs: self.jobs.max(1),
-        }
+    pub fn options(&self) -> CopyOptions {
+        let mut options = CopyOptions::default();
+        options.backup = self.backup.clone();
+        options.source = self.source.clone();
+        options.jobs = Jobs::from(self.jobs);
+        options
     }
 }
 
@@ -120,10 +120,10 @@ pub struct BackupArgs {
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
-    pub blobs: BlobArgs,
+    pub external: ExternalArgs,
     /// Files read and uploaded at once (small files are latency-bound:
     /// more than there are cores).
-    #[arg(long, default_value_t = BackupOptions::default().jobs)]
+    #[arg(long, default_value_t = BackupOptions::default().jobs.get())]
     pub jobs: usize,
     /// Bytes of file content held in memory at once, across all uploads.
     #[arg(long, default_value_t = BackupOptions::default().memory_budget)]
@@ -131,7 +131,8 @@ pub struct BackupArgs {
     /// Tag the backup (repeatable).
     #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
-    /// Commit even if references are missing or invalid (recorded; exit code 3).
+    /// Commit even if references are missing or invalid: external files that
+    /// could not be captured are recorded (exit code 3).
     #[arg(long)]
     pub allow_missing_blobs: bool,
     /// Re-read every external file even if unchanged since the previous backup.
@@ -140,9 +141,10 @@ pub struct BackupArgs {
     /// Base directory for rockup's working files (default: beside the database).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// With --db: do not hard-link the blob tree into the work directory at the
-    /// point in time (saves one link per file; files the application deletes
-    /// during the backup are then more likely to be missed).
+    /// With --db: do not hard-link the external files (the tree under
+    /// --blob-root) into the work directory at the point in time (saves one
+    /// link per file; files the application deletes during the backup are
+    /// then more likely to be missed).
     #[arg(long)]
     pub no_prelink: bool,
     /// zstd level for small files and database logs stored in packs (1–22;
@@ -179,8 +181,10 @@ pub struct ListArgs {
     pub source: Option<String>,
 }
 
+/// Where the external files are and how records name them (the flags keep
+/// their `--blob-` spelling).
 #[derive(Debug, Args)]
-pub struct BlobArgs {
+pub struct ExternalArgs {
     /// Directory the records' external file paths are relative to.
     #[arg(long, requires = "blob_ref")]
     pub blob_root: Option<PathBuf>,
@@ -190,27 +194,35 @@ pub struct BlobArgs {
     /// Where the path is: key, value, or json:/pointer into a JSON value.
     #[arg(long, requires = "blob_root")]
     pub blob_ref: Option<RefSource>,
-    /// Only keys with this prefix reference files (stripped with --blob-ref key).
+    /// Only keys with this prefix reference external files (stripped with
+    /// --blob-ref key).
     #[arg(long)]
     pub blob_key_prefix: Option<String>,
-    /// json:/pointer to the file's expected SHA-256 (hex) in the value.
+    /// json:/pointer to the external file's expected SHA-256 (hex) in the value.
     #[arg(long, value_parser = parse_json_pointer)]
     pub blob_sha256: Option<String>,
-    /// json:/pointer to the file's expected size in the value.
+    /// json:/pointer to the external file's expected size in the value.
     #[arg(long, value_parser = parse_json_pointer)]
     pub blob_size: Option<String>,
+}
+
+/// Which backup a command reads.
+#[derive(Debug, Args)]
+pub struct Which {
+    /// Backup id, or latest.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
-    pub source: Option<String>,
-    /// Backup id, or latest.
-    #[arg(long, default_value = "latest")]
-    pub backup: String,
+    #[command(flatten)]
+    pub which: Which,
     /// Where to put the database (missing or empty).
     #[arg(long)]
     pub db_dir: PathBuf,
@@ -223,16 +235,15 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("backup", |a| a.help("Backup id, latest, or all")))]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
-    pub source: Option<String>,
-    /// Backup id, latest, or all.
-    #[arg(long, default_value = "latest")]
-    pub backup: String,
-    /// Download and re-hash every object.
+    #[command(flatten)]
+    pub which: Which,
+    /// Download and re-hash every object. Exit code 3 when damage is found,
+    /// 4 when the only problems are objects the store could not return
+    /// (verify again later).
     #[arg(long)]
     pub deep: bool,
     /// Downloads at once (with --deep).
@@ -280,20 +291,19 @@ pub struct PruneArgs {
 
 impl PruneArgs {
     pub fn options(&self) -> PruneOptions {
-        PruneOptions {
-            policy: RetentionPolicy {
-                keep_last: self.keep_last,
-                keep_daily: self.keep_daily,
-                keep_weekly: self.keep_weekly,
-                keep_within: self.keep_within,
-                keep_tags: self.keep_tags.clone(),
-            },
-            grace: self.grace,
-            dry_run: self.dry_run,
-            source: self.source.clone(),
-            lease: self.lease.duration,
-            repack_below: self.repack_below / 100.0,
-        }
+        let mut options = PruneOptions::default();
+        let policy = &mut options.policy;
+        policy.keep_last = self.keep_last;
+        policy.keep_daily = self.keep_daily;
+        policy.keep_weekly = self.keep_weekly;
+        policy.keep_within = self.keep_within;
+        policy.keep_tags = self.keep_tags.clone();
+        options.grace = self.grace;
+        options.dry_run = self.dry_run;
+        options.source = self.source.clone();
+        options.lease = self.lease.duration;
+        options.repack_below = self.repack_below / 100.0;
+        options
     }
 }
 
@@ -359,7 +369,7 @@ fn parse_store_option(text: &str) -> std::result::Result<(String, String), Strin
 impl BackupArgs {
     /// The library's backup options.
     pub fn options(&self) -> Result<BackupOptions> {
-        let b = &self.blobs;
+        let b = &self.external;
         let external = match (&b.blob_root, &b.blob_ref) {
             (Some(root), Some(reference)) => Some(ExternalFiles::new(
                 root,
@@ -376,42 +386,43 @@ impl BackupArgs {
             }
             _ => None,
         };
-        Ok(BackupOptions {
-            external,
-            jobs: self.jobs.max(1),
-            memory_budget: self.memory_budget,
-            tags: self.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
-            allow_missing_blobs: self.allow_missing_blobs,
-            rehash: self.rehash,
-            work_dir: self.work_dir.clone(),
-            guard: None,
-            prelink: !self.no_prelink,
-            source: self.source.clone(),
-            lease: self.lease.duration,
-            format: self.format_version,
-            compression_level: self.compression_level,
-        })
+        let mut options = BackupOptions::default();
+        options.external = external;
+        options.jobs = Jobs::from(self.jobs);
+        options.memory_budget = self.memory_budget;
+        options.tags = self.tags.iter().cloned().collect::<BTreeMap<_, _>>();
+        options.allow_missing_files = self.allow_missing_blobs;
+        options.rehash = self.rehash;
+        options.work_dir = self.work_dir.clone();
+        options.prelink = !self.no_prelink;
+        options.source = self.source.clone();
+        options.lease = self.lease.duration;
+        options.format = Format::from_number(self.format_version).expect("clap checks the range");
+        options.compression_level = self.compression_level;
+        Ok(options)
     }
 }
 
 impl RestoreArgs {
     pub fn options(&self) -> RestoreOptions {
-        RestoreOptions {
-            jobs: self.jobs.max(1),
-            source: self.source.clone(),
-            ..RestoreOptions::new(&self.backup, &self.db_dir, self.blob_root.clone())
-        }
+        let mut options = RestoreOptions::default();
+        options.backup = self.which.backup.clone();
+        options.db_dir = self.db_dir.clone();
+        options.blob_root = self.blob_root.clone();
+        options.jobs = Jobs::from(self.jobs);
+        options.source = self.which.source.clone();
+        options
     }
 }
 
 impl VerifyArgs {
     pub fn options(&self) -> VerifyOptions {
-        VerifyOptions {
-            backup: self.backup.clone(),
-            source: self.source.clone(),
-            deep: self.deep,
-            jobs: self.jobs.max(1),
-        }
+        let mut options = VerifyOptions::default();
+        options.backup = self.which.backup.clone();
+        options.source = self.which.source.clone();
+        options.deep = self.deep;
+        options.jobs = Jobs::from(self.jobs);
+        options
     }
 }
 

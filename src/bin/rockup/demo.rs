@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use rockup::{
-    BackupOptions, BackupReport, Error, ExternalFiles, Problem, RefSource, Repository,
+    BackupId, BackupOptions, BackupReport, Error, ExternalFiles, Problem, RefSource, Repository,
     ResolverConfig, RestoreOptions, Result, Source, VerifyOptions,
 };
 
@@ -25,7 +24,7 @@ const FILES: usize = 300;
 pub struct DemoReport {
     pub dir: PathBuf,
     pub repository: String,
-    pub backup_id: String,
+    pub backup_id: BackupId,
     pub sequence_number: u64,
     pub records: u64,
     pub external_files: u64,
@@ -104,15 +103,13 @@ async fn back_up_twice(
     layout: &Layout,
     work: &Path,
 ) -> Result<(BackupReport, BackupReport)> {
-    let options = BackupOptions {
-        external: Some(ExternalFiles::new(
-            &layout.source_files,
-            "files",
-            resolver(),
-        )),
-        work_dir: Some(work.to_path_buf()),
-        ..Default::default()
-    };
+    let mut options = BackupOptions::default();
+    options.external = Some(ExternalFiles::new(
+        &layout.source_files,
+        "files",
+        resolver(),
+    ));
+    options.work_dir = Some(work.to_path_buf());
     let first = rockup::backup(repo, Source::Db(layout.source_db.clone()), &options).await?;
     let h = &first.header;
     eprintln!(
@@ -139,22 +136,18 @@ async fn verify_and_restore(
     first: &BackupReport,
     layout: &Layout,
 ) -> Result<u64> {
-    let everything = VerifyOptions {
-        backup: "all".into(),
-        source: None,
-        deep: true,
-        jobs: 8,
-    };
+    let mut everything = VerifyOptions::default();
+    everything.backup = "all".into();
+    everything.deep = true;
     let verified = rockup::verify(repo, &everything).await?.into_result()?;
     eprintln!(
         "verify --deep: {} objects re-hashed, no problems",
         verified.objects
     );
-    let options = RestoreOptions::new(
-        first.header.backup_id.clone(),
-        &layout.restored_db,
-        Some(layout.restored_files.clone()),
-    );
+    let mut options = RestoreOptions::default();
+    options.backup = first.header.backup_id.to_string();
+    options.db_dir = layout.restored_db.clone();
+    options.blob_root = Some(layout.restored_files.clone());
     let restored = rockup::restore(repo, &options).await?;
     eprintln!(
         "restored {} DB files and {} external files; {} references checked",
@@ -248,7 +241,7 @@ fn add_file(db: &DB, files_dir: &Path, i: usize) -> Result<u64> {
     let path = files_dir.join(&rel);
     std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
     std::fs::write(&path, &content).map_err(io(&path))?;
-    let sha256 = hex::encode(Sha256::digest(&content));
+    let sha256 = rockup::Sha256::of(&content).to_string();
     let record = serde_json::json!({"path": rel, "size": size, "sha256": sha256});
     let files_cf = db.cf_handle("files").expect("created above");
     db.put_cf(&files_cf, format!("file:{i:05}"), record.to_string())

@@ -1,6 +1,7 @@
 //! Stage 1: the source's checkpoint, opened read-only. For a `--db` source the
-//! blob tree is pre-linked right before and right after the point in time is
-//! fixed, so that files the application deletes meanwhile can still be pinned.
+//! tree under the blob root is pre-linked right before and right after the
+//! point in time is fixed, so that files the application deletes meanwhile
+//! can still be pinned.
 
 use std::sync::Arc;
 
@@ -46,8 +47,8 @@ fn prelink_root(options: &BackupOptions) -> Option<std::path::PathBuf> {
     Some(external.blob_root.clone())
 }
 
-/// A `--db` checkpoint, linking the blob tree each time the point in time is
-/// about to be (and has just been) fixed.
+/// A `--db` checkpoint, linking the tree under the blob root each time the
+/// point in time is about to be (and has just been) fixed.
 fn db_with_prelinks(
     source: Source<'_>,
     work: &WorkDir,
@@ -63,7 +64,7 @@ fn db_with_prelinks(
         links.link_tree(root)
     })?;
     if let Some(links) = &prelinks {
-        tracing::info!(files = links.files, "blob tree pre-linked");
+        tracing::info!(files = links.files, "external files pre-linked");
     }
     Ok((prepared, prelinks))
 }

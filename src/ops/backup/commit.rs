@@ -1,6 +1,6 @@
 //! Stage 4: the sorted parts (database files, external files from the spool,
-//! problems) stored under their hashes, then the header written once — the
-//! commit point of the backup.
+//! problems) stored under their hashes, then the header written once under
+//! the backup's lock — the commit point of the backup.
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
@@ -8,9 +8,10 @@ use futures::{SinkExt, StreamExt};
 use crate::common::names::hostname;
 use crate::common::spool::Spool;
 use crate::error::{Problem, Result};
+use crate::repo::ids::{BackupId, Format};
 use crate::repo::lock::RepoLock;
 use crate::repo::manifest::{
-    self, ExternalInfo, Header, PartBuffer, PartKind, PartRef, SourceInfo,
+    self, ExternalEntry, ExternalInfo, Header, PartBuffer, PartKind, PartRef, SourceInfo,
 };
 use crate::repo::Repository;
 use crate::source::{ExternalFiles, Origin, Snapshot};
@@ -33,7 +34,7 @@ pub(super) async fn commit(
         problems,
         mut stats,
     } = transferred;
-    let to = (run.backup_id.as_str(), options.format);
+    let to = (&run.backup_id, options.format);
     let mut parts = manifest::store_entries(repo, to, &db_entries).await?;
     parts.extend(store_external_parts(repo, to, external).await?);
     parts.extend(manifest::store_entries(repo, to, &problems).await?);
@@ -58,25 +59,9 @@ pub(super) async fn commit(
         parts,
     }
     .with_problems(&problems);
-    // A prune could only have run meanwhile if somebody removed this lock:
-    // checked before the commit, and after it (a prune that removed the lock
-    // afterwards may have listed the manifests before this one existed).
-    lock.check_held().await?;
-    manifest::commit(repo, &header).await?;
-    if let Err(lost) = lock.check_held().await {
-        withdraw(repo, &header.backup_id).await;
-        return Err(lost);
-    }
+    manifest::commit(lock, &header).await?;
     tracing::info!(id = %header.backup_id, "committed");
     Ok((header, problems))
-}
-
-/// Deletes the manifest just committed: its objects may be gone.
-async fn withdraw(repo: &Repository, backup_id: &str) {
-    let key = crate::repo::layout::manifest(backup_id);
-    if let Err(e) = repo.delete_all(std::slice::from_ref(&key)).await {
-        tracing::error!(%key, error = %e, "could not withdraw a manifest whose objects a prune may have deleted; delete it, or `rockup verify` will name what is missing");
-    }
 }
 
 /// Where the backup comes from, as the manifest records it.
@@ -102,14 +87,15 @@ fn external_info(external: &ExternalFiles) -> ExternalInfo {
 /// the spool and hands over one finished part at a time.
 async fn store_external_parts(
     repo: &Repository,
-    to: (&str, u32),
-    entries: Spool,
+    to: (&BackupId, Format),
+    entries: Spool<String, ExternalEntry>,
 ) -> Result<Vec<PartRef>> {
     let (mut sender, mut receiver) = mpsc::channel(1);
     let producer = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut buffer = PartBuffer::default();
-        for value in entries.values() {
-            if let Some(part) = buffer.push_json(&value?) {
+        for entry in entries.iter() {
+            let (_, entry) = entry?;
+            if let Some(part) = buffer.push(&entry) {
                 if futures::executor::block_on(sender.send(part)).is_err() {
                     return Ok(());
                 }

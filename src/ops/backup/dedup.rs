@@ -1,20 +1,24 @@
 //! Deduplication, file by file: what each database file and each pinned external
-//! file becomes in the repository, uploading only what is not there yet. Shared
-//! tables by unique name (one LIST of `sst/`; hashes reused from the previous
+//! file becomes in the repository, uploading only what is not there yet. Table
+//! files by unique name (one LIST of `sst/`; hashes reused from the previous
 //! manifest), tables without a session id by content; the other database files
-//! and external files by content through the [`ContentStore`] (packed when
-//! small; what the indexes and blob listing hold is not sent again); and —
-//! unless `rehash` — external files whose path, size and mtime match the
-//! previous backup are neither read nor uploaded.
+//! and external files by content through the [`ContentStore`] (a pack entry
+//! when small; what the indexes and content objects hold is not sent again);
+//! and — unless `rehash` — external files whose path, size and mtime match the
+//! previous backup are neither read nor uploaded. A damaged previous backup is
+//! passed over; one the store fails to return stops the backup
+//! ([`Error::PreviousUnreadable`]) rather than have it send everything again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::names::is_shared_table_file;
+use crate::common::names::is_table_file;
 use crate::common::spool::Spool;
 use crate::common::tasks::blocking;
-use crate::error::{Error, Problem, Result};
+use crate::digest::Sha256;
+use crate::error::{Error, Problem, ReadFailure, Result};
 use crate::repo::content::{ContentOptions, ContentStore};
+use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout::{self, TableNaming};
 use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, SourceInfo};
 use crate::repo::upload::{Content, Uploader};
@@ -34,18 +38,18 @@ pub(super) enum Outcome {
 /// Everything the per-file decisions need, shared by all uploads of one backup.
 pub(super) struct Dedup {
     pub content: ContentStore,
-    backup_id: String,
+    backup_id: BackupId,
     /// The repository format written (1: per-backup database files).
-    format: u32,
+    format: Format,
     checkpoint: PathBuf,
     /// The source directory, whose files' modes are recorded.
     origin: PathBuf,
     /// object key → (size, sha256) from the previous backup
-    known_tables: HashMap<String, (u64, String)>,
+    known_tables: HashMap<String, (u64, Sha256)>,
     /// object key → size, from one LIST of `sst/`
     existing_tables: HashMap<String, u64>,
     /// The previous backup's external entries by path, unless re-hashing.
-    previous_external: Option<Spool>,
+    previous_external: Option<Spool<String, ExternalEntry>>,
 }
 
 impl Dedup {
@@ -58,20 +62,20 @@ impl Dedup {
         source: &SourceInfo,
         options: &BackupOptions,
         work: &WorkDir,
-        backup_id: &str,
+        backup_id: &BackupId,
     ) -> Result<Self> {
         let want_external = options.external.is_some() && !options.rehash;
         let previous = Previous::find(repo, &source.id(), want_external, work).await?;
-        let existing_tables = repo.list(layout::SST).await?;
+        let existing_tables = repo.list(layout::TABLES).await?;
         let content_options = ContentOptions {
             compression_level: options.compression_level,
-            pack: options.format >= 2,
+            pack: options.format.packs(),
         };
         let uploader = Uploader::new(repo.clone(), options.memory_budget);
         let index_dir = work.path().join("content-index");
         Ok(Self {
             content: ContentStore::open(repo, uploader, &index_dir, content_options).await?,
-            backup_id: backup_id.to_string(),
+            backup_id: backup_id.clone(),
             format: options.format,
             checkpoint,
             origin: origin.path.clone(),
@@ -98,13 +102,13 @@ impl Dedup {
         let size = std::fs::metadata(&path)
             .map_err(|e| Error::io(&path, e))?
             .len();
-        let (object, sha256) = if is_shared_table_file(&name) {
+        let (object, sha256) = if is_table_file(&name) {
             let (object, sha256) = match session_of(&name, &path).await? {
                 Some(session) => self.session_table(&name, &path, size, session).await?,
                 None => self.content_table(&name, &path, size).await?,
             };
             (Some(object), sha256)
-        } else if self.format == 1 {
+        } else if !self.format.packs() {
             let key = layout::backup_file(&self.backup_id, &name);
             let (sha256, _) = self.uploader().upload_file(&path, &key, None).await?;
             (Some(key.to_string()), sha256)
@@ -135,33 +139,34 @@ impl Dedup {
         path: &Path,
         size: u64,
         session: String,
-    ) -> Result<(String, String)> {
+    ) -> Result<(String, Sha256)> {
         let naming = TableNaming::Session(session);
-        let key = layout::shared_table_file(&layout::unique_table_name(name, size, &naming));
+        let key = layout::table(&layout::unique_table_name(name, size, &naming));
         let object = key.to_string();
         let present = self.existing_tables.get(&object) == Some(&size);
         if let Some((known_size, sha256)) = self.known_tables.get(&object) {
             if present && *known_size == size {
-                return Ok((object, sha256.clone()));
+                return Ok((object, *sha256));
             }
         }
         let sha256 = if present {
-            self.uploader().load(path, size).await?.sha256().to_string()
+            self.uploader().load(path, size).await?.sha256()
         } else {
             self.uploader().upload_file(path, &key, None).await?.0
         };
         Ok((object, sha256))
     }
 
-    /// A table without a session id (blob files, old SSTs), named by content.
-    async fn content_table(&self, name: &str, path: &Path, size: u64) -> Result<(String, String)> {
+    /// A table without a session id (RocksDB blob files, old SSTs), named by
+    /// content.
+    async fn content_table(&self, name: &str, path: &Path, size: u64) -> Result<(String, Sha256)> {
         let content = self.uploader().load(path, size).await?;
-        let naming = TableNaming::Content(content.sha256().to_string());
-        let key = layout::shared_table_file(&layout::unique_table_name(name, size, &naming));
+        let naming = TableNaming::Content(content.sha256());
+        let key = layout::table(&layout::unique_table_name(name, size, &naming));
         if self.existing_tables.get(key.as_ref()) != Some(&size) {
             self.store_content(path, &key, &content).await?;
         }
-        Ok((key.to_string(), content.sha256().to_string()))
+        Ok((key.to_string(), content.sha256()))
     }
 
     async fn store_content(
@@ -214,15 +219,13 @@ impl Dedup {
     }
 
     /// The previous backup's hash of this file, if path, size and mtime are unchanged.
-    fn unchanged_since_previous(&self, pinned: &Pinned) -> Result<Option<String>> {
+    fn unchanged_since_previous(&self, pinned: &Pinned) -> Result<Option<Sha256>> {
         let Some(spool) = &self.previous_external else {
             return Ok(None);
         };
-        let Some(bytes) = spool.get(&pinned.path)? else {
+        let Some(previous) = spool.get(&pinned.path)? else {
             return Ok(None);
         };
-        let previous: ExternalEntry = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::manifest("previous backup", e.to_string()))?;
         Ok(
             (previous.size == pinned.size && previous.mtime_ns == pinned.mtime_ns)
                 .then_some(previous.sha256),
@@ -230,15 +233,15 @@ impl Dedup {
     }
 
     /// Puts the file's content in the repository unless it is there; returns its hash.
-    async fn store_external(&self, pinned: &Pinned) -> Result<String> {
-        let expected = pinned.expected_sha256.as_deref();
+    async fn store_external(&self, pinned: &Pinned) -> Result<Sha256> {
+        let expected = pinned.expected_sha256.as_ref();
         self.content
             .store_file(&pinned.read_from, pinned.size, expected)
             .await
     }
 }
 
-fn external_entry(pinned: &Pinned, sha256: String) -> ExternalEntry {
+fn external_entry(pinned: &Pinned, sha256: Sha256) -> ExternalEntry {
     ExternalEntry {
         path: pinned.path.clone(),
         size: pinned.size,
@@ -249,7 +252,7 @@ fn external_entry(pinned: &Pinned, sha256: String) -> ExternalEntry {
 }
 
 /// The stored file, if size and mtime after reading are what was pinned.
-fn unchanged_while_read(pinned: &Pinned, sha256: String) -> Outcome {
+fn unchanged_while_read(pinned: &Pinned, sha256: Sha256) -> Outcome {
     match std::fs::metadata(&pinned.read_from).map(|m| file_stamp(&m)) {
         Ok((size, mtime_ns, _)) if size == pinned.size && mtime_ns == pinned.mtime_ns => {
             Outcome::External(external_entry(pinned, sha256))
@@ -273,21 +276,22 @@ async fn session_of(name: &str, path: &Path) -> Result<Option<String>> {
     blocking(move || Ok(sst::session_id(&path))).await
 }
 
-/// What the previous backup tells: its shared tables and, unless re-hashing,
+/// What the previous backup tells: its table files and, unless re-hashing,
 /// its external entries.
 #[derive(Default)]
 struct Previous {
     /// object key → (size, sha256)
-    known_tables: HashMap<String, (u64, String)>,
+    known_tables: HashMap<String, (u64, Sha256)>,
     /// External entries by path.
-    external: Option<Spool>,
+    external: Option<Spool<String, ExternalEntry>>,
 }
 
 impl Previous {
-    /// The newest intact backup of the same database (`identity`), else the
-    /// newest intact one of any; none at all means no deduplication against a
-    /// previous manifest. A damaged backup is passed over with a warning — it
-    /// must never stop new backups — and `rockup verify` names the damage.
+    /// The newest intact backup of the same source, else the newest intact
+    /// one of any; none at all means no deduplication against a previous
+    /// manifest. A damaged backup is passed over with a warning — it must
+    /// never stop new backups — and `rockup verify` names the damage; one the
+    /// store fails to return stops the backup.
     async fn find(
         repo: &Repository,
         source: &str,
@@ -296,23 +300,18 @@ impl Previous {
     ) -> Result<Self> {
         let mut others = Vec::new();
         for id in manifest::committed_ids(repo).await?.iter().rev() {
-            let header = match manifest::read(repo, id).await {
-                Ok(header) => header,
-                Err(e) => {
-                    warn_damaged(id, &e);
-                    continue;
-                }
+            let Some(header) = readable(id, manifest::read(repo, id).await)? else {
+                continue;
             };
             if header.source.id() != source {
-                others.push(header.backup_id);
+                others.push(header);
                 continue;
             }
             if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
                 return Ok(previous);
             }
         }
-        for id in others {
-            let header = manifest::read(repo, &id).await?;
+        for header in others {
             if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
                 return Ok(previous);
             }
@@ -327,13 +326,14 @@ impl Previous {
         want_external: bool,
         work: &WorkDir,
     ) -> Result<Option<Self>> {
-        let known_tables = match header.entries::<DbFileEntry>(repo).await {
-            Ok(entries) => entries
-                .into_iter()
-                .filter_map(|e| Some((e.object?, (e.size, e.sha256))))
-                .collect(),
-            Err(e) => return Ok(warn_damaged(&header.backup_id, &e)),
+        let id = &header.backup_id;
+        let Some(db_entries) = readable(id, header.entries::<DbFileEntry>(repo).await)? else {
+            return Ok(None);
         };
+        let known_tables = db_entries
+            .into_iter()
+            .filter_map(|e| Some((e.object?, (e.size, e.sha256))))
+            .collect();
         if !want_external {
             let external = None;
             return Ok(Some(Self {
@@ -341,28 +341,35 @@ impl Previous {
                 external,
             }));
         }
-        let dir = work.path().join(format!("previous-{}", header.backup_id));
-        let spool = Spool::create(&dir)?;
+        let spool = Spool::create(&work.path().join(format!("previous-{id}")))?;
         let spooled = header
             .for_each_entry(repo, |entry: ExternalEntry| {
-                let json = serde_json::to_vec(&entry).expect("entries serialize");
-                spool.put(&entry.path, &json)
+                spool.put(&entry.path.clone(), &entry)
             })
             .await;
-        match spooled {
-            Ok(()) => Ok(Some(Self {
-                known_tables,
-                external: Some(spool),
-            })),
-            Err(e @ (Error::Manifest { .. } | Error::Store { .. })) => {
-                Ok(warn_damaged(&header.backup_id, &e))
-            }
-            Err(e) => Err(e),
-        }
+        Ok(readable(id, spooled)?.map(|()| Self {
+            known_tables,
+            external: Some(spool),
+        }))
     }
 }
 
-fn warn_damaged(id: &str, error: &Error) -> Option<Previous> {
-    tracing::warn!(backup = id, %error, "a previous backup is damaged; deduplicating against an older one (`rockup verify --backup {id}` names the damage)");
-    None
+/// What reading the previous backup `id` gave: `None` (with a warning) when
+/// it is damaged, an error when the store failed to return it.
+fn readable<T>(id: &BackupId, read: Result<T>) -> Result<Option<T>> {
+    let error = match read {
+        Ok(value) => return Ok(Some(value)),
+        Err(e) => e,
+    };
+    match error.read_failure() {
+        ReadFailure::Damaged => {
+            tracing::warn!(backup = %id, %error, "a previous backup is damaged; deduplicating against an older one (`rockup verify --backup {id}` names the damage)");
+            Ok(None)
+        }
+        ReadFailure::Unreadable => Err(Error::PreviousUnreadable {
+            backup: id.to_string(),
+            error: Box::new(error),
+        }),
+        ReadFailure::Other => Err(error),
+    }
 }

@@ -5,9 +5,9 @@
 //! (source)       (references → captured files)          (parts, header: write-once)
 //! ```
 //!
-//! `checkpoint` takes the source's checkpoint (pre-linking the blob tree around the
-//! point in time for a `--db` source); `pin` captures every referenced file on a
-//! blocking thread, then feeds them to the transfer; `transfer` streams database
+//! `checkpoint` takes the source's checkpoint (pre-linking the tree under the
+//! blob root around the point in time for a `--db` source); `pin` captures
+//! every referenced file on a blocking thread, then feeds them to the transfer; `transfer` streams database
 //! files and pinned files through one bounded upload stream, deduplicating
 //! against the repository and the previous backup (`dedup`); `commit` stores the
 //! sorted parts and commits the header only when every file is in the repository
@@ -28,9 +28,10 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::common::tasks::Jobs;
 use crate::error::{Error, Problem, Result};
-use crate::repo::layout;
-use crate::repo::lock::{LockKind, RepoLock, DEFAULT_LEASE};
+use crate::repo::ids::{BackupId, Format};
+use crate::repo::lock::{locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
 use crate::repo::manifest::{self, Header};
 use crate::repo::upload::DEFAULT_MEMORY_BUDGET;
 use crate::repo::{Repository, Traffic};
@@ -40,19 +41,22 @@ use crate::source::{
 };
 use dedup::Dedup;
 
-/// How to run a backup.
+/// How to run a backup: [`BackupOptions::default`], then the fields that
+/// differ (see the crate docs).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct BackupOptions {
     /// External files to capture, if the database references any.
     pub external: Option<ExternalFiles>,
-    /// Files uploaded at once.
-    pub jobs: usize,
+    /// Files read and uploaded at once.
+    pub jobs: Jobs,
     /// Bytes of file content in memory at once, across all uploads.
     pub memory_budget: u64,
     /// Tags recorded in the manifest (`--tag K=V`).
     pub tags: BTreeMap<String, String>,
-    /// Commit even when references are missing or invalid (they are recorded).
-    pub allow_missing_blobs: bool,
+    /// Commit even when references are missing or invalid (they are
+    /// recorded; `--allow-missing-blobs`).
+    pub allow_missing_files: bool,
     /// Re-read external files even when the previous backup has them unchanged.
     pub rehash: bool,
     /// Base of the work directory (default: beside the database).
@@ -65,13 +69,14 @@ pub struct BackupOptions {
     /// How long this backup's lock stays live without renewal (`--lease`); it
     /// is renewed every third of that while the backup runs.
     pub lease: std::time::Duration,
-    /// For a `--db` source: hard-link the blob tree into the work directory the
-    /// moment the point in time is fixed, so that files the application deletes
-    /// meanwhile are still captured (one link per file per backup).
+    /// For a `--db` source: hard-link the tree under the blob root into the
+    /// work directory the moment the point in time is fixed, so that files the
+    /// application deletes meanwhile are still captured (one link per file per
+    /// backup).
     pub prelink: bool,
     /// Repository format to write: 2 (packs, compression) or 1 (every file
     /// an object of its own; readable by rockup 0.1).
-    pub format: u32,
+    pub format: Format,
     /// zstd level for packed content (1–22); 0 stores it uncompressed.
     pub compression_level: i32,
 }
@@ -80,17 +85,17 @@ impl Default for BackupOptions {
     fn default() -> Self {
         Self {
             external: None,
-            jobs: 16,
+            jobs: Jobs::from(16),
             memory_budget: DEFAULT_MEMORY_BUDGET,
             tags: BTreeMap::new(),
-            allow_missing_blobs: false,
+            allow_missing_files: false,
             rehash: false,
             work_dir: None,
             guard: None,
             source: None,
             lease: DEFAULT_LEASE,
             prelink: true,
-            format: crate::repo::REPOSITORY_VERSION,
+            format: Format::NEWEST,
             compression_level: crate::repo::content::DEFAULT_COMPRESSION_LEVEL,
         }
     }
@@ -98,6 +103,7 @@ impl Default for BackupOptions {
 
 /// What a backup did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BackupReport {
     /// The committed manifest header.
     pub header: Header,
@@ -105,8 +111,8 @@ pub struct BackupReport {
     pub problems: Vec<Problem>,
     /// How the checkpoint was taken.
     pub checkpoint: CheckpointStats,
-    /// Referenced files deleted from the blob tree after the point in time and
-    /// captured from their pre-links.
+    /// Referenced files deleted from the tree under the blob root after the
+    /// point in time and captured from their pre-links.
     pub rescued_by_prelinks: u64,
     /// Requests and bytes this run asked of the store.
     pub traffic: Traffic,
@@ -114,7 +120,7 @@ pub struct BackupReport {
 
 /// The identity of one backup run.
 struct Run {
-    backup_id: String,
+    backup_id: BackupId,
     created_at: DateTime<Utc>,
     started: Instant,
 }
@@ -132,30 +138,28 @@ pub async fn backup(
     if let Some(name) = &options.source {
         manifest::check_source_name(name)?;
     }
-    if !(1..=crate::repo::REPOSITORY_VERSION).contains(&options.format) {
-        return Err(Error::Usage(format!(
-            "format {} is not one this rockup writes (1 or {})",
-            options.format,
-            crate::repo::REPOSITORY_VERSION
-        )));
-    }
     repo.check_marker(Some(options.format)).await?;
     let created_at = Utc::now();
     let run = Run {
-        backup_id: layout::new_backup_id(created_at),
+        backup_id: BackupId::new(created_at),
         created_at,
         started,
     };
     // Keeps `prune` from deleting objects this backup reuses before it commits.
-    let lock = RepoLock::acquire(repo, LockKind::Backup, &run.backup_id, options.lease).await?;
-    if let Err(skew) = lock.check_clock() {
-        tracing::warn!(%skew, "the backup id carries this host's time; backups are ordered by the store's");
-    }
-    let result = pipeline(repo, source, options, &run, &lock).await;
-    if let Err(e) = lock.release().await {
-        tracing::warn!(error = %e, "could not remove this backup's lock; `rockup unlock` removes it");
-    }
-    result.map(|report| BackupReport {
+    let request = LockRequest {
+        kind: LockKind::Backup,
+        operation: "backup",
+        id: run.backup_id.clone(),
+        lease: options.lease,
+    };
+    let report = locked(repo, request, async |lock| {
+        if let Err(skew) = lock.check_clock() {
+            tracing::warn!(%skew, "the backup id carries this host's time; backups are ordered by the store's");
+        }
+        pipeline(repo, source, options, &run, lock).await
+    })
+    .await?;
+    Ok(BackupReport {
         traffic: repo.traffic().since(before),
         ..report
     })
@@ -223,7 +227,7 @@ async fn pipeline(
     let transferred =
         transfer::run(dedup, files, pinning.jobs, options, &work, repo.progress()).await?;
     let rescued_by_prelinks = pinning.task.await??;
-    transferred.refuse_problems(&run.backup_id, options.allow_missing_blobs)?;
+    transferred.refuse_problems(&run.backup_id, options.allow_missing_files)?;
     let (header, problems) =
         commit::commit(repo, run, snapshot, transferred, options, lock).await?;
     Ok(BackupReport {
@@ -236,7 +240,7 @@ async fn pipeline(
 }
 
 /// The run's work directory, never inside the database or the blob root.
-fn work_dir(source: &Source<'_>, options: &BackupOptions, run_id: &str) -> Result<WorkDir> {
+fn work_dir(source: &Source<'_>, options: &BackupOptions, run_id: &BackupId) -> Result<WorkDir> {
     let blob_root = options.external.as_ref().map(|e| e.blob_root.as_path());
     if let Some(root) = blob_root.filter(|root| !root.is_dir()) {
         return Err(Error::Usage(format!(
@@ -249,7 +253,7 @@ fn work_dir(source: &Source<'_>, options: &BackupOptions, run_id: &str) -> Resul
         .clone()
         .unwrap_or_else(|| default_work_base(source.path(), blob_root));
     check_work_base(&base, source.path(), blob_root)?;
-    WorkDir::create(&base, run_id)
+    WorkDir::create(&base, run_id.as_str())
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub(super) fn start(
         let pinner = Pinner::new(&external.blob_root, work.path().join("pins"))?
             .with_prelinks(prelinks)
             .with_guard(hold);
-        let spool = Spool::create(&work.path().join("pinned"))?;
+        let spool: Spool<u64, Pinned> = Spool::create(&work.path().join("pinned"))?;
         let (pinner, problems) = pin_all(&db, &external, pinner, &spool)?;
         let rescued = pinner.finish(); // every reference is pinned: lets go of the guard
         drop(db);
@@ -71,7 +71,7 @@ fn pin_all(
     db: &DB,
     external: &ExternalFiles,
     mut pinner: Pinner,
-    spool: &Spool,
+    spool: &Spool<u64, Pinned>,
 ) -> Result<(Pinner, Vec<Problem>)> {
     let mut problems = Vec::new();
     let mut spool_error = None;
@@ -79,8 +79,7 @@ fn pin_all(
     for_each_reference(db, external, |key, item| {
         match item.map(|reference| pinner.pin(key, reference)) {
             Ok(Pin::Captured(file)) => {
-                let value = serde_json::to_vec(&file).expect("pins serialize");
-                if let Err(e) = spool.put(&format!("{count:016x}"), &value) {
+                if let Err(e) = spool.put(&count, &file) {
                     spool_error = Some(e);
                     return false;
                 }
@@ -105,14 +104,17 @@ fn pin_all(
 
 /// Sends the problems, then the pinned files, to the transfer; stops when it
 /// has gone away.
-fn feed(mut sender: mpsc::Sender<Job>, problems: Vec<Problem>, spool: &Spool) -> Result<()> {
+fn feed(
+    mut sender: mpsc::Sender<Job>,
+    problems: Vec<Problem>,
+    spool: &Spool<u64, Pinned>,
+) -> Result<()> {
     let problems = problems
         .into_iter()
         .map(|p| Ok::<_, Error>(Job::Problem(p)));
-    let files = spool.values().map(|value| {
-        let file: Pinned = serde_json::from_slice(&value?).expect("pins deserialize");
-        Ok(Job::External(file))
-    });
+    let files = spool
+        .iter()
+        .map(|pinned| pinned.map(|(_, file)| Job::External(file)));
     for job in problems.chain(files) {
         if futures::executor::block_on(sender.send(job?)).is_err() {
             break;

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use crate::common::progress::Progress;
 use crate::common::spool::Spool;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::manifest::{DbFileEntry, ExternalEntry, Stats};
 use crate::source::WorkDir;
 
@@ -26,7 +27,7 @@ pub(super) struct Transferred {
     /// Database files, by name.
     pub db_entries: Vec<DbFileEntry>,
     /// External entries by path.
-    pub external: Spool,
+    pub external: Spool<String, ExternalEntry>,
     /// References that could not be captured, by path.
     pub problems: Vec<Problem>,
     /// Counts and bytes, including what was uploaded.
@@ -51,7 +52,7 @@ pub(super) async fn run(
             let dedup = dedup.clone();
             async move { dedup.run(job).await }
         })
-        .buffer_unordered(options.jobs.max(1));
+        .buffer_unordered(options.jobs.get());
     let mut transferred = Transferred {
         db_entries: Vec::new(),
         external: Spool::create(&work.path().join("entries"))?,
@@ -95,16 +96,15 @@ impl Transferred {
     }
 
     fn add_external(&mut self, entry: ExternalEntry) -> Result<()> {
-        if self.external.get(&entry.path)?.is_none() {
+        if !self.external.contains(&entry.path)? {
             self.stats.external_files += 1;
             self.stats.external_bytes += entry.size;
         }
-        let json = serde_json::to_vec(&entry).expect("entries serialize");
-        self.external.put(&entry.path, &json)
+        self.external.put(&entry.path.clone(), &entry)
     }
 
     /// Refuses to commit a backup with uncaptured references unless allowed.
-    pub fn refuse_problems(&self, backup_id: &str, allowed: bool) -> Result<()> {
+    pub fn refuse_problems(&self, backup_id: &BackupId, allowed: bool) -> Result<()> {
         if self.problems.is_empty() || allowed {
             return Ok(());
         }

@@ -1,13 +1,14 @@
 //! Retention and garbage collection. [`RetentionPolicy::keep`] (`retention`)
 //! decides which backups stay. [`prune`] then, under a prune lock (no backup may
-//! run meanwhile, see `crate::repo::lock`):
+//! run meanwhile, see `crate::repo::lock`; checked before every deletion):
 //! 1. deletes the manifests of the backups to forget (each disappears at once:
 //!    a backup exists if and only if its manifest does), then their own objects;
-//! 2. collects every object a kept backup references into a scratch index (so
-//!    the set never has to fit in memory);
-//! 3. streams the repository listing and deletes every object nothing references —
-//!    shared table files, external files, objects of interrupted backups — once it
-//!    is older than the grace period.
+//! 2. walks every kept backup ([`Header::referenced`]) into scratch spools —
+//!    objects by key, content by hash — so the set never has to fit in memory;
+//! 3. weighs every pack (`packs`: deleted, kept or repacked);
+//! 4. streams the repository listing and deletes every object nothing
+//!    references — table files, content objects, objects of interrupted
+//!    backups — once it is older than the grace period.
 //!
 //! A repository with an unreadable manifest is not garbage-collected: what that
 //! backup references cannot be known.
@@ -25,10 +26,12 @@ use object_store::ObjectMeta;
 use serde::Serialize;
 
 use crate::common::spool::{scratch_dir, Spool};
+use crate::digest::Sha256;
 use crate::error::{Error, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::layout;
-use crate::repo::lock::{self, LockKind, RepoLock};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
+use crate::repo::lock::{self, locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
+use crate::repo::manifest::{self, Header, Stored};
 use crate::repo::{Repository, Traffic};
 
 use packs::PackPlan;
@@ -39,8 +42,11 @@ pub use retention::RetentionPolicy;
 /// Objects deleted per bulk request batch.
 const DELETE_BATCH: usize = 1000;
 
-/// What `prune` does.
+/// What `prune` does: [`PruneOptions::default`] (a 24-hour grace period,
+/// no retention rule), then the fields that differ — a rule always (see the
+/// crate docs).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PruneOptions {
     /// Which backups to keep.
     pub policy: RetentionPolicy,
@@ -57,24 +63,39 @@ pub struct PruneOptions {
     pub repack_below: f64,
 }
 
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            policy: RetentionPolicy::default(),
+            grace: Duration::from_secs(24 * 3600),
+            dry_run: false,
+            source: None,
+            lease: DEFAULT_LEASE,
+            repack_below: DEFAULT_REPACK_BELOW,
+        }
+    }
+}
+
 /// A backup that stays, and why.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Kept {
     /// The backup kept.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// The rules that keep it (`newest`, `last`, `daily`, `tag k=v`, …).
     pub reasons: Vec<String>,
 }
 
 /// What `prune` did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Nothing was deleted: the report says what would be.
     pub dry_run: bool,
     /// Backups kept, with their reasons.
     pub kept: Vec<Kept>,
     /// Backups forgotten (their manifests deleted), by id.
-    pub forgotten: Vec<String>,
+    pub forgotten: Vec<BackupId>,
     /// Objects deleted (manifests included).
     pub deleted_objects: u64,
     /// Bytes of the objects deleted.
@@ -103,25 +124,30 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
     repo.check_marker(None).await?;
     // Also for a dry run: its report is what a prune would do now, and the
     // lock tells the store's time.
-    let id = layout::new_backup_id(Utc::now());
-    let lock = RepoLock::acquire(repo, LockKind::Prune, &id, options.lease).await?;
-    let report = match lock.check_clock() {
-        Ok(()) => collect(repo, options, lock.written_at()).await,
-        Err(e) => Err(e),
+    let request = LockRequest {
+        kind: LockKind::Prune,
+        operation: "prune",
+        id: BackupId::new(Utc::now()),
+        lease: options.lease,
     };
-    lock.release().await?;
-    report.map(|report| PruneReport {
+    let report = locked(repo, request, async |lock| {
+        lock.check_clock()?;
+        collect(repo, options, lock).await
+    })
+    .await?;
+    Ok(PruneReport {
         traffic: repo.traffic().since(before),
         ..report
     })
 }
 
-/// Forgets and collects, with `now` the store's time.
+/// Forgets and collects under `lock`, whose writing tells the store's time.
 async fn collect(
     repo: &Repository,
     options: &PruneOptions,
-    now: DateTime<Utc>,
+    lock: &RepoLock,
 ) -> Result<PruneReport> {
+    let now = lock.written_at();
     // Locks whose lease ran out go first, before any manifest is read: a
     // backup that lost its lock finds it gone and withdraws its manifest.
     let stale_locks_removed = match options.dry_run {
@@ -144,17 +170,22 @@ async fn collect(
         stale_locks_removed,
         ..Default::default()
     };
-    let forgotten_manifests = forget(repo, &forgotten, options.dry_run, &mut report).await?;
+    let deletes = Deletes {
+        lock,
+        dry_run: options.dry_run,
+    };
+    let forgotten_manifests = forget(repo, &forgotten, &deletes, &mut report).await?;
     let scratch = scratch_dir("prune")?;
-    let referenced = Spool::create(&scratch.path().join("referenced"))?;
+    let referenced = Marked::create(&scratch.path().join("referenced"))?;
     for header in &kept_headers {
-        mark_references(repo, header, &referenced).await?;
+        referenced.mark(repo, header).await?;
     }
     let cutoff = now - chrono::Duration::from_std(options.grace).unwrap_or_default();
     let index_dir = scratch.path().join("index");
+    let contents = &referenced.contents;
     let mut packs =
-        PackPlan::make(repo, &referenced, &index_dir, options.repack_below, cutoff).await?;
-    report.repack = packs.repack(repo, &referenced, options.dry_run).await?;
+        PackPlan::make(repo, contents, &index_dir, options.repack_below, cutoff).await?;
+    report.repack = packs.repack(repo, contents, options.dry_run).await?;
     let garbage = Garbage {
         packs,
         referenced,
@@ -166,7 +197,10 @@ async fn collect(
         locks: format!("{}/", layout::LOCKS),
         cutoff,
     };
-    collect_garbage(repo, &garbage, options.dry_run, &mut report).await?;
+    collect_garbage(repo, &garbage, &deletes, &mut report).await?;
+    if !options.dry_run {
+        lock.check_held().await?;
+    }
     let (staged, bytes) = repo
         .sweep_staged_uploads(garbage.cutoff, options.dry_run)
         .await?;
@@ -182,7 +216,7 @@ fn keep_per_source(
     headers: &[(Header, DateTime<Utc>)],
     options: &PruneOptions,
     now: DateTime<Utc>,
-) -> BTreeMap<String, Vec<String>> {
+) -> BTreeMap<BackupId, Vec<String>> {
     let mut by_source: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for (header, committed_at) in headers {
         by_source
@@ -241,7 +275,7 @@ async fn readable_headers(repo: &Repository) -> Result<Vec<(Header, DateTime<Utc
 async fn forget(
     repo: &Repository,
     forgotten: &[Header],
-    dry_run: bool,
+    deletes: &Deletes<'_>,
     report: &mut PruneReport,
 ) -> Result<HashSet<String>> {
     let manifests: Vec<Path> = forgotten
@@ -255,18 +289,72 @@ async fn forget(
             report.deleted_bytes += meta.size;
         }
     }
-    if !dry_run {
-        repo.delete_all(&manifests).await?;
-    }
+    deletes.delete(repo, &manifests).await?;
     Ok(keys)
+}
+
+/// Deletions of one prune: none when dry, each batch only while its lock is
+/// still held (a prune whose lock was removed may have a backup beside it).
+struct Deletes<'a> {
+    lock: &'a RepoLock,
+    dry_run: bool,
+}
+
+impl Deletes<'_> {
+    async fn delete(&self, repo: &Repository, keys: &[Path]) -> Result<()> {
+        if self.dry_run || keys.is_empty() {
+            return Ok(());
+        }
+        self.lock.check_held().await?;
+        repo.delete_all(keys).await
+    }
+}
+
+/// Everything the kept backups reference: objects by key, content by hash.
+struct Marked {
+    objects: Spool<String, ()>,
+    contents: Spool<Sha256, ()>,
+}
+
+impl Marked {
+    fn create(dir: &std::path::Path) -> Result<Self> {
+        let objects = Spool::create(dir)?;
+        Ok(Self {
+            contents: objects.beside(1),
+            objects,
+        })
+    }
+
+    /// Marks every object and content `header`'s backup needs, its manifest too.
+    async fn mark(&self, repo: &Repository, header: &Header) -> Result<()> {
+        let manifest = layout::manifest(&header.backup_id).to_string();
+        self.objects.put(&manifest, &())?;
+        let mut walk = std::pin::pin!(header.referenced(repo));
+        while let Some(needed) = walk.next().await {
+            let needed = needed?;
+            match needed.stored {
+                Stored::Object(key) => self.objects.put(&key.to_string(), &())?,
+                Stored::Content => self.contents.put(&needed.sha256, &())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a kept backup needs the object at `key`.
+    fn holds(&self, key: &str) -> Result<bool> {
+        match layout::parse_content_key(key) {
+            Some(sha256) => self.contents.contains(&sha256),
+            None => self.objects.contains(&key.to_string()),
+        }
+    }
 }
 
 /// What garbage collection keeps and what it may delete.
 struct Garbage {
     /// The fate of packs and their indexes.
     packs: PackPlan,
-    /// Every object a kept backup references (content: by its blob key).
-    referenced: Spool,
+    /// Every object and content a kept backup references.
+    referenced: Marked,
     /// Manifests already deleted (and counted) by `forget`.
     forgotten_manifests: HashSet<String>,
     /// The forgotten backups' own objects: deleted whatever their age.
@@ -277,6 +365,7 @@ struct Garbage {
 }
 
 /// What garbage collection does with one listed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     /// Referenced, or rockup's marker or a lock.
     Keep,
@@ -293,15 +382,13 @@ impl Garbage {
         if !layout::is_rockup_key(key) {
             return Ok(Verdict::Foreign);
         }
-        match self.packs.verdict(key) {
-            Some(true) => return Ok(Verdict::Delete),
-            Some(false) => return Ok(Verdict::Keep),
-            None => {}
+        if let Some(verdict) = self.packs.verdict(key) {
+            return Ok(verdict);
         }
         if key == layout::MARKER
             || key.starts_with(&self.locks)
             || self.forgotten_manifests.contains(key)
-            || self.referenced.get(key)?.is_some()
+            || self.referenced.holds(key)?
         {
             return Ok(Verdict::Keep);
         }
@@ -318,7 +405,7 @@ impl Garbage {
 async fn collect_garbage(
     repo: &Repository,
     garbage: &Garbage,
-    dry_run: bool,
+    deletes: &Deletes<'_>,
     report: &mut PruneReport,
 ) -> Result<()> {
     let mut batch = Vec::new();
@@ -344,36 +431,8 @@ async fn collect_garbage(
         report.deleted_bytes += meta.size;
         batch.push(meta.location);
         if batch.len() == DELETE_BATCH {
-            delete_batch(repo, &mut batch, dry_run).await?;
+            deletes.delete(repo, &std::mem::take(&mut batch)).await?;
         }
     }
-    delete_batch(repo, &mut batch, dry_run).await
-}
-
-/// Records every object `header`'s backup needs.
-async fn mark_references(repo: &Repository, header: &Header, referenced: &Spool) -> Result<()> {
-    let id = &header.backup_id;
-    referenced.put(layout::manifest(id).as_ref(), b"")?;
-    for part in &header.parts {
-        referenced.put(layout::part(id, &part.sha256).as_ref(), b"")?;
-    }
-    header
-        .for_each_entry(repo, |entry: DbFileEntry| match entry.stored() {
-            Stored::Object(key) => referenced.put(key, b""),
-            Stored::Content(sha256) => referenced.put(layout::external_blob(sha256).as_ref(), b""),
-        })
-        .await?;
-    header
-        .for_each_entry(repo, |entry: ExternalEntry| {
-            referenced.put(layout::external_blob(&entry.sha256).as_ref(), b"")
-        })
-        .await
-}
-
-async fn delete_batch(repo: &Repository, batch: &mut Vec<Path>, dry_run: bool) -> Result<()> {
-    if !dry_run && !batch.is_empty() {
-        repo.delete_all(batch).await?;
-    }
-    batch.clear();
-    Ok(())
+    deletes.delete(repo, &batch).await
 }

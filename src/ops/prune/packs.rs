@@ -16,9 +16,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::Verdict;
 use crate::common::spool::Spool;
 use crate::common::tasks::blocking;
+use crate::digest::Sha256;
 use crate::error::Result;
+use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::pack::reader::{self, Wanted};
 use crate::repo::pack::{ContentIndex, IndexEntry, Located, PackInfo, Packer};
@@ -45,6 +48,7 @@ enum Fate {
 
 /// What pack garbage collection did (or, dry, would do).
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct RepackReport {
     /// Packs repacked.
     pub packs_repacked: u64,
@@ -59,15 +63,18 @@ pub struct RepackReport {
 /// The fate of every pack, and the index it was decided from.
 pub(super) struct PackPlan {
     index: ContentIndex,
-    fates: HashMap<String, Fate>,
-    dangling: HashSet<String>,
+    fates: HashMap<PackId, Fate>,
+    dangling: HashSet<PackId>,
 }
 
+/// The content the kept backups reference.
+type Referenced = Spool<Sha256, ()>;
+
 impl PackPlan {
-    /// Weighs every pack against `referenced` (blob keys of referenced content).
+    /// Weighs every pack against the content the kept backups reference.
     pub async fn make(
         repo: &Repository,
-        referenced: &Spool,
+        referenced: &Referenced,
         dir: &Path,
         repack_below: f64,
         cutoff: DateTime<Utc>,
@@ -75,16 +82,14 @@ impl PackPlan {
         let index = ContentIndex::load(repo, dir, false).await?;
         let mut fates = HashMap::new();
         for info in index.packs.values().filter(|info| info.indexed) {
-            let live: u64 = live_entries(&index, referenced, &info.id)?
+            let live: u64 = live_entries(&index, referenced, info.id)?
                 .iter()
                 .map(|e| e.length)
                 .sum();
-            fates.insert(info.id.clone(), fate(info, live, repack_below, cutoff));
+            fates.insert(info.id, fate(info, live, repack_below, cutoff));
         }
-        for (key, _) in &index.damaged {
-            if let Some(id) = layout::parse_index_key(key) {
-                fates.insert(id.to_string(), Fate::Keep);
-            }
+        for (id, _) in &index.damaged {
+            fates.insert(*id, Fate::Keep);
         }
         let dangling = index.dangling.iter().cloned().collect();
         Ok(Self {
@@ -98,7 +103,7 @@ impl PackPlan {
     pub async fn repack(
         &mut self,
         repo: &Repository,
-        referenced: &Spool,
+        referenced: &Referenced,
         dry_run: bool,
     ) -> Result<RepackReport> {
         let mut report = RepackReport::default();
@@ -120,11 +125,11 @@ impl PackPlan {
                 report.bytes_repacked += info.size;
                 // A dry run deletes nothing: the pack stays.
                 let fate = if dry_run { Fate::Keep } else { Fate::Repacked };
-                self.fates.insert(info.id.clone(), fate);
+                self.fates.insert(info.id, fate);
             } else {
                 tracing::warn!(pack = %info.id, "damaged entries: pack kept (`rockup verify --deep` names them)");
                 report.damaged_entries.extend(damaged);
-                self.fates.insert(info.id.clone(), Fate::Keep);
+                self.fates.insert(info.id, Fate::Keep);
             }
         }
         let stored = packer.finish().await?;
@@ -138,17 +143,17 @@ impl PackPlan {
     async fn copy_live(
         &self,
         repo: &Repository,
-        referenced: &Spool,
+        referenced: &Referenced,
         info: &PackInfo,
         packer: &Packer,
     ) -> Result<Vec<String>> {
-        let live = live_entries(&self.index, referenced, &info.id)?;
+        let live = live_entries(&self.index, referenced, info.id)?;
         let wanted = live.into_iter().map(|entry| Wanted { entry, target: () });
         let mut damaged = Vec::new();
         for range in reader::ranges(wanted.collect(), reader::RANGE_SPAN) {
             let read = reader::read_range(
                 repo,
-                &info.id,
+                info.id,
                 info.size,
                 range,
                 |wanted, frame| async move {
@@ -173,17 +178,19 @@ impl PackPlan {
         Ok(damaged)
     }
 
-    /// What garbage collection does with `key`, if it is a pack or an index:
-    /// `Some(true)` delete, `Some(false)` keep; `None` when neither or when
-    /// only its age decides (an unindexed pack).
-    pub fn verdict(&self, key: &str) -> Option<bool> {
-        if self.dangling.contains(key) {
-            return Some(true);
+    /// What garbage collection does with `key`, if it is a pack or an index
+    /// whose fate is decided; `None` when neither, or when only its age
+    /// decides (a dead pack, an unindexed one).
+    pub fn verdict(&self, key: &str) -> Option<Verdict> {
+        if let Some(index) = layout::parse_index_key(key) {
+            if self.dangling.contains(&index) {
+                return Some(Verdict::Delete);
+            }
         }
         let id = layout::parse_pack_key(key).or_else(|| layout::parse_index_key(key))?;
-        match self.fates.get(id)? {
-            Fate::Keep | Fate::Repack => Some(false),
-            Fate::Repacked => Some(true),
+        match self.fates.get(&id)? {
+            Fate::Keep | Fate::Repack => Some(Verdict::Keep),
+            Fate::Repacked => Some(Verdict::Delete),
             Fate::Dead => None,
         }
     }
@@ -202,7 +209,11 @@ fn fate(info: &PackInfo, live: u64, repack_below: f64, cutoff: DateTime<Utc>) ->
 
 /// The entries of pack `id` that kept backups reference and for which it is
 /// the pack the indexes name first.
-fn live_entries(index: &ContentIndex, referenced: &Spool, id: &str) -> Result<Vec<IndexEntry>> {
+fn live_entries(
+    index: &ContentIndex,
+    referenced: &Referenced,
+    id: PackId,
+) -> Result<Vec<IndexEntry>> {
     let mut live = Vec::new();
     let mut after = None;
     loop {
@@ -212,9 +223,7 @@ fn live_entries(index: &ContentIndex, referenced: &Spool, id: &str) -> Result<Ve
         };
         after = Some(last.offset);
         for entry in batch {
-            let wanted = referenced
-                .get(layout::external_blob(&entry.sha256).as_ref())?
-                .is_some();
+            let wanted = referenced.contains(&entry.sha256)?;
             let first = matches!(index.locate(&entry.sha256)?, Located::Packed(l) if l.pack == id);
             if wanted && first {
                 live.push(entry);

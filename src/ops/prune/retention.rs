@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 
-/// Which backups to keep. A backup is kept when any rule keeps it.
+use crate::repo::ids::BackupId;
+
+/// Which backups to keep: [`RetentionPolicy::default`] (no rule), then the
+/// rules wanted. A backup is kept when any rule keeps it.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RetentionPolicy {
     /// The N newest backups.
     pub keep_last: Option<usize>,
@@ -24,7 +28,7 @@ pub struct RetentionPolicy {
 /// A backup as the policy sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
-    pub backup_id: String,
+    pub backup_id: BackupId,
     pub created_at: DateTime<Utc>,
     pub tags: BTreeMap<String, String>,
 }
@@ -44,13 +48,13 @@ impl RetentionPolicy {
         &self,
         backups: &[Candidate],
         now: DateTime<Utc>,
-    ) -> BTreeMap<String, Vec<String>> {
+    ) -> BTreeMap<BackupId, Vec<String>> {
         let mut newest_first: Vec<&Candidate> = backups.iter().collect();
         // Stores date objects to the second (S3, Azure): within one second the
         // id (time-sortable) decides, as it does for `latest`.
         newest_first
             .sort_by(|a, b| (b.created_at, &b.backup_id).cmp(&(a.created_at, &a.backup_id)));
-        let mut kept: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut kept: BTreeMap<BackupId, Vec<String>> = BTreeMap::new();
         let mut keep = |backup: &Candidate, reason: String| {
             kept.entry(backup.backup_id.clone())
                 .or_default()
@@ -116,15 +120,18 @@ mod tests {
     fn at(day: u32, hour: u32) -> Candidate {
         let created_at = Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap();
         Candidate {
-            backup_id: format!("{day:02}-{hour:02}"),
+            backup_id: BackupId::new(created_at),
             created_at,
             tags: BTreeMap::new(),
         }
     }
 
+    /// The kept backups, as `DD-HH` of their creation.
     fn kept(policy: &RetentionPolicy, backups: &[Candidate]) -> Vec<String> {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-        policy.keep(backups, now).into_keys().collect()
+        let kept = policy.keep(backups, now).into_keys();
+        kept.map(|id| id.created_at().format("%d-%H").to_string())
+            .collect()
     }
 
     #[test]
@@ -173,18 +180,19 @@ mod tests {
     fn within_one_second_the_later_id_is_the_newer() {
         let second = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         let older = Candidate {
-            backup_id: "20261125T120000.100Z-00000001".into(),
+            backup_id: "20261125T120000.100Z-00000001".parse().unwrap(),
             created_at: second,
             tags: BTreeMap::new(),
         };
         let newer = Candidate {
-            backup_id: "20261125T120000.900Z-00000002".into(),
+            backup_id: "20261125T120000.900Z-00000002".parse().unwrap(),
             ..older.clone()
         };
         let last = RetentionPolicy {
             keep_last: Some(1),
             ..Default::default()
         };
-        assert_eq!(kept(&last, &[older, newer.clone()]), [newer.backup_id]);
+        let kept = last.keep(&[older, newer.clone()], second).into_keys();
+        assert_eq!(kept.collect::<Vec<_>>(), [newer.backup_id]);
     }
 }

@@ -18,12 +18,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::common::tasks::blocking;
+use crate::common::tasks::{blocking, Jobs};
+use crate::digest::{Hasher, Sha256};
 use crate::error::{Error, Problem, Result};
-use crate::repo::{Fetched, RangeRead, Repository};
+use crate::repo::{Fetched, RangeFetched, Repository};
 
 /// The permission bits a restore may set: never setuid, setgid or sticky.
 pub(super) const PERMISSION_BITS: u32 = 0o777;
@@ -32,11 +32,12 @@ const RANGED_FROM: u64 = 32 << 20;
 /// The size of one ranged GET.
 const RANGE: u64 = 8 << 20;
 
-/// One object to restore, and what its file gets once it is verified.
-pub(super) struct Job {
+/// One file to restore from an object of its own, and what the file gets
+/// once it is verified.
+pub(super) struct Download {
     pub key: ObjectPath,
     pub dest: PathBuf,
-    pub sha256: String,
+    pub sha256: Sha256,
     pub size: u64,
     /// Permission bits to set (masked to [`PERMISSION_BITS`]); `None` keeps 0600.
     pub mode: Option<u32>,
@@ -45,7 +46,7 @@ pub(super) struct Job {
 }
 
 /// What a download found, short of an error of the store or the disk.
-enum Found {
+enum Checked {
     Intact,
     Missing,
     Corrupt(String),
@@ -55,28 +56,28 @@ enum Found {
 pub(super) struct Downloader {
     repo: Repository,
     requests: Arc<Semaphore>,
-    jobs: usize,
+    jobs: Jobs,
 }
 
 impl Downloader {
-    pub fn new(repo: &Repository, jobs: usize) -> Self {
+    pub fn new(repo: &Repository, jobs: Jobs) -> Self {
         Self {
             repo: repo.clone(),
-            requests: Arc::new(Semaphore::new(jobs.max(1))),
-            jobs: jobs.max(1),
+            requests: Arc::new(Semaphore::new(jobs.get())),
+            jobs,
         }
     }
 
-    /// Downloads every job; returns the objects found missing or corrupt.
-    pub async fn run(&self, jobs: impl Stream<Item = Result<Job>>) -> Result<Vec<Problem>> {
+    /// Downloads every file; returns the objects found missing or corrupt.
+    pub async fn run(&self, jobs: impl Stream<Item = Result<Download>>) -> Result<Vec<Problem>> {
         jobs.map_ok(|job| self.download(job))
-            .try_buffer_unordered(self.jobs)
+            .try_buffer_unordered(self.jobs.get())
             .try_filter_map(|problem| async move { Ok(problem) })
             .try_collect()
             .await
     }
 
-    async fn download(&self, job: Job) -> Result<Option<Problem>> {
+    async fn download(&self, job: Download) -> Result<Option<Problem>> {
         let file = create_exclusive(&job.dest)?;
         let found = match job.size >= RANGED_FROM {
             true => self.ranged(&job, &file).await?,
@@ -87,31 +88,31 @@ impl Downloader {
         };
         self.repo.progress().advance(job.size);
         match found {
-            Found::Intact => finish(&file, &job.dest, job.mode, job.mtime_ns).map(|()| None),
-            Found::Missing => Ok(Some(Problem::missing_object(job.key.to_string()))),
-            Found::Corrupt(detail) => {
+            Checked::Intact => finish(&file, &job.dest, job.mode, job.mtime_ns).map(|()| None),
+            Checked::Missing => Ok(Some(Problem::missing_object(job.key.to_string()))),
+            Checked::Corrupt(detail) => {
                 Ok(Some(Problem::corrupt_object(job.key.to_string(), detail)))
             }
         }
     }
 
     /// One GET, hashed as it streams.
-    async fn whole(&self, job: &Job, file: std::fs::File) -> Result<Found> {
+    async fn whole(&self, job: &Download, file: std::fs::File) -> Result<Checked> {
         let _request = self.requests.acquire().await.expect("never closed");
         let mut out = tokio::fs::File::from_std(file);
-        let wanted = (job.size, job.sha256.as_str());
+        let wanted = (job.size, &job.sha256);
         Ok(
             match self
                 .repo
                 .read_verified(&job.key, wanted, &mut out, &job.dest)
                 .await?
             {
-                Fetched::Intact => Found::Intact,
-                Fetched::Missing => Found::Missing,
+                Fetched::Intact => Checked::Intact,
+                Fetched::Missing => Checked::Missing,
                 Fetched::TooLarge => {
-                    Found::Corrupt(format!("larger than the {} bytes recorded", job.size))
+                    Checked::Corrupt(format!("larger than the {} bytes recorded", job.size))
                 }
-                Fetched::Differs { bytes, sha256 } => Found::Corrupt(format!(
+                Fetched::Differs { bytes, sha256 } => Checked::Corrupt(format!(
                     "expected {} bytes with SHA-256 {}, got {bytes} bytes with {sha256}",
                     job.size, job.sha256
                 )),
@@ -120,16 +121,16 @@ impl Downloader {
     }
 
     /// Ranged GETs in parallel, then one hash of the file.
-    async fn ranged(&self, job: &Job, file: &std::fs::File) -> Result<Found> {
+    async fn ranged(&self, job: &Download, file: &std::fs::File) -> Result<Checked> {
         let mut ranges =
             (0..job.size.div_ceil(RANGE)).map(|i| i * RANGE..((i + 1) * RANGE).min(job.size));
         let first = ranges.next().expect("a ranged object is not empty");
         if let Some(found) = self.range(job, file, first).await? {
             return Ok(found);
         }
-        let problems: Vec<Found> = futures::stream::iter(ranges)
+        let problems: Vec<Checked> = futures::stream::iter(ranges)
             .map(|range| self.range(job, file, range))
-            .buffer_unordered(self.jobs)
+            .buffer_unordered(self.jobs.get())
             .try_filter_map(|found| async move { Ok(found) })
             .try_collect()
             .await?;
@@ -139,8 +140,8 @@ impl Downloader {
         let path = job.dest.clone();
         let (bytes, sha256) = blocking(move || hash_file(&path)).await?;
         Ok(match bytes == job.size && sha256 == job.sha256 {
-            true => Found::Intact,
-            false => Found::Corrupt(format!(
+            true => Checked::Intact,
+            false => Checked::Corrupt(format!(
                 "expected {} bytes with SHA-256 {}, got {bytes} bytes with {sha256}",
                 job.size, job.sha256
             )),
@@ -150,10 +151,10 @@ impl Downloader {
     /// One range; `Some` when the object is not what was recorded.
     async fn range(
         &self,
-        job: &Job,
+        job: &Download,
         file: &std::fs::File,
         range: std::ops::Range<u64>,
-    ) -> Result<Option<Found>> {
+    ) -> Result<Option<Checked>> {
         let _request = self.requests.acquire().await.expect("never closed");
         let target = (file, job.dest.as_path());
         Ok(
@@ -162,13 +163,13 @@ impl Downloader {
                 .read_range_into(&job.key, range, job.size, target)
                 .await?
             {
-                RangeRead::Written => None,
-                RangeRead::Missing => Some(Found::Missing),
-                RangeRead::ObjectSize(size) => Some(Found::Corrupt(format!(
+                RangeFetched::Written => None,
+                RangeFetched::Missing => Some(Checked::Missing),
+                RangeFetched::ObjectSize(size) => Some(Checked::Corrupt(format!(
                     "{size} bytes long, not the {} bytes recorded",
                     job.size
                 ))),
-                RangeRead::Short(at) => Some(Found::Corrupt(format!(
+                RangeFetched::Short(at) => Some(Checked::Corrupt(format!(
                     "ended early, at byte {at} of {}",
                     job.size
                 ))),
@@ -178,13 +179,13 @@ impl Downloader {
 }
 
 /// Size and SHA-256 of a file, read back (from the page cache, just written).
-fn hash_file(path: &Path) -> Result<(u64, String)> {
+fn hash_file(path: &Path) -> Result<(u64, Sha256)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let (mut hasher, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+    let (mut hasher, mut buf, mut total) = (Hasher::default(), vec![0u8; 1 << 20], 0u64);
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return Ok((total, hex::encode(hasher.finalize()))),
+            Ok(0) => return Ok((total, hasher.finish())),
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 total += n as u64;
@@ -238,20 +239,23 @@ mod tests {
         repo
     }
 
-    fn job(key: &ObjectPath, dir: &Path, content: &[u8]) -> Job {
-        Job {
+    fn job(key: &ObjectPath, dir: &Path, content: &[u8]) -> Download {
+        Download {
             key: key.clone(),
             dest: dir.join("restored"),
-            sha256: hex::encode(Sha256::digest(content)),
+            sha256: Sha256::of(content),
             size: content.len() as u64,
             mode: Some(0o640),
             mtime_ns: None,
         }
     }
 
-    async fn restore_one(repo: &Repository, job: Job) -> Vec<Problem> {
+    async fn restore_one(repo: &Repository, job: Download) -> Vec<Problem> {
         let jobs = futures::stream::iter([Ok(job)]);
-        Downloader::new(repo, 4).run(jobs).await.unwrap()
+        Downloader::new(repo, Jobs::from(4))
+            .run(jobs)
+            .await
+            .unwrap()
     }
 
     fn content() -> Vec<u8> {

@@ -1,12 +1,18 @@
-//! Restore onto a fresh host: parallel download with a hash check of every file,
-//! into staging directories inside the targets, renamed into place at the end.
-//! Refuses non-empty targets; acts only on validated manifest entries (RocksDB file
-//! names; normalized relative paths), creates files with `O_EXCL` (never following
-//! a symlink) and mode 0600, restores content, permission bits (never setuid,
-//! setgid or sticky) and mtime — never ownership — and the database directory's
-//! mode where it creates it; placement is all or nothing. Then it opens
-//! the restored database read-only, checks that it reaches the backup's sequence
-//! number, and checks that every record's reference resolves to a restored file.
+//! Restore onto a fresh host. The backup is walked once
+//! ([`Header::referenced`]): each file is fetched from its own object
+//! (`download`: `--jobs` requests in flight, large objects in ranges) or, when
+//! its content is in a pack, queued by pack and offset and read with coalesced
+//! ranges (`packed`); every byte is checked against its size and SHA-256
+//! before the file gets its mode and mtime. Files go into staging directories
+//! inside the targets (`stage`), renamed into place at the end, all or
+//! nothing. Refuses non-empty targets; acts only on validated manifest entries
+//! (RocksDB file names; normalized relative paths), creates files with
+//! `O_EXCL` (never following a symlink) and mode 0600, restores content,
+//! permission bits (never setuid, setgid or sticky) and mtime — never
+//! ownership — and the database directory's mode where it creates it. Then
+//! (`check`) it opens the restored database read-only, checks that it reaches
+//! the backup's sequence number, and that every record's reference resolves to
+//! a restored file.
 
 mod check;
 mod download;
@@ -18,19 +24,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt, TryStreamExt};
-
-use object_store::path::Path as ObjectPath;
+use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::common::references::ReferenceExtractor;
 use crate::common::spool::scratch_dir;
+use crate::common::tasks::Jobs;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::layout;
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, Stored};
+use crate::repo::manifest::{self, Entry, Header, Referenced, Stored};
 use crate::repo::pack::{ContentIndex, Located};
 use crate::repo::{Repository, Traffic};
-use download::{Downloader, Job, PERMISSION_BITS};
+use download::{Download, Downloader, PERMISSION_BITS};
 use packed::PackedFiles;
 use stage::{place_all, Staging};
 
@@ -38,17 +44,19 @@ use stage::{place_all, Staging};
 /// far more than there are cores; large objects are fetched in ranges.
 pub const RESTORE_JOBS: usize = 32;
 
-/// How to restore.
+/// How to restore: [`RestoreOptions::default`], then the fields that differ
+/// — `db_dir` always (see the crate docs).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// Backup id or `latest`.
     pub backup: String,
-    /// Where the database goes (missing or empty).
+    /// Where the database goes (missing or empty); required.
     pub db_dir: PathBuf,
     /// Where external files go (missing or empty); required when the backup has any.
     pub blob_root: Option<PathBuf>,
     /// Requests in flight (objects, or ranges of a large object).
-    pub jobs: usize,
+    pub jobs: Jobs,
     /// The application's extractor, for backups made with one (library mode).
     pub extractor: Option<Arc<dyn ReferenceExtractor>>,
     /// Options to open the restored database with (custom comparators).
@@ -57,19 +65,15 @@ pub struct RestoreOptions {
     pub source: Option<String>,
 }
 
-impl RestoreOptions {
-    /// Restores `backup` (an id or `latest`) into `db_dir` and, for its external
-    /// files, `blob_root`, with [`RESTORE_JOBS`] requests in flight.
-    pub fn new(
-        backup: impl Into<String>,
-        db_dir: impl Into<PathBuf>,
-        blob_root: Option<PathBuf>,
-    ) -> Self {
+impl Default for RestoreOptions {
+    /// The latest backup, [`RESTORE_JOBS`] requests in flight; `db_dir` must
+    /// still be set.
+    fn default() -> Self {
         Self {
-            backup: backup.into(),
-            db_dir: db_dir.into(),
-            blob_root,
-            jobs: RESTORE_JOBS,
+            backup: "latest".into(),
+            db_dir: PathBuf::new(),
+            blob_root: None,
+            jobs: Jobs::from(RESTORE_JOBS),
             extractor: None,
             open_options: None,
             source: None,
@@ -79,9 +83,10 @@ impl RestoreOptions {
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RestoreReport {
     /// The backup restored.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// The sequence number the restored database reached (the backup's).
     pub sequence_number: u64,
     /// Database files restored.
@@ -103,6 +108,11 @@ pub struct RestoreReport {
 /// Restores a backup; see the module docs for what is checked.
 pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<RestoreReport> {
     let before = repo.traffic();
+    if options.db_dir.as_os_str().is_empty() {
+        return Err(Error::Usage(
+            "no database directory to restore into: set RestoreOptions::db_dir (--db-dir)".into(),
+        ));
+    }
     repo.check_marker(None).await?;
     let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
     let blob_root = blob_root(&header, options)?;
@@ -110,50 +120,44 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     if let Some(root) = &blob_root {
         require_empty(root)?;
     }
-    let db_entries: Vec<DbFileEntry> = header.entries(repo).await?;
-    let mut report = RestoreReport {
-        backup_id: header.backup_id.clone(),
-        sequence_number: header.sequence_number,
-        db_files: db_entries.len() as u64,
-        // Sizes come from the manifest: a forged one must not overflow the sum.
-        db_bytes: db_entries
-            .iter()
-            .fold(0, |sum, e| sum.saturating_add(e.size)),
-        external_files: 0,
-        external_bytes: 0,
-        references_checked: 0,
-        known_problems: header.problem_count,
-        traffic: Traffic::default(),
+    let stages = Stages {
+        db: Staging::create(&options.db_dir, header.backup_id.as_str())?,
+        external: match &blob_root {
+            Some(root) => Some(Staging::create(root, header.backup_id.as_str())?),
+            None => None,
+        },
+        tally: Tally::default(),
     };
-    let db_stage = Staging::create(&options.db_dir, &header.backup_id)?;
-    let blob_stage = match &blob_root {
-        Some(root) => Some(Staging::create(root, &header.backup_id)?),
-        None => None,
-    };
-    let tally = Tally::default();
-    let total_files = report.db_files.saturating_add(header.stats.external_files);
-    let total_bytes = report.db_bytes.saturating_add(header.stats.external_bytes);
     let content = Content::load(repo).await?;
+    let stats = &header.stats;
+    let total_files = stats.db_files.saturating_add(stats.external_files);
+    let total_bytes = stats.db_bytes.saturating_add(stats.external_bytes);
     repo.progress().start(Some(total_files), Some(total_bytes));
-    let db_jobs = db_entries.iter().map(|entry| db_job(entry, &db_stage));
-    let jobs = futures::stream::iter(db_jobs)
-        .chain(external_jobs(repo, &header, blob_stage.as_ref(), &tally))
-        .try_filter_map(|job| async { content.route(job) });
-    let mut problems = Downloader::new(repo, options.jobs).run(jobs).await?;
+    let downloads = header
+        .referenced(repo)
+        .try_filter_map(|needed| async { stages.download(&header, needed) })
+        .try_filter_map(|(stored, download)| {
+            futures::future::ready(content.route(&stored, download))
+        });
+    let mut problems = Downloader::new(repo, options.jobs).run(downloads).await?;
     problems.extend(content.packed.run(repo, options.jobs).await?);
     if !problems.is_empty() {
         // Content an unusable index held is looked for elsewhere: name the cause.
         problems.extend(content.index.problems());
     }
-    report.external_files = tally.files.into_inner();
-    report.external_bytes = tally.bytes.into_inner();
     fail_on(problems, |count| {
         format!(
             "restore of {} failed: {count} corrupt or missing object(s); nothing was placed",
             header.backup_id
         )
     })?;
-    let placed = place_all([Some(db_stage), blob_stage].into_iter().flatten().collect())?;
+    let mut report = stages.report(&header);
+    let placed = place_all(
+        [Some(stages.db), stages.external]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )?;
     if let (Some(mode), true) = (header.db_mode, placed[0].created_target) {
         let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
         std::fs::set_permissions(&options.db_dir, permissions)
@@ -177,11 +181,15 @@ fn blob_root(header: &Header, options: &RestoreOptions) -> Result<Option<PathBuf
     match (&options.blob_root, has_external) {
         (Some(root), _) => Ok(Some(root.clone())),
         (None, false) => Ok(None),
-        (None, true) => Err(Error::Usage(format!(
-            "backup {} holds {} external file(s); pass --blob-root DIR to restore them",
-            header.backup_id, header.stats.external_files
-        ))),
+        (None, true) => Err(needs_blob_root(header)),
     }
+}
+
+fn needs_blob_root(header: &Header) -> Error {
+    Error::Usage(format!(
+        "backup {} holds external files; pass --blob-root DIR to restore them",
+        header.backup_id
+    ))
 }
 
 /// `Err(Problems)` when there are any, summarized from their number.
@@ -213,85 +221,103 @@ impl Content {
         })
     }
 
-    /// A job whose key is a blob (`blobs/sha256/…`) goes to its pack's queue
-    /// when the content is packed; every other job is downloaded as is.
-    fn route(&self, job: Job) -> Result<Option<Job>> {
-        if job.key != layout::external_blob(&job.sha256) {
-            return Ok(Some(job));
+    /// Content by hash that is in a pack goes to its pack's queue; every
+    /// other file is downloaded from its object.
+    fn route(&self, stored: &Stored, download: Download) -> Result<Option<Download>> {
+        if *stored != Stored::Content {
+            return Ok(Some(download));
         }
-        match self.index.locate(&job.sha256)? {
-            Located::Packed(location) => self.packed.push(location, job).map(|()| None),
-            Located::Blob => Ok(Some(job)),
+        match self.index.locate(&download.sha256)? {
+            Located::Packed(location) => self.packed.push(location, download).map(|()| None),
+            Located::Object => Ok(Some(download)),
         }
     }
 }
 
-fn db_job(entry: &DbFileEntry, stage: &Staging) -> Result<Job> {
-    let key = match entry.stored() {
-        Stored::Object(object) => ObjectPath::from(object),
-        Stored::Content(sha256) => layout::external_blob(sha256),
-    };
-    Ok(Job {
-        key,
-        dest: stage.path.join(&entry.name),
-        sha256: entry.sha256.clone(),
-        size: entry.size,
-        mode: entry.mode,
-        mtime_ns: None,
-    })
+/// The staging directories of a restore, and what was staged in them.
+struct Stages {
+    db: Staging,
+    external: Option<Staging>,
+    tally: Tally,
 }
 
-/// External files counted as their parts are read.
+/// Files and bytes staged, counted as the backup is walked.
 #[derive(Default)]
 struct Tally {
-    files: AtomicU64,
-    bytes: AtomicU64,
+    db_files: AtomicU64,
+    db_bytes: AtomicU64,
+    external_files: AtomicU64,
+    external_bytes: AtomicU64,
 }
 
-/// The external files' jobs, part by part (one part in memory at a time),
-/// each part's directories created in staging before its files are fetched.
-fn external_jobs<'a>(
-    repo: &'a Repository,
-    header: &'a Header,
-    stage: Option<&'a Staging>,
-    tally: &'a Tally,
-) -> impl Stream<Item = Result<Job>> + 'a {
-    let parts = stage.map(|stage| {
-        header
-            .parts_of::<ExternalEntry>()
-            .map(move |part| (stage, part))
-    });
-    futures::stream::iter(parts.into_iter().flatten())
-        .then(move |(stage, part)| async move {
-            let entries: Vec<ExternalEntry> = header.read_part(repo, part).await?;
-            let jobs = entries
-                .into_iter()
-                .map(|entry| external_job(entry, stage, tally))
-                .collect::<Vec<_>>();
-            Ok::<_, Error>(futures::stream::iter(jobs))
-        })
-        .try_flatten()
-}
-
-fn external_job(entry: ExternalEntry, stage: &Staging, tally: &Tally) -> Result<Job> {
-    if let Some(parent) = Path::new(&entry.path).parent() {
-        let dir = stage.path.join(parent);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+impl Stages {
+    /// The download of a file the backup needs (none for its parts, which
+    /// the walk has read), and where its bytes are.
+    fn download(&self, header: &Header, needed: Referenced) -> Result<Option<(Stored, Download)>> {
+        let Referenced {
+            stored,
+            size,
+            sha256,
+            entry,
+        } = needed;
+        let key = match &stored {
+            Stored::Object(key) => key.clone(),
+            Stored::Content => layout::content_object(&sha256),
+        };
+        let (dest, mode, mtime_ns) = match entry {
+            Entry::Part(_) => return Ok(None),
+            Entry::Db(db) => {
+                count(&self.tally.db_files, &self.tally.db_bytes, size);
+                (self.db.path.join(&db.name), db.mode, None)
+            }
+            Entry::External(external) => {
+                let stage = self
+                    .external
+                    .as_ref()
+                    .ok_or_else(|| needs_blob_root(header))?;
+                count(&self.tally.external_files, &self.tally.external_bytes, size);
+                (
+                    stage.mkdir_for(&external.path)?,
+                    Some(external.mode),
+                    Some(external.mtime_ns),
+                )
+            }
+        };
+        let download = Download {
+            key,
+            dest,
+            sha256,
+            size,
+            mode,
+            mtime_ns,
+        };
+        Ok(Some((stored, download)))
     }
-    tally.files.fetch_add(1, Ordering::Relaxed);
-    let _ = tally
-        .bytes
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-            Some(b.saturating_add(entry.size))
-        });
-    Ok(Job {
-        key: layout::external_blob(&entry.sha256),
-        dest: stage.path.join(&entry.path),
-        size: entry.size,
-        mode: Some(entry.mode),
-        mtime_ns: Some(entry.mtime_ns),
-        sha256: entry.sha256,
-    })
+
+    /// The report of what was staged.
+    fn report(&self, header: &Header) -> RestoreReport {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        RestoreReport {
+            backup_id: header.backup_id.clone(),
+            sequence_number: header.sequence_number,
+            db_files: read(&self.tally.db_files),
+            db_bytes: read(&self.tally.db_bytes),
+            external_files: read(&self.tally.external_files),
+            external_bytes: read(&self.tally.external_bytes),
+            references_checked: 0,
+            known_problems: header.problem_count,
+            traffic: Traffic::default(),
+        }
+    }
+}
+
+/// One more file of `size` bytes. Sizes come from the manifest: a forged one
+/// must not overflow the sum.
+fn count(files: &AtomicU64, bytes: &AtomicU64, size: u64) {
+    files.fetch_add(1, Ordering::Relaxed);
+    let _ = bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+        Some(b.saturating_add(size))
+    });
 }
 
 fn require_empty(dir: &Path) -> Result<()> {

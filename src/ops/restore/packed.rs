@@ -12,10 +12,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::download::{create_exclusive, finish, Job};
+use super::download::{create_exclusive, finish, Download};
 use crate::common::spool::Spool;
-use crate::common::tasks::blocking;
+use crate::common::tasks::{blocking, Jobs};
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::pack::reader::{self, Failed, Wanted};
 use crate::repo::pack::{IndexEntry, Location};
@@ -36,16 +37,20 @@ struct Queued {
     mtime_ns: Option<i64>,
 }
 
+/// Where a queued file's content is: pack, offset, and the order it was
+/// queued in (files sharing content are queued each).
+type QueueKey = (PackId, u64, u64);
+
 /// The queued files of one pack, by offset.
 struct PackFiles {
-    pack: String,
+    pack: PackId,
     pack_size: u64,
     files: Vec<Wanted<Queued>>,
 }
 
 /// The packed files of one restore, by pack and offset.
 pub(super) struct PackedFiles {
-    spool: Spool,
+    spool: Spool<QueueKey, Queued>,
     sequence: AtomicU64,
 }
 
@@ -57,25 +62,24 @@ impl PackedFiles {
         })
     }
 
-    /// Queues `job`'s file, whose content is at `location`.
-    pub fn push(&self, location: Location, job: Job) -> Result<()> {
+    /// Queues the file of `download`, whose content is at `location`.
+    pub fn push(&self, location: Location, download: Download) -> Result<()> {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let key = format!("{}/{:016x}/{n:016x}", location.pack, location.entry.offset);
+        let key = (location.pack, location.entry.offset, n);
         let queued = Queued {
             pack_size: location.pack_size,
             entry: location.entry,
-            size: job.size,
-            dest: job.dest,
-            mode: job.mode,
-            mtime_ns: job.mtime_ns,
+            size: download.size,
+            dest: download.dest,
+            mode: download.mode,
+            mtime_ns: download.mtime_ns,
         };
-        self.spool
-            .put(&key, &serde_json::to_vec(&queued).expect("serializes"))
+        self.spool.put(&key, &queued)
     }
 
     /// Restores every queued file; returns what was missing or corrupt.
-    pub async fn run(&self, repo: &Repository, jobs: usize) -> Result<Vec<Problem>> {
-        let packs = futures::stream::try_unfold(None::<String>, |after| async move {
+    pub async fn run(&self, repo: &Repository, jobs: Jobs) -> Result<Vec<Problem>> {
+        let packs = futures::stream::try_unfold(None::<QueueKey>, |after| async move {
             Ok::<_, Error>(
                 self.next_pack(after)?
                     .map(|(pack, last)| (pack, Some(last))),
@@ -88,32 +92,31 @@ impl PackedFiles {
                  files,
              }| {
                 let ranges = reader::ranges(files, reader::RANGE_SPAN).into_iter();
-                futures::stream::iter(ranges.map(move |r| Ok((pack.clone(), pack_size, r))))
+                futures::stream::iter(ranges.map(move |r| Ok((pack, pack_size, r))))
             },
         );
         let problems: Vec<Vec<Problem>> = ranges
             .try_flatten()
             .map_ok(|(pack, pack_size, range)| restore_range(repo, pack, pack_size, range))
-            .try_buffer_unordered(jobs.max(1))
+            .try_buffer_unordered(jobs.get())
             .try_collect()
             .await?;
         Ok(problems.into_iter().flatten().collect())
     }
 
     /// The files of the next pack after spool key `after`, and the last key read.
-    fn next_pack(&self, mut after: Option<String>) -> Result<Option<(PackFiles, String)>> {
+    fn next_pack(&self, mut after: Option<QueueKey>) -> Result<Option<(PackFiles, QueueKey)>> {
         let mut group: Option<PackFiles> = None;
         loop {
-            let batch = self.spool.batch_after(after.as_deref(), SPOOL_BATCH)?;
+            let batch = self.spool.batch_after(after.as_ref(), SPOOL_BATCH)?;
             if batch.is_empty() {
                 return Ok(group.zip(after));
             }
-            for (key, json) in batch {
-                let pack = key.split('/').next().unwrap_or_default().to_string();
+            for (key, queued) in batch {
+                let pack = key.0;
                 if group.as_ref().is_some_and(|g| g.pack != pack) {
                     return Ok(group.zip(after));
                 }
-                let queued: Queued = serde_json::from_slice(&json).expect("our own spool");
                 let group = group.get_or_insert_with(|| PackFiles {
                     pack,
                     pack_size: queued.pack_size,
@@ -132,12 +135,12 @@ impl PackedFiles {
 /// Reads one range and restores its files.
 async fn restore_range(
     repo: &Repository,
-    pack: String,
+    pack: PackId,
     pack_size: u64,
     range: Vec<Wanted<Queued>>,
 ) -> Result<Vec<Problem>> {
-    let key = layout::pack(&pack).to_string();
-    let read = reader::read_range(repo, &pack, pack_size, range, |wanted, frame| {
+    let key = layout::pack(pack).to_string();
+    let read = reader::read_range(repo, pack, pack_size, range, |wanted, frame| {
         restore_file(repo, &key, wanted, frame)
     })
     .await?;

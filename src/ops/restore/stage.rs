@@ -42,6 +42,16 @@ impl Staging {
         })
     }
 
+    /// Where the file at `relative` (a validated, normalized path) is staged,
+    /// its directories created.
+    pub fn mkdir_for(&self, relative: &str) -> Result<PathBuf> {
+        let dest = self.path.join(relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        Ok(dest)
+    }
+
     /// Renames everything staged into the target; on a failure, removes what
     /// it had moved and returns the error (the staging directory goes on drop).
     fn place(self) -> Result<Placed> {
@@ -164,15 +174,15 @@ mod tests {
         let (db, files) = (dir.path().join("db"), dir.path().join("files"));
         let db_stage = Staging::create(&db, "id").unwrap();
         std::fs::write(db_stage.path.join("CURRENT"), "x").unwrap();
-        let blob_stage = Staging::create(&files, "id").unwrap();
+        let files_stage = Staging::create(&files, "id").unwrap();
         for name in ["a", "b", "c"] {
-            std::fs::create_dir(blob_stage.path.join(name)).unwrap();
-            std::fs::write(blob_stage.path.join(name).join("f"), name).unwrap();
+            std::fs::create_dir(files_stage.path.join(name)).unwrap();
+            std::fs::write(files_stage.path.join(name).join("f"), name).unwrap();
         }
         // Something else appears in the target meanwhile: placement must fail
         // there, and undo what it placed, in both targets.
         std::fs::write(files.join("b"), "not ours").unwrap();
-        let err = place_all(vec![db_stage, blob_stage]).unwrap_err();
+        let err = place_all(vec![db_stage, files_stage]).unwrap_err();
         assert!(err.to_string().contains("exists"), "{err}");
         assert!(names(&db).is_empty(), "{:?}", names(&db));
         assert_eq!(names(&files), ["b"]);

@@ -1,27 +1,40 @@
-//! Verification of committed backups. The quick check lists the repository once
-//! per prefix (LIST, not one HEAD per object) and checks that every object a
-//! manifest names — directly, or as the pack its content is in, by the pack
-//! indexes — exists with the recorded size; `--deep` (`deep`) downloads each
-//! distinct object once and re-hashes it, and reads each pack once, decoding
-//! and re-hashing every entry. Every problem is reported, not just the first.
-//! Both sides of the comparison go into scratch spools in a temporary
-//! directory, so memory stays flat however many objects there are.
+//! Verification of committed backups. Each backup is walked once
+//! ([`Header::referenced`]: its parts, database files and external files).
+//! The quick check lists the repository once per prefix (LIST, not one HEAD
+//! per object) and checks that every object the walk names — directly, or as
+//! the pack its content is in, by the pack indexes — exists with the recorded
+//! size; `--deep` (`deep`) downloads each distinct object once and re-hashes
+//! it, and reads each pack once, decoding and re-hashing every entry. Every
+//! problem is reported, not just the first. Damage (bytes that were read and
+//! did not match, objects that are missing) is told apart from failure (the
+//! store did not answer, through its retries): an object that could not be
+//! read is `Unreadable` — exit code 4 when that is all — and never called
+//! corrupt; after [`MAX_UNREADABLE`] of them verification stops, as the store
+//! is failing. Both sides of the comparison go into scratch spools in a
+//! temporary directory, so memory stays flat however many objects there are.
 
 mod deep;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
 use crate::common::spool::{scratch_dir, Spool};
-use crate::error::{Error, Problem, Result};
+use crate::common::tasks::Jobs;
+use crate::digest::Sha256;
+use crate::error::{Error, Problem, ReadFailure, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::layout;
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Stored};
+use crate::repo::manifest::{self, Header, Referenced, Stored};
 use crate::repo::pack::{ContentIndex, Located};
 use crate::repo::{Repository, Traffic};
 
-/// What to verify.
+/// What to verify: [`VerifyOptions::default`] (the latest backup, quickly),
+/// then the fields that differ (see the crate docs).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifyOptions {
     /// A backup id, `latest` or `all`.
     pub backup: String,
@@ -30,20 +43,36 @@ pub struct VerifyOptions {
     /// Download and re-hash every object.
     pub deep: bool,
     /// Downloads at once (deep).
-    pub jobs: usize,
+    pub jobs: Jobs,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            backup: "latest".into(),
+            source: None,
+            deep: false,
+            jobs: Jobs::from(8),
+        }
+    }
 }
 
 /// What verification found.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// The backups verified, by id.
-    pub backups: Vec<String>,
+    pub backups: Vec<BackupId>,
     /// Distinct objects they reference.
     pub objects: u64,
     /// Bytes of those objects.
     pub bytes: u64,
-    /// Everything found: missing, short or corrupt objects, unreadable manifests.
+    /// Everything found: missing, short, corrupt or unreadable objects,
+    /// unreadable manifests.
     pub problems: Vec<Problem>,
+    /// Why verification stopped before it checked everything, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Requests and bytes this run asked of the store.
     pub traffic: Traffic,
 }
@@ -51,12 +80,16 @@ pub struct VerifyReport {
 /// Referenced objects walked (and, deep, re-hashed) at a time.
 const BATCH: usize = 1000;
 
+/// Objects that could not be read before verification stops: the store is
+/// failing, and every further read would wait out its retries.
+pub const MAX_UNREADABLE: usize = 100;
+
 /// What the manifests say one object is: its size and SHA-256, or, for a
 /// pack (`sha256` absent), the size its index records.
 #[derive(Serialize, Deserialize)]
 struct Expected {
     size: u64,
-    sha256: Option<String>,
+    sha256: Option<Sha256>,
 }
 
 /// The referenced objects (key → [`Expected`], each once across backups) and
@@ -64,8 +97,8 @@ struct Expected {
 /// compared without sitting in memory.
 struct Scratch {
     _dir: tempfile::TempDir,
-    referenced: Spool,
-    listed: Spool,
+    referenced: Spool<String, Expected>,
+    listed: Spool<String, u64>,
     content: ContentIndex,
     objects: u64,
     bytes: u64,
@@ -81,31 +114,66 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     };
     let mut scratch = Scratch::create(repo).await?;
     let mut problems = scratch.content.problems();
-    record_references(repo, &ids, &mut scratch, &mut problems).await?;
+    let failing = Failing::default();
+    for id in &ids {
+        record_references(repo, id, &mut scratch, &failing, &mut problems).await?;
+    }
     record_listing(repo, &scratch).await?;
     if options.deep {
         repo.progress()
             .start(Some(scratch.objects), Some(scratch.bytes));
     }
     let mut after: Option<String> = None;
-    loop {
-        let batch = scratch.referenced.batch_after(after.as_deref(), BATCH)?;
+    while !failing.exhausted() {
+        let batch = scratch.referenced.batch_after(after.as_ref(), BATCH)?;
         let Some((last, _)) = batch.last() else { break };
         after = Some(last.clone());
         let intact = compare(batch, &scratch.listed, &mut problems)?;
         if options.deep {
-            let found = deep::rehash_all(repo, intact, options.jobs, &scratch.content).await?;
+            let (content, jobs) = (&scratch.content, options.jobs);
+            let found = deep::rehash_all(repo, intact, jobs, content, &failing).await?;
             problems.extend(found);
         }
     }
+    let stopped = failing.exhausted().then(|| {
+        format!(
+            "{MAX_UNREADABLE} objects could not be read: the store is failing; verify again later"
+        )
+    });
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(VerifyReport {
         backups: ids,
         objects: scratch.objects,
         bytes: scratch.bytes,
         problems,
+        stopped,
         traffic: repo.traffic().since(before),
     })
+}
+
+/// Objects the store failed to return, counted across the run: once there
+/// are [`MAX_UNREADABLE`], no more reads are made.
+#[derive(Default)]
+pub(super) struct Failing(AtomicUsize);
+
+impl Failing {
+    /// Whether verification should stop reading.
+    pub fn exhausted(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= MAX_UNREADABLE
+    }
+
+    /// The problem a failed read of `key` is: damage, or an object the store
+    /// did not return (counted); other failures stop verification.
+    pub fn problem(&self, key: &str, error: Error) -> Result<Problem> {
+        match error.read_failure() {
+            ReadFailure::Damaged => Ok(Problem::corrupt_object(key, error.to_string())),
+            ReadFailure::Unreadable => {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                Ok(Problem::unreadable(key, &error))
+            }
+            ReadFailure::Other => Err(error),
+        }
+    }
 }
 
 impl Scratch {
@@ -121,47 +189,48 @@ impl Scratch {
         })
     }
 
-    /// Records content a manifest names: the pack it is in, or its blob.
-    fn reference_content(&mut self, sha256: String, size: u64) -> Result<()> {
-        match self.content.locate(&sha256)? {
-            Located::Packed(location) => {
-                let key = layout::pack(&location.pack);
-                self.reference(key.as_ref(), location.pack_size, None)
-            }
-            Located::Blob => {
-                let key = layout::external_blob(&sha256);
-                self.reference(key.as_ref(), size, Some(sha256))
-            }
+    /// Records what a backup needs: its object, or the pack or content
+    /// object its content is in.
+    fn reference_needed(&mut self, needed: Referenced) -> Result<()> {
+        let (size, sha256) = (needed.size, needed.sha256);
+        match needed.stored {
+            Stored::Object(key) => self.reference(key.as_ref(), size, Some(sha256)),
+            Stored::Content => match self.content.locate(&sha256)? {
+                Located::Packed(location) => {
+                    let key = layout::pack(location.pack);
+                    self.reference(key.as_ref(), location.pack_size, None)
+                }
+                Located::Object => {
+                    let key = layout::content_object(&sha256);
+                    self.reference(key.as_ref(), size, Some(sha256))
+                }
+            },
         }
     }
 
     /// Records an object a manifest names, once.
-    fn reference(&mut self, key: &str, size: u64, sha256: Option<String>) -> Result<()> {
-        if self.referenced.get(key)?.is_some() {
+    fn reference(&mut self, key: &str, size: u64, sha256: Option<Sha256>) -> Result<()> {
+        let key = key.to_string();
+        if self.referenced.contains(&key)? {
             return Ok(());
         }
         self.objects += 1;
         // Sizes come from manifests: a forged one must not overflow the sum.
         self.bytes = self.bytes.saturating_add(size);
-        let expected = serde_json::to_vec(&Expected { size, sha256 }).expect("serializes");
-        self.referenced.put(key, &expected)
+        self.referenced.put(&key, &Expected { size, sha256 })
     }
 }
 
 /// Checks a batch of referenced objects against the listing; returns the
 /// ones found with their recorded size.
 fn compare(
-    batch: Vec<(String, Vec<u8>)>,
-    listed: &Spool,
+    batch: Vec<(String, Expected)>,
+    listed: &Spool<String, u64>,
     problems: &mut Vec<Problem>,
 ) -> Result<Vec<(String, Expected)>> {
     let mut intact = Vec::new();
-    for (key, value) in batch {
-        let expected: Expected = serde_json::from_slice(&value).expect("our own scratch entries");
-        let actual = listed
-            .get(&key)?
-            .map(|v| u64::from_le_bytes(v.try_into().expect("our own scratch entries: 8 bytes")));
-        match actual {
+    for (key, expected) in batch {
+        match listed.get(&key)? {
             None => problems.push(Problem::missing_object(&key)),
             Some(size) if size != expected.size => problems.push(Problem::corrupt_object(
                 &key,
@@ -177,68 +246,65 @@ fn compare(
 /// into, streamed from the listing.
 async fn record_listing(repo: &Repository, scratch: &Scratch) -> Result<()> {
     let listed = &scratch.listed;
-    for prefix in [layout::SST, layout::BLOBS, layout::BACKUPS] {
+    for prefix in [layout::TABLES, layout::CONTENT, layout::BACKUPS] {
         let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
         while let Some(meta) = objects.next().await {
             let meta = meta.map_err(|e| repo.error(e))?;
-            listed.put(meta.location.as_ref(), &meta.size.to_le_bytes())?;
+            listed.put(&meta.location.to_string(), &meta.size)?;
         }
     }
     // Packs were listed once already, with the indexes that name them.
     for pack in scratch.content.packs.values() {
-        listed.put(layout::pack(&pack.id).as_ref(), &pack.size.to_le_bytes())?;
+        listed.put(&layout::pack(pack.id).to_string(), &pack.size)?;
     }
     Ok(())
 }
 
-/// Records every object the backups `ids` reference; unreadable manifests
-/// and parts become problems.
+/// Records every object backup `id` references; an unreadable manifest or
+/// part is a problem.
 async fn record_references(
     repo: &Repository,
-    ids: &[String],
+    id: &BackupId,
     scratch: &mut Scratch,
+    failing: &Failing,
     problems: &mut Vec<Problem>,
 ) -> Result<()> {
-    for id in ids {
-        let unreadable = |e: Error| Problem::corrupt_object(layout::manifest(id), e.to_string());
-        let header = match manifest::read(repo, id).await {
-            Ok(header) => header,
-            Err(e) => {
-                problems.push(unreadable(e));
-                continue;
-            }
-        };
-        let db: Result<()> = header
-            .for_each_entry(repo, |e: DbFileEntry| match e.stored() {
-                Stored::Object(key) => scratch.reference(key, e.size, Some(e.sha256.clone())),
-                Stored::Content(_) => scratch.reference_content(e.sha256, e.size),
-            })
-            .await;
-        let external: Result<()> = header
-            .for_each_entry(repo, |e: ExternalEntry| {
-                scratch.reference_content(e.sha256, e.size)
-            })
-            .await;
-        for result in [db, external] {
-            match result {
-                Err(e @ Error::Rocks { .. }) => return Err(e),
-                Err(e) => problems.push(unreadable(e)),
-                Ok(()) => {}
-            }
+    let key = layout::manifest(id).to_string();
+    if failing.exhausted() {
+        return Ok(());
+    }
+    let header: Header = match manifest::read(repo, id).await {
+        Ok(header) => header,
+        Err(e) => {
+            problems.push(failing.problem(&key, e)?);
+            return Ok(());
+        }
+    };
+    let mut walk = std::pin::pin!(header.referenced(repo));
+    while let Some(needed) = walk.next().await {
+        match needed {
+            Ok(needed) => scratch.reference_needed(needed)?,
+            Err(e) => problems.push(failing.problem(&key, e)?),
         }
     }
     Ok(())
 }
 
 impl VerifyReport {
-    /// `Err(Problems)` when anything was found, for exit code 3.
+    /// `Err(Problems)` when anything was found: exit code 3, or 4 when the
+    /// only problems are objects that could not be read.
     pub fn into_result(self) -> Result<Self> {
         if self.problems.is_empty() {
             return Ok(self);
         }
+        let stopped = self
+            .stopped
+            .as_ref()
+            .map(|why| format!("; stopped early: {why}"))
+            .unwrap_or_default();
         Err(Error::Problems {
             summary: format!(
-                "verification found {} problem(s) in {} backup(s)",
+                "verification found {} problem(s) in {} backup(s){stopped}",
                 self.problems.len(),
                 self.backups.len()
             ),

@@ -14,12 +14,18 @@
 //! lease object `locks/<kind>-<id>.lease` every third of its lease. A lock whose
 //! newest write is older than its lease, by the store's clock, is stale: its
 //! holder is gone. Stale locks are ignored, and the next prune removes them
-//! before it reads any manifest. A backup checks that its own lock is still
-//! there before it commits, and again after: if somebody removed it (a prune
-//! that took it for stale, `rockup unlock --force`), a prune may have deleted
-//! objects it reuses, so it withdraws its manifest and fails. As a prune removes
-//! stale locks before it lists the manifests, a backup either committed before
-//! that listing (and is kept) or finds its lock gone.
+//! before it reads any manifest.
+//!
+//! Every locked run goes through [`locked`]: acquire, run, release — a failed
+//! release is logged, never put in place of the run's own result. A writer
+//! commits through [`RepoLock::commit`]: its lock is checked before the
+//! manifest is written and again after; if somebody removed it (a prune that
+//! took it for stale, `rockup unlock --force`), a prune may have deleted
+//! objects it reuses, so the manifest is withdrawn and the run fails
+//! ([`Error::LockLost`] says which). As a prune removes stale locks before it
+//! lists the manifests, a writer either committed before that listing (and is
+//! kept) or finds its lock gone. A prune checks its own lock before each batch
+//! of deletions.
 
 mod listing;
 
@@ -33,9 +39,10 @@ use tokio::task::JoinHandle;
 
 use crate::common::cleanup;
 use crate::common::names::hostname;
-use crate::error::{Error, Result};
+use crate::error::{Error, LockLoss, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::layout;
-use crate::repo::Repository;
+use crate::repo::{Created, Repository};
 
 use listing::{keys_of, LOCK_LIMIT};
 pub use listing::{list, remove_stale, unlock, LockInfo, LockKind, Refused, UnlockReport};
@@ -47,11 +54,42 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 /// run (retention and grace periods are measured by the store's clock).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
+/// The lock a run asks for.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    /// What it excludes.
+    pub kind: LockKind,
+    /// The run, as messages name it: `backup`, `copy`, `prune`.
+    pub operation: &'static str,
+    /// Names the lock: a backup's own id, or a new one for a copy or a prune.
+    pub id: BackupId,
+    /// How long the lock stays live without renewal.
+    pub lease: Duration,
+}
+
+/// Runs `run` under the lock `request` asks for, then releases the lock: a
+/// failed release is logged (the lease runs out; `rockup unlock` removes
+/// it), never returned in place of what `run` returned.
+pub async fn locked<T>(
+    repo: &Repository,
+    request: LockRequest,
+    run: impl AsyncFnOnce(&RepoLock) -> Result<T>,
+) -> Result<T> {
+    let lock = RepoLock::acquire(repo, &request).await?;
+    let result = run(&lock).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, operation = request.operation, "could not remove this run's lock; its lease runs out, or `rockup unlock` removes it");
+    }
+    result
+}
+
 /// A lock this process holds, renewed while it lives; released by
 /// [`RepoLock::release`] or, best effort, when dropped inside a Tokio runtime
 /// (e.g. a cancelled backup).
 pub struct RepoLock {
     repo: Option<Repository>,
+    kind: LockKind,
+    operation: &'static str,
     key: Path,
     /// When the store says the lock was written: the store's "now".
     written_at: DateTime<Utc>,
@@ -61,14 +99,13 @@ pub struct RepoLock {
 }
 
 impl RepoLock {
-    /// Takes a lock of `kind`, renewed every third of `lease`, or fails naming
-    /// the live lock that is in the way.
-    pub async fn acquire(
-        repo: &Repository,
-        kind: LockKind,
-        id: &str,
-        lease: Duration,
-    ) -> Result<Self> {
+    /// Takes the lock `request` asks for, renewed every third of its lease, or
+    /// fails naming the live lock that is in the way.
+    async fn acquire(repo: &Repository, request: &LockRequest) -> Result<Self> {
+        let LockRequest {
+            kind, id, lease, ..
+        } = request;
+        let (kind, lease) = (*kind, *lease);
         let info = LockInfo {
             kind,
             host: hostname(),
@@ -85,6 +122,8 @@ impl RepoLock {
         repo.put(&key, bytes).await?;
         let mut lock = Self {
             repo: Some(repo.clone()),
+            kind,
+            operation: request.operation,
             key,
             written_at: asked_at,
             skew: chrono::Duration::zero(),
@@ -150,19 +189,58 @@ impl RepoLock {
 
     /// Fails unless the lock is still in the repository: somebody removing it
     /// (a prune that found its lease run out, `rockup unlock --force`) lets a
-    /// prune run beside this backup.
+    /// prune run beside this run.
     pub async fn check_held(&self) -> Result<()> {
-        let repo = self.repo.as_ref().expect("held until released");
-        match repo.get_if_exists(&self.key, LOCK_LIMIT).await? {
+        match self.repo().get_if_exists(&self.key, LOCK_LIMIT).await? {
             Some(_) => Ok(()),
-            None => Err(Error::LockLost {
-                lock: self.key.to_string(),
-            }),
+            None if self.kind == LockKind::Prune => Err(self.lost(LockLoss::BeforeDeleting)),
+            None => Err(self.lost(LockLoss::BeforeCommit)),
+        }
+    }
+
+    /// Writes `bytes` once at `key` (a manifest: the commit point) while the
+    /// lock is held: checked before, and after — a prune that removed the
+    /// lock afterwards may have listed the manifests before this one existed.
+    /// When the lock is gone (or cannot be checked) after the write, the
+    /// manifest is withdrawn again.
+    pub async fn commit(&self, key: &Path, bytes: Bytes) -> Result<Created> {
+        self.check_held().await?;
+        let created = self.repo().create(key, bytes).await?;
+        let held = self.check_held().await;
+        let Err(lost) = held else {
+            return Ok(created);
+        };
+        let withdrawn = self.repo().delete_all(std::slice::from_ref(key)).await;
+        if let Err(e) = &withdrawn {
+            tracing::error!(%key, error = %e, "could not withdraw a manifest whose objects a prune may have deleted");
+        }
+        let key = key.to_string();
+        let outcome = match (lost, withdrawn) {
+            (Error::LockLost { .. }, Ok(())) => LockLoss::Withdrawn(key),
+            (Error::LockLost { .. }, Err(e)) => LockLoss::NotWithdrawn(key, e.to_string()),
+            (unchecked, withdrawn) => LockLoss::Unchecked {
+                key,
+                why: unchecked.to_string(),
+                withdrawn: withdrawn.is_ok(),
+            },
+        };
+        Err(self.lost(outcome))
+    }
+
+    fn repo(&self) -> &Repository {
+        self.repo.as_ref().expect("held until released")
+    }
+
+    fn lost(&self, outcome: LockLoss) -> Error {
+        Error::LockLost {
+            operation: self.operation,
+            lock: self.key.to_string(),
+            outcome,
         }
     }
 
     /// Removes the lock and its lease.
-    pub async fn release(mut self) -> Result<()> {
+    async fn release(mut self) -> Result<()> {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
@@ -215,19 +293,34 @@ mod tests {
         Repository::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://")
     }
 
+    fn request(kind: LockKind) -> LockRequest {
+        LockRequest {
+            kind,
+            operation: "test",
+            id: BackupId::new(Utc::now()),
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// A repository with its marker, as every command but a first backup needs.
+    async fn marked_repo() -> Repository {
+        let repo = repo();
+        repo.check_marker(Some(crate::repo::ids::Format::V2))
+            .await
+            .unwrap();
+        repo
+    }
+
+    async fn take(repo: &Repository, kind: LockKind) -> Result<RepoLock> {
+        RepoLock::acquire(repo, &request(kind)).await
+    }
+
     #[tokio::test]
     async fn prune_and_backup_exclude_each_other_and_backups_share() {
         let repo = repo();
-        let first = RepoLock::acquire(&repo, LockKind::Backup, "a", DEFAULT_LEASE)
-            .await
-            .unwrap();
-        let second = RepoLock::acquire(&repo, LockKind::Backup, "b", DEFAULT_LEASE)
-            .await
-            .unwrap();
-        let err = RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
-            .await
-            .err()
-            .unwrap();
+        let first = take(&repo, LockKind::Backup).await.unwrap();
+        let second = take(&repo, LockKind::Backup).await.unwrap();
+        let err = take(&repo, LockKind::Prune).await.err().unwrap();
         assert!(err.to_string().contains("rockup unlock"), "{err}");
         assert_eq!(
             list(&repo).await.unwrap().locks.len(),
@@ -237,13 +330,8 @@ mod tests {
         first.release().await.unwrap();
         second.release().await.unwrap();
 
-        let prune = RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
-            .await
-            .unwrap();
-        let err = RepoLock::acquire(&repo, LockKind::Backup, "c", DEFAULT_LEASE)
-            .await
-            .err()
-            .unwrap();
+        let prune = take(&repo, LockKind::Prune).await.unwrap();
+        let err = take(&repo, LockKind::Backup).await.err().unwrap();
         assert!(err.to_string().contains("Prune lock"), "{err}");
         prune.release().await.unwrap();
         assert!(list(&repo).await.unwrap().locks.is_empty());
@@ -251,17 +339,10 @@ mod tests {
 
     #[tokio::test]
     async fn unlock_removes_locks_left_by_killed_runs() {
-        let repo = repo();
-        repo.check_marker(Some(2)).await.unwrap();
-        let lock = RepoLock::acquire(&repo, LockKind::Backup, "a", DEFAULT_LEASE)
-            .await
-            .unwrap();
+        let repo = marked_repo().await;
+        let lock = take(&repo, LockKind::Backup).await.unwrap();
         std::mem::forget(lock); // as after kill -9 — but this process still runs
-        assert!(
-            RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
-                .await
-                .is_err()
-        );
+        assert!(take(&repo, LockKind::Prune).await.is_err());
         let refused = unlock(&repo, false).await.unwrap();
         assert!(refused.removed.is_empty(), "{refused:?}");
         assert!(
@@ -269,8 +350,40 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(unlock(&repo, true).await.unwrap().removed.len(), 1);
-        RepoLock::acquire(&repo, LockKind::Prune, "p", DEFAULT_LEASE)
-            .await
-            .unwrap();
+        take(&repo, LockKind::Prune).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_commit_after_its_lock_is_gone_is_refused_and_a_release_never_hides_an_error() {
+        let repo = marked_repo().await;
+        let key = Path::from("backups/x/manifest.json");
+        let result: Result<()> = locked(&repo, request(LockKind::Backup), async |lock| {
+            lock.commit(&key, Bytes::from_static(b"first")).await?;
+            unlock(&repo, true).await?;
+            lock.commit(&Path::from("backups/y/manifest.json"), Bytes::new())
+                .await
+                .map(drop)
+        })
+        .await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::LockLost {
+                    outcome: LockLoss::BeforeCommit,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            repo.get_if_exists(&key, 100).await.unwrap().is_some(),
+            "kept"
+        );
+        let failing: Result<()> = locked(&repo, request(LockKind::Backup), async |_| {
+            Err(Error::Usage("the run's own error".into()))
+        })
+        .await;
+        assert!(failing.unwrap_err().to_string().contains("own error"));
     }
 }

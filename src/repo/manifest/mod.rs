@@ -2,10 +2,14 @@
 //! point, written once and last) that names its parts (`parts`). Loading
 //! validates everything a restore will act on: format and version, hashes, and
 //! every path and file name (no absolute paths, no `..`, only RocksDB file names).
+//! What a backup needs from the repository is walked in one place
+//! (`referenced`).
 
 mod parts;
+mod referenced;
 mod sources;
 
+pub use referenced::{Entry, Referenced};
 pub use sources::{check_source_name, resolve};
 
 use std::collections::BTreeMap;
@@ -17,19 +21,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::references::ResolverConfig;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
+use crate::repo::lock::RepoLock;
 use crate::repo::Repository;
 
 pub use parts::{
-    sha256_hex, store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry,
-    PartKind, PartRef, Stored,
+    store_entries, store_part, DbFileEntry, ExternalEntry, PartBuffer, PartEntry, PartKind,
+    PartRef, Stored,
 };
 
 /// Format name in every manifest header.
 pub const MANIFEST_FORMAT: &str = "rockup-manifest";
-/// Major version written by this build: format 2 references non-table
-/// database files by content. Versions 1 and 2 are read; others rejected.
-pub const MANIFEST_VERSION: u32 = 2;
 /// Largest manifest header read: its size grows with the number of parts (one
 /// per 100,000 files) only.
 const HEADER_LIMIT: u64 = 16 << 20;
@@ -38,13 +41,15 @@ const HEADER_PROBLEMS: usize = 50;
 
 /// The manifest header.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Header {
     /// Always `rockup-manifest`.
     pub format: String,
-    /// Major version of the manifest format.
-    pub version: u32,
+    /// The repository format the backup is written in (format 2 references
+    /// database files other than tables by content).
+    pub version: Format,
     /// `<UTC time to the millisecond>-<8 hex digits>`.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// When the backup started (the backing-up host's clock).
     pub created_at: DateTime<Utc>,
     /// The rockup version that wrote it.
@@ -104,6 +109,7 @@ impl SourceInfo {
 
 /// Figures about one backup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Database files in the backup.
     pub db_files: u64,
@@ -138,8 +144,8 @@ impl Header {
         self
     }
 
-    fn validate(&self, key: &str, expected_id: &str) -> Result<()> {
-        if self.backup_id != expected_id {
+    fn validate(&self, key: &str, expected_id: &BackupId) -> Result<()> {
+        if self.backup_id != *expected_id {
             return Err(Error::manifest(
                 key,
                 format!("names backup {:?}, not {expected_id:?}", self.backup_id),
@@ -153,7 +159,7 @@ impl Header {
 }
 
 /// Parses and validates a manifest header read from `key` for backup `backup_id`.
-pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> {
+pub fn parse_header(key: &str, backup_id: &BackupId, bytes: &[u8]) -> Result<Header> {
     #[derive(Deserialize)]
     struct Version {
         format: String,
@@ -167,14 +173,10 @@ pub fn parse_header(key: &str, backup_id: &str, bytes: &[u8]) -> Result<Header> 
             format!("format {:?} is not {MANIFEST_FORMAT:?}", version.format),
         ));
     }
-    if !(1..=MANIFEST_VERSION).contains(&version.version) {
+    if Format::from_number(version.version).is_none() {
         return Err(Error::manifest(
             key,
-            format!(
-                "manifest version {} was written by a newer rockup (rockup {} reads versions 1 to {MANIFEST_VERSION}); upgrade rockup",
-                version.version,
-                env!("CARGO_PKG_VERSION")
-            ),
+            Format::unknown("manifest", version.version),
         ));
     }
     let header: Header = serde_json::from_slice(bytes)
@@ -191,12 +193,12 @@ pub async fn load(repo: &Repository, id: &str, source: Option<&str>) -> Result<H
 }
 
 /// Reads and validates the header of backup `id`.
-pub async fn read(repo: &Repository, id: &str) -> Result<Header> {
+pub async fn read(repo: &Repository, id: &BackupId) -> Result<Header> {
     Ok(read_raw(repo, id).await?.0)
 }
 
 /// Reads and validates the header of backup `id`; returns it with its bytes.
-pub async fn read_raw(repo: &Repository, id: &str) -> Result<(Header, Bytes)> {
+pub async fn read_raw(repo: &Repository, id: &BackupId) -> Result<(Header, Bytes)> {
     let key = layout::manifest(id);
     let bytes = repo
         .get_if_exists(&key, HEADER_LIMIT)
@@ -206,7 +208,7 @@ pub async fn read_raw(repo: &Repository, id: &str) -> Result<(Header, Bytes)> {
 }
 
 /// Ids of every committed backup, oldest first (one LIST).
-pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
+pub async fn committed_ids(repo: &Repository) -> Result<Vec<BackupId>> {
     Ok(committed(repo)
         .await?
         .into_iter()
@@ -218,14 +220,14 @@ pub async fn committed_ids(repo: &Repository) -> Result<Vec<String>> {
 /// store's clock, oldest first (one LIST). The store's clock, not the id's
 /// (the writing host's): a host whose clock runs ahead cannot make its backup
 /// the newest.
-pub async fn committed(repo: &Repository) -> Result<Vec<(String, DateTime<Utc>)>> {
-    let mut committed: Vec<(String, DateTime<Utc>)> = repo
+pub async fn committed(repo: &Repository) -> Result<Vec<(BackupId, DateTime<Utc>)>> {
+    let mut committed: Vec<(BackupId, DateTime<Utc>)> = repo
         .list(layout::BACKUPS)
         .await?
         .iter()
         .filter_map(|meta| {
             Some((
-                layout::parse_manifest_key(&meta.location)?,
+                layout::parse_manifest_key(meta.location.as_ref())?,
                 meta.last_modified,
             ))
         })
@@ -234,19 +236,21 @@ pub async fn committed(repo: &Repository) -> Result<Vec<(String, DateTime<Utc>)>
     Ok(committed)
 }
 
-/// Writes the header: the commit point of a backup.
-pub async fn commit(repo: &Repository, header: &Header) -> Result<()> {
+/// Writes the header under `lock` (checked before and after, see
+/// [`RepoLock::commit`]): the commit point of a backup.
+pub async fn commit(lock: &RepoLock, header: &Header) -> Result<()> {
     let bytes = Bytes::from(serde_json::to_vec_pretty(header).expect("header serializes"));
-    repo.create(&layout::manifest(&header.backup_id), bytes)
-        .await?;
-    Ok(())
+    lock.commit(&layout::manifest(&header.backup_id), bytes)
+        .await
+        .map(drop)
 }
 
 /// One backup as `list` shows it: its header, or why it could not be read.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ListedBackup {
     /// The backup's id.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// When its manifest was written, by the store's clock: backups are
     /// ordered, and retention applied, by this time.
     pub committed_at: DateTime<Utc>,
@@ -296,14 +300,15 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_garbage_are_rejected() {
-        let err =
-            parse_header("k", "id", br#"{"format":"rockup-manifest","version":3}"#).unwrap_err();
+        let id: BackupId = "20261125T130500.000Z-0000000a".parse().unwrap();
+        let newer = br#"{"format":"rockup-manifest","version":3}"#;
+        let err = parse_header("k", &id, newer).unwrap_err();
         assert!(
             err.to_string()
                 .contains("version 3 was written by a newer rockup"),
             "{err}"
         );
-        assert!(parse_header("k", "id", b"\x00garbage").is_err());
-        assert!(parse_header("k", "id", br#"{"format":"other","version":1}"#).is_err());
+        assert!(parse_header("k", &id, b"\x00garbage").is_err());
+        assert!(parse_header("k", &id, br#"{"format":"other","version":1}"#).is_err());
     }
 }

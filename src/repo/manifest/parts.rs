@@ -6,14 +6,16 @@
 //! validated before anyone acts on it.
 
 use bytes::Bytes;
+use object_store::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::Header;
-use crate::common::names::{is_rocksdb_file_name, is_shared_table_file, normalize_relative_path};
+use crate::common::names::{is_rocksdb_file_name, is_table_file, normalize_relative_path};
 use crate::common::tasks::blocking;
+use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
 use crate::repo::pack::codec;
 use crate::repo::Repository;
@@ -43,7 +45,7 @@ pub struct PartRef {
     /// What the part lists.
     pub kind: PartKind,
     /// SHA-256 of the part's bytes, which is also its name.
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Entries it holds.
     pub entries: u64,
     /// Its size in bytes, as stored.
@@ -57,7 +59,6 @@ impl PartRef {
     /// Rejects a reference no rockup writes: a malformed hash, or more entries
     /// or bytes than a part may hold (checked before anything is allocated).
     pub(super) fn check(&self) -> std::result::Result<(), String> {
-        check_sha256(&self.sha256)?;
         if self.entries as usize > PART_ENTRIES || self.entries == 0 {
             return Err(format!(
                 "part {} claims {} entries (1 to {PART_ENTRIES} allowed)",
@@ -78,16 +79,17 @@ impl PartRef {
 
 /// A database file: name in the DB directory, and where its content is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DbFileEntry {
     /// File name in the database directory.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
     /// SHA-256 of the content.
-    pub sha256: String,
-    /// The object holding it: `sst/<unique name>` for table and blob files;
+    pub sha256: Sha256,
+    /// The object holding it: `sst/<unique name>` for table files;
     /// for the others `backups/<id>/files/<name>` in format 1, absent in
-    /// format 2 (content by hash: packed, or a blob).
+    /// format 2 (content by hash: a pack entry, or a content object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
     /// Permission bits in the database directory (absent in backups made
@@ -96,37 +98,39 @@ pub struct DbFileEntry {
     pub mode: Option<u32>,
 }
 
-/// An external file: path relative to the blob root; its object is
-/// `blobs/sha256/<aa>/<sha256>`.
+/// An external file: path relative to the blob root; its content is by
+/// SHA-256 (a pack entry, or a content object).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExternalEntry {
     /// Normalized path relative to the blob root.
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the content (names its object).
-    pub sha256: String,
+    /// SHA-256 of the content.
+    pub sha256: Sha256,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
     /// Permission bits.
     pub mode: u32,
 }
 
-/// Where an entry's content is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored<'a> {
-    /// In an object of its own (a table file, or a format-1 per-backup file).
-    Object(&'a str),
-    /// Content by SHA-256: packed, or a blob.
-    Content(&'a str),
+/// Where an entry's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// In an object of its own (a part, a table file, a format-1 per-backup
+    /// file).
+    Object(Path),
+    /// Content by SHA-256: a pack entry, or a content object.
+    Content,
 }
 
 impl DbFileEntry {
     /// Where this file's content is.
-    pub fn stored(&self) -> Stored<'_> {
+    pub fn stored(&self) -> Stored {
         match &self.object {
-            Some(object) => Stored::Object(object),
-            None => Stored::Content(&self.sha256),
+            Some(object) => Stored::Object(Path::from(object.as_str())),
+            None => Stored::Content,
         }
     }
 }
@@ -135,31 +139,26 @@ impl DbFileEntry {
 pub trait PartEntry: Serialize + DeserializeOwned {
     /// The kind of part this entry belongs in.
     const KIND: PartKind;
-    /// The sort key within parts.
-    fn sort_key(&self) -> &str;
-    /// Rejects entries a restore must not act on (`version`: the manifest's).
-    fn validate(&self, backup_id: &str, version: u32) -> std::result::Result<(), String>;
+    /// Rejects entries a restore must not act on (`version`: the manifest's);
+    /// entries nobody acts on accept anything.
+    fn validate(&self, _backup_id: &BackupId, _version: Format) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 impl PartEntry for DbFileEntry {
     const KIND: PartKind = PartKind::Db;
-    fn sort_key(&self) -> &str {
-        &self.name
-    }
-    fn validate(&self, backup_id: &str, version: u32) -> std::result::Result<(), String> {
+    fn validate(&self, backup_id: &BackupId, version: Format) -> std::result::Result<(), String> {
         if !is_rocksdb_file_name(&self.name) {
             return Err(format!("{:?} is not a RocksDB file name", self.name));
         }
-        check_sha256(&self.sha256)?;
         let object = self.object.as_deref();
-        let valid_object = match (is_shared_table_file(&self.name), version) {
-            (true, _) => object
-                .and_then(|o| o.strip_prefix(&format!("{}/", layout::SST)))
-                .is_some_and(|rest| {
-                    !rest.is_empty() && !rest.contains('/') && !rest.starts_with('.')
-                }),
-            (false, 1) => object == Some(layout::backup_file(backup_id, &self.name).as_ref()),
-            (false, _) => object.is_none(),
+        let valid_object = match (is_table_file(&self.name), version) {
+            (true, _) => object.is_some_and(layout::is_table_key),
+            (false, Format::V1) => {
+                object == Some(layout::backup_file(backup_id, &self.name).as_ref())
+            }
+            (false, Format::V2) => object.is_none(),
         };
         if !valid_object {
             return Err(format!(
@@ -173,39 +172,17 @@ impl PartEntry for DbFileEntry {
 
 impl PartEntry for ExternalEntry {
     const KIND: PartKind = PartKind::External;
-    fn sort_key(&self) -> &str {
-        &self.path
-    }
-    fn validate(&self, _backup_id: &str, _version: u32) -> std::result::Result<(), String> {
+    fn validate(&self, _: &BackupId, _: Format) -> std::result::Result<(), String> {
         let normalized = normalize_relative_path(&self.path)?;
         if normalized != self.path {
             return Err(format!("path {:?} is not normalized", self.path));
         }
-        check_sha256(&self.sha256)
+        Ok(())
     }
 }
 
 impl PartEntry for Problem {
     const KIND: PartKind = PartKind::Problems;
-    fn sort_key(&self) -> &str {
-        &self.path
-    }
-    fn validate(&self, _backup_id: &str, _version: u32) -> std::result::Result<(), String> {
-        Ok(())
-    }
-}
-
-fn check_sha256(hex: &str) -> std::result::Result<(), String> {
-    if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(format!("{hex:?} is not a SHA-256"))
-    }
-}
-
-/// SHA-256 of bytes as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Assembles sorted entries into parts of at most [`PART_ENTRIES`] entries.
@@ -224,19 +201,13 @@ pub struct FinishedPart {
 }
 
 impl PartBuffer {
-    /// Appends one serialized entry (a JSON line without its newline); returns a
-    /// finished part when this one is full.
-    pub fn push_json(&mut self, json: &[u8]) -> Option<FinishedPart> {
-        self.buffer.extend_from_slice(json);
+    /// Appends one entry; returns a finished part when this one is full.
+    pub fn push<T: PartEntry>(&mut self, entry: &T) -> Option<FinishedPart> {
+        serde_json::to_writer(&mut self.buffer, entry).expect("entries serialize");
         self.buffer.push(b'\n');
         self.entries += 1;
         let full = self.entries as usize >= PART_ENTRIES || self.buffer.len() >= PART_TARGET_BYTES;
         full.then(|| self.take()).flatten()
-    }
-
-    /// Appends one entry.
-    pub fn push<T: PartEntry>(&mut self, entry: &T) -> Option<FinishedPart> {
-        self.push_json(&serde_json::to_vec(entry).expect("entries serialize"))
     }
 
     /// The last, partly filled part, if any.
@@ -252,25 +223,26 @@ impl PartBuffer {
 /// format 2 a frame: compressed) and returns its header reference.
 pub async fn store_part(
     repo: &Repository,
-    (backup_id, version): (&str, u32),
+    (backup_id, version): (&BackupId, Format),
     kind: PartKind,
     part: FinishedPart,
 ) -> Result<PartRef> {
     let size = part.bytes.len() as u64;
-    let stored = match version {
-        1 => part.bytes,
-        _ => {
+    let (stored, size) = match version {
+        Format::V1 => (part.bytes, None),
+        Format::V2 => {
             let ndjson = part.bytes;
             let level = crate::repo::content::DEFAULT_COMPRESSION_LEVEL;
-            Bytes::from(blocking(move || Ok(codec::encode(&ndjson, level))).await?)
+            let frame = blocking(move || Ok(codec::encode(&ndjson, level))).await?;
+            (Bytes::from(frame), Some(size))
         }
     };
     let reference = PartRef {
         kind,
-        sha256: sha256_hex(&stored),
+        sha256: Sha256::of(&stored),
         entries: part.entries,
         bytes: stored.len() as u64,
-        size: (version >= 2).then_some(size),
+        size,
     };
     repo.put(&layout::part(backup_id, &reference.sha256), stored)
         .await?;
@@ -280,7 +252,7 @@ pub async fn store_part(
 /// Stores a short, sorted list of entries as parts of a manifest of `version`.
 pub async fn store_entries<T: PartEntry>(
     repo: &Repository,
-    (backup_id, version): (&str, u32),
+    (backup_id, version): (&BackupId, Format),
     entries: &[T],
 ) -> Result<Vec<PartRef>> {
     let mut buffer = PartBuffer::default();
@@ -310,7 +282,7 @@ impl Header {
     ) -> Result<Vec<T>> {
         let key = layout::part(&self.backup_id, &part.sha256);
         let stored = repo.get(&key, part.bytes).await?;
-        if stored.len() as u64 != part.bytes || sha256_hex(&stored) != part.sha256 {
+        if stored.len() as u64 != part.bytes || Sha256::of(&stored) != part.sha256 {
             return Err(Error::manifest(
                 key.to_string(),
                 "part does not match its hash (corrupt or tampered)",
@@ -375,29 +347,33 @@ mod tests {
 
     #[test]
     fn db_entries_must_point_into_the_layout() {
-        let id = "20261125T130500.000Z-0000000a";
+        let id: BackupId = "20261125T130500.000Z-0000000a".parse().unwrap();
         let entry = |name: &str, object: Option<&str>| DbFileEntry {
             name: name.into(),
             size: 1,
-            sha256: "a".repeat(64),
+            sha256: Sha256::of(b"a"),
             object: object.map(Into::into),
             mode: None,
         };
         let current = format!("backups/{id}/files/CURRENT");
-        for version in [1, 2] {
+        for version in [Format::V1, Format::V2] {
             let sst = entry("000001.sst", Some("sst/000001_sX_1.sst"));
-            assert!(sst.validate(id, version).is_ok());
-            assert!(entry("000001.sst", None).validate(id, version).is_err());
+            assert!(sst.validate(&id, version).is_ok());
+            assert!(entry("000001.sst", None).validate(&id, version).is_err());
             let elsewhere = entry("CURRENT", Some("backups/other/files/CURRENT"));
-            assert!(elsewhere.validate(id, version).is_err());
+            assert!(elsewhere.validate(&id, version).is_err());
             let escape = entry("000001.sst", Some("sst/../x"));
-            assert!(escape.validate(id, version).is_err());
+            assert!(escape.validate(&id, version).is_err());
             let bad_name = entry("../000001.sst", Some("sst/x"));
-            assert!(bad_name.validate(id, version).is_err());
+            assert!(bad_name.validate(&id, version).is_err());
         }
-        assert!(entry("CURRENT", Some(&current)).validate(id, 1).is_ok());
-        assert!(entry("CURRENT", None).validate(id, 1).is_err());
-        assert!(entry("CURRENT", None).validate(id, 2).is_ok());
-        assert!(entry("CURRENT", Some(&current)).validate(id, 2).is_err());
+        assert!(entry("CURRENT", Some(&current))
+            .validate(&id, Format::V1)
+            .is_ok());
+        assert!(entry("CURRENT", None).validate(&id, Format::V1).is_err());
+        assert!(entry("CURRENT", None).validate(&id, Format::V2).is_ok());
+        assert!(entry("CURRENT", Some(&current))
+            .validate(&id, Format::V2)
+            .is_err());
     }
 }

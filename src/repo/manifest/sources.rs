@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{committed_ids, list, ListedBackup};
 use crate::error::{Error, Result};
-use crate::repo::layout;
+use crate::repo::ids::BackupId;
 use crate::repo::Repository;
 
 /// Longest source name accepted.
@@ -24,14 +24,11 @@ pub fn check_source_name(name: &str) -> Result<()> {
 
 /// Resolves `latest` to the newest committed backup of `source` — of the only
 /// source when `source` is `None` — and checks an id's syntax otherwise.
-pub async fn resolve(repo: &Repository, id: &str, source: Option<&str>) -> Result<String> {
+pub async fn resolve(repo: &Repository, id: &str, source: Option<&str>) -> Result<BackupId> {
     if id != "latest" {
-        if layout::parse_backup_id(id).is_none() {
-            return Err(Error::Usage(format!(
-                "{id:?} is not a backup id (like 20261125T130500.123Z-1a2b3c4d) or \"latest\""
-            )));
-        }
-        return Ok(id.to_string());
+        return id
+            .parse()
+            .map_err(|why| Error::Usage(format!("{why}, or \"latest\"")));
     }
     if source.is_none() {
         // The common case, one database per repository: one LIST, no header read.
@@ -47,7 +44,7 @@ pub async fn resolve(repo: &Repository, id: &str, source: Option<&str>) -> Resul
 }
 
 /// The newest of `listed` (oldest first) that belongs to `source`.
-fn latest_of(listed: &[ListedBackup], source: Option<&str>) -> Result<String> {
+fn latest_of(listed: &[ListedBackup], source: Option<&str>) -> Result<BackupId> {
     let known = sources(listed);
     let source = match source {
         Some(source) => source.to_string(),

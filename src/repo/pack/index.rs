@@ -8,9 +8,9 @@
 //! disjoint, counts and sizes within limits — and trusted only if its pack is
 //! listed with that size.
 //!
-//! [`ContentIndex`] is the union: SHA-256 → where that content is, packed or
-//! as a whole-file blob, in a scratch spool so that a million entries stay off
-//! the heap.
+//! [`ContentIndex`] is the union: SHA-256 → where that content is, a pack
+//! entry or a content object, in scratch spools so that a million entries
+//! stay off the heap.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::codec::FRAME_HEADER;
 use super::PACK_HEADER;
 use crate::common::spool::Spool;
+use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::Repository;
 
@@ -49,7 +51,7 @@ pub struct PackIndex {
     /// Major version.
     pub version: u32,
     /// The pack's id.
-    pub pack: String,
+    pub pack: PackId,
     /// The pack object's size in bytes.
     pub pack_size: u64,
     /// Entries by offset.
@@ -60,7 +62,7 @@ pub struct PackIndex {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IndexEntry {
     /// SHA-256 of the original content.
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Offset of its frame in the pack.
     pub offset: u64,
     /// Length of its frame (header included).
@@ -73,7 +75,7 @@ pub struct IndexEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Location {
     /// The pack's id.
-    pub pack: String,
+    pub pack: PackId,
     /// The pack's size, as its index records it.
     pub pack_size: u64,
     /// The entry.
@@ -86,24 +88,24 @@ pub struct Location {
 pub enum Located {
     /// In a pack.
     Packed(Location),
-    /// A whole-file object `blobs/sha256/<aa>/<sha256>` (there, or nowhere).
-    Blob,
+    /// A content object `blobs/sha256/<aa>/<sha256>` (there, or nowhere).
+    Object,
 }
 
 impl PackIndex {
     /// A new index of `pack`.
-    pub fn new(pack: &str, pack_size: u64, entries: Vec<IndexEntry>) -> Self {
+    pub fn new(pack: PackId, pack_size: u64, entries: Vec<IndexEntry>) -> Self {
         Self {
             format: INDEX_FORMAT.into(),
             version: INDEX_VERSION,
-            pack: pack.into(),
+            pack,
             pack_size,
             entries,
         }
     }
 
     /// Parses and validates the index read from `index/<pack_id>`.
-    pub fn parse(pack_id: &str, bytes: &[u8]) -> std::result::Result<Self, String> {
+    pub fn parse(pack_id: PackId, bytes: &[u8]) -> std::result::Result<Self, String> {
         #[derive(Deserialize)]
         struct Version {
             format: String,
@@ -132,9 +134,9 @@ impl PackIndex {
     /// Fails closed on anything no rockup writes: another pack's id, a pack
     /// too large, too many entries, entries out of order, overlapping, outside
     /// the pack or decoding to more than an entry may hold.
-    fn validate(&self, pack_id: &str) -> std::result::Result<(), String> {
+    fn validate(&self, pack_id: PackId) -> std::result::Result<(), String> {
         if self.pack != pack_id {
-            return Err(format!("names pack {:?}, not {pack_id:?}", self.pack));
+            return Err(format!("names pack {}, not {pack_id}", self.pack));
         }
         if self.pack_size > MAX_PACK_SIZE {
             return Err(format!(
@@ -161,9 +163,6 @@ impl IndexEntry {
     /// Checks one entry, which must start at or after `after`.
     fn validate(&self, after: u64, pack_size: u64) -> std::result::Result<(), String> {
         let sha = &self.sha256;
-        if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(format!("{sha:?} is not a SHA-256"));
-        }
         let end = self.offset.checked_add(self.length);
         if self.offset < after || end.is_none_or(|end| end > pack_size) {
             return Err(format!(
@@ -185,7 +184,7 @@ impl IndexEntry {
 #[derive(Debug, Clone)]
 pub struct PackInfo {
     /// Its id.
-    pub id: String,
+    pub id: PackId,
     /// Its size.
     pub size: u64,
     /// When the store wrote it.
@@ -194,27 +193,32 @@ pub struct PackInfo {
     pub indexed: bool,
 }
 
-/// What the repository's pack indexes say, in a scratch spool: `c<sha256>` →
-/// the content's first known place, `e<pack>/<offset>` → each pack's entries,
-/// `h<sha256>` → held otherwise (a listed blob, or stored by this run).
+/// What the repository's pack indexes say, in scratch spools: each content's
+/// first known place, each pack's entries by offset, and content held
+/// otherwise (a listed content object, or stored by this run).
 pub struct ContentIndex {
-    spool: Spool,
+    places: Spool<Sha256, Location>,
+    entries: Spool<(PackId, u64), IndexEntry>,
+    held: Spool<Sha256, ()>,
     /// Every listed pack, by id.
-    pub packs: HashMap<String, PackInfo>,
+    pub packs: HashMap<PackId, PackInfo>,
     /// Indexes that could not be used: key and why. Their packs' content is
     /// unknown, so nothing may delete them.
-    pub damaged: Vec<(String, String)>,
+    pub damaged: Vec<(PackId, String)>,
     /// Indexes whose pack is not in the listing (nothing they name exists).
-    pub dangling: Vec<String>,
+    pub dangling: Vec<PackId>,
 }
 
 impl ContentIndex {
     /// Lists packs and indexes and reads every index whose pack is listed
-    /// (`READS_IN_FLIGHT` at a time); `blobs` also records the whole-file
-    /// blobs present (one LIST), for a backup's deduplication.
-    pub async fn load(repo: &Repository, dir: &Path, blobs: bool) -> Result<Self> {
+    /// (`READS_IN_FLIGHT` at a time); `objects` also records the content
+    /// objects present (one LIST), for a writer's deduplication.
+    pub async fn load(repo: &Repository, dir: &Path, objects: bool) -> Result<Self> {
+        let places = Spool::create(dir)?;
         let mut index = Self {
-            spool: Spool::create(dir)?,
+            entries: places.beside(1),
+            held: places.beside(2),
+            places,
             packs: HashMap::new(),
             damaged: Vec::new(),
             dangling: Vec::new(),
@@ -222,42 +226,41 @@ impl ContentIndex {
         for meta in repo.list(layout::PACKS).await? {
             if let Some(id) = layout::parse_pack_key(meta.location.as_ref()) {
                 let info = PackInfo {
-                    id: id.to_string(),
+                    id,
                     size: meta.size,
                     last_modified: meta.last_modified,
                     indexed: false,
                 };
-                index.packs.insert(id.to_string(), info);
+                index.packs.insert(id, info);
             }
         }
         let mut ids = Vec::new();
         for meta in repo.list(layout::INDEX).await? {
             match layout::parse_index_key(meta.location.as_ref()) {
-                Some(id) if index.packs.contains_key(id) => ids.push(id.to_string()),
-                Some(_) => index.dangling.push(meta.location.to_string()),
+                Some(id) if index.packs.contains_key(&id) => ids.push(id),
+                Some(id) => index.dangling.push(id),
                 None => {}
             }
         }
         let mut reads = futures::stream::iter(ids)
-            .map(|id| async move { (read_index(repo, &id).await, id) })
+            .map(|id| async move { (read_index(repo, id).await, id) })
             .buffered(READS_IN_FLIGHT);
         while let Some((read, id)) = reads.next().await {
-            index.add(&id, read?)?;
+            index.add(id, read?)?;
         }
         drop(reads);
-        if blobs {
-            for meta in repo.list(layout::BLOBS).await? {
-                if let Some(sha) = meta.location.filename().filter(|s| s.len() == 64) {
-                    index.note_held(sha)?;
+        if objects {
+            for meta in repo.list(layout::CONTENT).await? {
+                if let Some(sha256) = layout::parse_content_key(meta.location.as_ref()) {
+                    index.note_held(&sha256)?;
                 }
             }
         }
         Ok(index)
     }
 
-    fn add(&mut self, id: &str, read: std::result::Result<PackIndex, String>) -> Result<()> {
-        let key = layout::pack_index(id).to_string();
-        let info = self.packs.get_mut(id).expect("only listed packs are read");
+    fn add(&mut self, id: PackId, read: std::result::Result<PackIndex, String>) -> Result<()> {
+        let info = self.packs.get_mut(&id).expect("only listed packs are read");
         let parsed = read.and_then(|index| match index.pack_size == info.size {
             true => Ok(index),
             false => Err(format!(
@@ -268,22 +271,19 @@ impl ContentIndex {
         let index = match parsed {
             Ok(index) => index,
             Err(why) => {
-                tracing::warn!(%key, %why, "pack index unusable");
-                self.damaged.push((key, why));
+                tracing::warn!(key = %layout::pack_index(id), %why, "pack index unusable");
+                self.damaged.push((id, why));
                 return Ok(());
             }
         };
         info.indexed = true;
         for entry in index.entries {
+            self.entries.put(&(id, entry.offset), &entry)?;
             let location = Location {
-                pack: id.to_string(),
+                pack: id,
                 pack_size: index.pack_size,
                 entry,
             };
-            self.spool.put(
-                &entry_key(id, location.entry.offset),
-                &serde_json::to_vec(&location.entry).expect("serializes"),
-            )?;
             self.insert_if_absent(&location)?;
         }
         Ok(())
@@ -292,70 +292,71 @@ impl ContentIndex {
     /// The indexes that are unusable, or name a pack that is gone, as problems.
     pub fn problems(&self) -> Vec<Problem> {
         let damaged = self.damaged.iter();
-        let damaged = damaged.map(|(key, why)| Problem::corrupt_object(key, why));
-        let dangling = self
-            .dangling
-            .iter()
-            .map(|key| Problem::corrupt_object(key, "names a pack that is not in the repository"));
+        let damaged =
+            damaged.map(|(id, why)| Problem::corrupt_object(layout::pack_index(*id), why));
+        let dangling = self.dangling.iter().map(|id| {
+            Problem::corrupt_object(
+                layout::pack_index(*id),
+                "names a pack that is not in the repository",
+            )
+        });
         damaged.chain(dangling).collect()
     }
 
     /// Records where content is, unless it is known already.
     pub fn insert_if_absent(&self, location: &Location) -> Result<()> {
-        let key = format!("c{}", location.entry.sha256);
-        if self.spool.get(&key)?.is_none() {
-            let json = serde_json::to_vec(location).expect("serializes");
-            self.spool.put(&key, &json)?;
+        let sha256 = &location.entry.sha256;
+        if !self.places.contains(sha256)? {
+            self.places.put(sha256, location)?;
         }
         Ok(())
     }
 
-    /// Records that content is held: a listed blob, or stored by this run.
-    pub fn note_held(&self, sha256: &str) -> Result<()> {
-        self.spool.put(&format!("h{sha256}"), b"")
+    /// Records that content is held: a listed content object, or stored by
+    /// this run.
+    pub fn note_held(&self, sha256: &Sha256) -> Result<()> {
+        self.held.put(sha256, &())
     }
 
-    /// Where content is: packed, or (so far as the indexes know) a blob.
-    pub fn locate(&self, sha256: &str) -> Result<Located> {
-        Ok(match self.spool.get(&format!("c{sha256}"))? {
-            Some(json) => Located::Packed(serde_json::from_slice(&json).expect("our own spool")),
-            None => Located::Blob,
+    /// Where content is: packed, or (so far as the indexes know) a content
+    /// object.
+    pub fn locate(&self, sha256: &Sha256) -> Result<Located> {
+        Ok(match self.places.get(sha256)? {
+            Some(location) => Located::Packed(location),
+            None => Located::Object,
         })
     }
 
-    /// Whether the repository holds content (packed, a listed blob, or
-    /// stored by this run).
-    pub fn holds(&self, sha256: &str) -> Result<bool> {
-        Ok(self.spool.get(&format!("c{sha256}"))?.is_some()
-            || self.spool.get(&format!("h{sha256}"))?.is_some())
+    /// Whether the repository holds content (packed, a listed content
+    /// object, or stored by this run).
+    pub fn holds(&self, sha256: &Sha256) -> Result<bool> {
+        Ok(self.places.contains(sha256)? || self.held.contains(sha256)?)
     }
 
     /// Up to `limit` entries of pack `id` after offset `after`, by offset.
     pub fn entries_of(
         &self,
-        id: &str,
+        id: PackId,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<IndexEntry>> {
-        let prefix = format!("e{id}/");
-        let start = after.map(|offset| entry_key(id, offset));
-        let batch = self
-            .spool
-            .batch_after(Some(start.as_deref().unwrap_or(&prefix)), limit)?;
+        let batch = match after {
+            Some(offset) => self.entries.batch_after(Some(&(id, offset)), limit)?,
+            None => self.entries.batch_from(Some(&(id, 0)), limit)?,
+        };
         Ok(batch
             .into_iter()
-            .take_while(|(key, _)| key.starts_with(&prefix))
-            .map(|(_, json)| serde_json::from_slice(&json).expect("our own spool"))
+            .take_while(|((pack, _), _)| *pack == id)
+            .map(|(_, entry)| entry)
             .collect())
     }
 }
 
-fn entry_key(pack: &str, offset: u64) -> String {
-    format!("e{pack}/{offset:016x}")
-}
-
 /// Reads and validates `index/<id>`; `Err(why)` when it is unusable.
-async fn read_index(repo: &Repository, id: &str) -> Result<std::result::Result<PackIndex, String>> {
+async fn read_index(
+    repo: &Repository,
+    id: PackId,
+) -> Result<std::result::Result<PackIndex, String>> {
     match repo
         .get_if_exists(&layout::pack_index(id), INDEX_LIMIT)
         .await
@@ -373,17 +374,21 @@ mod tests {
 
     fn entry(offset: u64, length: u64, size: u64) -> IndexEntry {
         IndexEntry {
-            sha256: "ab".repeat(32),
+            sha256: Sha256::of(b"ab"),
             offset,
             length,
             size,
         }
     }
 
+    fn pack_id(hex: &str) -> PackId {
+        hex.repeat(16).parse().unwrap()
+    }
+
     fn parse(pack_size: u64, entries: Vec<IndexEntry>) -> std::result::Result<PackIndex, String> {
-        let id = "0f".repeat(16);
-        let index = PackIndex::new(&id, pack_size, entries);
-        PackIndex::parse(&id, &serde_json::to_vec(&index).unwrap())
+        let id = pack_id("0f");
+        let index = PackIndex::new(id, pack_size, entries);
+        PackIndex::parse(id, &serde_json::to_vec(&index).unwrap())
     }
 
     #[test]
@@ -413,11 +418,11 @@ mod tests {
         assert!(parse(8 + 4 * (MAX_ENTRIES as u64 + 1), many)
             .unwrap_err()
             .contains("entries"));
-        let id = "0f".repeat(16);
-        let other = PackIndex::new(&"1f".repeat(16), 108, vec![entry(8, 50, 1)]);
-        assert!(PackIndex::parse(&id, &serde_json::to_vec(&other).unwrap()).is_err());
+        let id = pack_id("0f");
+        let other = PackIndex::new(pack_id("1f"), 108, vec![entry(8, 50, 1)]);
+        assert!(PackIndex::parse(id, &serde_json::to_vec(&other).unwrap()).is_err());
         let newer = br#"{"format":"rockup-pack-index","version":2}"#;
-        assert!(PackIndex::parse(&id, newer)
+        assert!(PackIndex::parse(id, newer)
             .unwrap_err()
             .contains("newer rockup"));
     }

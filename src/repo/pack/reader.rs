@@ -15,9 +15,10 @@ use object_store::{GetOptions, GetRange};
 
 use super::codec;
 use super::index::IndexEntry;
+use crate::digest::Sha256;
 use crate::error::{Problem, Result};
+use crate::repo::ids::PackId;
 use crate::repo::layout;
-use crate::repo::manifest::sha256_hex;
 use crate::repo::Repository;
 
 /// Neighbouring entries this close are read with one GET (the gap is read and dropped).
@@ -82,7 +83,7 @@ fn span<T>(range: &[Wanted<T>]) -> (u64, u64) {
 
 /// What reading a range gave: what `each` returned for every entry
 /// delivered, and the failure that stopped it, if any.
-pub struct RangeRead<T, O> {
+pub struct EntriesRead<T, O> {
     pub delivered: Vec<O>,
     pub failed: Option<Failed<T>>,
 }
@@ -93,11 +94,11 @@ pub struct RangeRead<T, O> {
 /// or long.
 pub async fn read_range<T, O, F, Fut>(
     repo: &Repository,
-    pack: &str,
+    pack: PackId,
     pack_size: u64,
     range: Vec<Wanted<T>>,
     mut each: F,
-) -> Result<RangeRead<T, O>>
+) -> Result<EntriesRead<T, O>>
 where
     F: FnMut(Wanted<T>, Bytes) -> Fut,
     Fut: Future<Output = Result<O>>,
@@ -106,7 +107,7 @@ where
     let mut queue = VecDeque::from(range);
     let mut delivered = Vec::new();
     let failed = |detail: String, queue: VecDeque<Wanted<T>>, delivered| {
-        Ok(RangeRead {
+        Ok(EntriesRead {
             delivered,
             failed: Some(Failed {
                 missing: false,
@@ -126,7 +127,7 @@ where
             missing: true,
             undelivered: queue.into(),
         };
-        return Ok(RangeRead {
+        return Ok(EntriesRead {
             delivered,
             failed: Some(missing),
         });
@@ -171,7 +172,7 @@ where
         }
     }
     match queue.is_empty() {
-        true => Ok(RangeRead {
+        true => Ok(EntriesRead {
             delivered,
             failed: None,
         }),
@@ -187,7 +188,7 @@ where
 pub fn open_entry(entry: &IndexEntry, frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let at = |why: String| format!("entry {} at byte {}: {why}", entry.sha256, entry.offset);
     let content = codec::decode(frame, entry.size).map_err(at)?;
-    match sha256_hex(&content) {
+    match Sha256::of(&content) {
         actual if actual == entry.sha256 => Ok(content),
         actual => Err(at(format!("content hashes to {actual}"))),
     }
@@ -199,7 +200,7 @@ mod tests {
 
     fn wanted(offset: u64, length: u64) -> Wanted<u64> {
         let entry = IndexEntry {
-            sha256: String::new(),
+            sha256: Sha256::of(b""),
             offset,
             length,
             size: 0,

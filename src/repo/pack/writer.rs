@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 
 use super::index::{IndexEntry, PackIndex, MAX_ENTRIES};
 use super::{PACK_MAGIC, PACK_TARGET};
+use crate::digest::Sha256;
 use crate::error::Result;
+use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::Repository;
 
@@ -23,7 +25,7 @@ pub const PACKS_IN_FLIGHT: usize = 2;
 
 /// The pack being filled.
 struct Filling {
-    id: String,
+    id: PackId,
     bytes: Vec<u8>,
     entries: Vec<IndexEntry>,
 }
@@ -33,7 +35,7 @@ impl Filling {
         let mut bytes = Vec::with_capacity(PACK_TARGET + (1 << 20));
         bytes.extend_from_slice(PACK_MAGIC);
         Self {
-            id: layout::new_pack_id(),
+            id: PackId::random(),
             bytes,
             entries: Vec::new(),
         }
@@ -52,14 +54,14 @@ pub struct PackStats {
     /// Their bytes, indexes included.
     pub bytes: u64,
     /// Their ids.
-    pub ids: Vec<String>,
+    pub ids: Vec<PackId>,
 }
 
 /// Fills and stores packs for one run.
 pub struct Packer {
     repo: Repository,
     filling: Mutex<Filling>,
-    uploads: Mutex<JoinSet<Result<(String, u64)>>>,
+    uploads: Mutex<JoinSet<Result<(PackId, u64)>>>,
     slots: Arc<Semaphore>,
     stored: Mutex<PackStats>,
 }
@@ -77,13 +79,13 @@ impl Packer {
 
     /// Appends one frame holding content `sha256` of `size` bytes. Waits
     /// while [`PACKS_IN_FLIGHT`] sealed packs are being stored.
-    pub async fn add(&self, sha256: &str, size: u64, frame: &[u8]) -> Result<()> {
+    pub async fn add(&self, sha256: &Sha256, size: u64, frame: &[u8]) -> Result<()> {
         let sealed = {
             let mut filling = self.filling.lock().expect("not poisoned");
             let offset = filling.bytes.len() as u64;
             filling.bytes.extend_from_slice(frame);
             filling.entries.push(IndexEntry {
-                sha256: sha256.to_string(),
+                sha256: *sha256,
                 offset,
                 length: frame.len() as u64,
                 size,
@@ -114,7 +116,7 @@ impl Packer {
         Ok(self.stored.lock().expect("not poisoned").clone())
     }
 
-    fn count(&self, (id, bytes): (String, u64)) {
+    fn count(&self, (id, bytes): (PackId, u64)) {
         let mut stored = self.stored.lock().expect("not poisoned");
         stored.packs += 1;
         stored.bytes += bytes;
@@ -145,14 +147,14 @@ async fn store_pack(
     repo: Repository,
     sealed: Filling,
     _slot: OwnedSemaphorePermit,
-) -> Result<(String, u64)> {
+) -> Result<(PackId, u64)> {
     let pack_size = sealed.bytes.len() as u64;
-    repo.put(&layout::pack(&sealed.id), Bytes::from(sealed.bytes))
+    repo.put(&layout::pack(sealed.id), Bytes::from(sealed.bytes))
         .await?;
-    let index = PackIndex::new(&sealed.id, pack_size, sealed.entries);
+    let index = PackIndex::new(sealed.id, pack_size, sealed.entries);
     let json = Bytes::from(serde_json::to_vec(&index).expect("index serializes"));
     let index_size = json.len() as u64;
-    repo.put(&layout::pack_index(&index.pack), json).await?;
+    repo.put(&layout::pack_index(index.pack), json).await?;
     Ok((index.pack, pack_size + index_size))
 }
 
@@ -170,7 +172,7 @@ mod tests {
         for i in 0..120u32 {
             let mut c = content.clone();
             c[..4].copy_from_slice(&i.to_le_bytes());
-            let sha = crate::repo::manifest::sha256_hex(&c);
+            let sha = Sha256::of(&c);
             packer
                 .add(&sha, c.len() as u64, &codec::encode(&c, 0))
                 .await

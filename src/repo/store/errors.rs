@@ -1,14 +1,19 @@
-//! Store errors as users read them: one line, XML bodies condensed to
-//! `Code: Message`, the URL (query strings redacted, never a secret), the kind
-//! kept for callers to match on, and a fix naming the right settings for that
-//! store.
+//! Store errors as users read them and callers match on them: one line, XML
+//! bodies condensed to `Code: Message`, the URL (query strings redacted, never
+//! a secret), a fix naming the right settings for that store, object_store's
+//! error kept as the source, and the kind — decided from object_store's error
+//! kinds, the HTTP status of the failed request (`status`) and the transport
+//! error beneath it, never from message text.
 
+use object_store::client::{HttpError, HttpErrorKind};
+
+use super::status::status_of;
 use super::Repository;
-use crate::error::{redact, Error, StoreErrorKind};
+use crate::error::{redact, Error, StoreErrorKind, StoreSource};
 
 impl Repository {
     /// Turns a store error into a one-line message naming the repository and a
-    /// fix, keeping its kind.
+    /// fix, keeping it as the source and its kind.
     pub(crate) fn error(&self, err: object_store::Error) -> Error {
         // One line, whatever the server's error body looked like.
         let one_line = redact(&err.to_string())
@@ -16,60 +21,136 @@ impl Repository {
             .collect::<Vec<_>>()
             .join(" ");
         let text = condense_error_body(&one_line);
-        let (kind, hint) = diagnose(&err, &text, &StoreSettings::of(&self.name));
+        let kind = kind_of(&err);
+        let hint = hint(kind, &text, &StoreSettings::of(&self.name));
         Error::Store {
             url: self.name.clone(),
             kind,
             message: format!("{text}{hint}"),
+            source: Some(StoreSource::new(err)),
+        }
+    }
+
+    /// A store error rockup itself finds (no object_store error behind it).
+    pub(crate) fn failure(&self, kind: StoreErrorKind, message: String) -> Error {
+        Error::Store {
+            url: self.name.clone(),
+            kind,
+            message,
+            source: None,
         }
     }
 }
 
-/// The kind of a store error (also where only the server's text tells it) and a
-/// hint at the fix.
-fn diagnose(
-    err: &object_store::Error,
-    text: &str,
-    settings: &StoreSettings,
-) -> (StoreErrorKind, String) {
+/// What kind of failure `err` is.
+pub(super) fn kind_of(err: &object_store::Error) -> StoreErrorKind {
+    use object_store::Error as E;
+    match err {
+        E::NotFound { .. } => StoreErrorKind::NotFound,
+        E::AlreadyExists { .. } => StoreErrorKind::AlreadyExists,
+        E::Precondition { .. } => StoreErrorKind::Precondition,
+        E::NotImplemented { .. } | E::NotSupported { .. } => StoreErrorKind::NotImplemented,
+        E::Unauthenticated { .. } => StoreErrorKind::Unauthenticated,
+        E::PermissionDenied { .. } => StoreErrorKind::PermissionDenied,
+        _ => match status_of(err) {
+            Some(status) => kind_of_status(status),
+            None if transport_failed(err) => StoreErrorKind::Unavailable,
+            None => StoreErrorKind::Other,
+        },
+    }
+}
+
+/// The kind of a request that failed with HTTP `status`.
+fn kind_of_status(status: u16) -> StoreErrorKind {
+    match status {
+        401 => StoreErrorKind::Unauthenticated,
+        403 => StoreErrorKind::PermissionDenied,
+        404 => StoreErrorKind::NotFound,
+        409 => StoreErrorKind::AlreadyExists,
+        412 => StoreErrorKind::Precondition,
+        // 405: how some S3-compatible servers answer a bulk delete they lack.
+        405 | 501 => StoreErrorKind::NotImplemented,
+        408 | 429 | 500..=599 => StoreErrorKind::Unavailable,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// Whether the chain of `err` holds a connection or timeout failure: a
+/// request that got no whole answer.
+fn transport_failed(err: &object_store::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    let mut current: &(dyn std::error::Error + 'static) = err;
+    loop {
+        if let Some(http) = current.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+                    | HttpErrorKind::Decode
+            );
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                Io::TimedOut
+                    | Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::ConnectionRefused
+                    | Io::NotConnected
+                    | Io::BrokenPipe
+                    | Io::Interrupted
+                    | Io::UnexpectedEof
+            );
+        }
+        match current.source() {
+            Some(source) => current = source,
+            None => return false,
+        }
+    }
+}
+
+/// A hint at the fix for a failure of `kind`; the server's words (`text`)
+/// only choose between hints.
+fn hint(kind: StoreErrorKind, text: &str, settings: &StoreSettings) -> String {
     let lower = text.to_ascii_lowercase();
     let mentions = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    let kind = StoreErrorKind::of(err);
-    if mentions(&[
-        "nosuchbucket",
-        "containernotfound",
-        "bucket does not exist",
-        "the specified bucket",
-    ]) {
-        let hint = "; the bucket or container does not exist: create it first (rockup never creates buckets)";
-        (StoreErrorKind::NotFound, hint.to_string())
-    } else if kind == StoreErrorKind::Unauthenticated
-        || mentions(&[
-            "invalidaccesskeyid",
-            "signaturedoesnotmatch",
-            "authenticationfailed",
-            "authorizationfailure",
-            "failed to authenticate",
-        ])
-    {
-        let hint = format!(
-            "; the credentials were rejected: check {}",
-            settings.credentials
-        );
-        (StoreErrorKind::Unauthenticated, hint)
-    } else if kind == StoreErrorKind::PermissionDenied {
-        let hint = "; access denied: the credentials lack permission for this bucket and prefix";
-        (kind, hint.to_string())
-    } else if unsupported_by_store(err) {
-        (StoreErrorKind::NotImplemented, String::new())
-    } else if mentions(&["error sending request", "connect"]) {
-        let hint = format!(
+    match kind {
+        StoreErrorKind::NotFound
+            if mentions(&[
+                "nosuchbucket",
+                "containernotfound",
+                "bucket does not exist",
+                "the specified bucket",
+            ]) =>
+        {
+            "; the bucket or container does not exist: create it first (rockup never creates buckets)".into()
+        }
+        // Azure answers a wrong key with 403 and says it failed to authenticate.
+        StoreErrorKind::Unauthenticated | StoreErrorKind::PermissionDenied
+            if kind == StoreErrorKind::Unauthenticated
+                || mentions(&[
+                    "invalidaccesskeyid",
+                    "signaturedoesnotmatch",
+                    "authenticationfailed",
+                    "failed to authenticate",
+                ]) =>
+        {
+            format!(
+                "; the credentials were rejected: check {}",
+                settings.credentials
+            )
+        }
+        StoreErrorKind::PermissionDenied => {
+            "; access denied: the credentials lack permission for this bucket and prefix".into()
+        }
+        StoreErrorKind::Unavailable if mentions(&["error sending request", "connect"]) => format!(
             "; the endpoint is unreachable: check the URL and {}",
             settings.endpoint
-        );
-        (kind, hint)
-    } else {
-        (kind, String::new())
+        ),
+        StoreErrorKind::Unavailable => "; the store kept failing through rockup's retries: try again later".into(),
+        _ => String::new(),
     }
 }
 
@@ -132,15 +213,33 @@ impl StoreSettings {
 /// Names the error of a bulk delete the server does not implement.
 pub(super) const BULK_DELETE_UNSUPPORTED: &str = "bulk delete not implemented by the server";
 
-/// True when the store (or the server behind it) does not implement the
-/// operation (a bulk delete).
-pub(super) fn unsupported_by_store(err: &object_store::Error) -> bool {
-    if matches!(
-        err,
-        object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }
-    ) {
-        return true;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_statuses_and_transport_errors_not_from_text() {
+        for (status, kind) in [
+            (503, StoreErrorKind::Unavailable),
+            (429, StoreErrorKind::Unavailable),
+            (500, StoreErrorKind::Unavailable),
+            (501, StoreErrorKind::NotImplemented),
+            (400, StoreErrorKind::Other),
+            (416, StoreErrorKind::Other),
+            (404, StoreErrorKind::NotFound),
+        ] {
+            assert_eq!(kind_of_status(status), kind, "{status}");
+        }
+        let reset = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        assert_eq!(kind_of(&reset), StoreErrorKind::Unavailable);
+        // Words alone decide nothing.
+        let worded = object_store::Error::Generic {
+            store: "S3",
+            source: "503 Service Unavailable, 501 not implemented".into(),
+        };
+        assert_eq!(kind_of(&worded), StoreErrorKind::Other);
     }
-    let text = err.to_string().to_ascii_lowercase();
-    text.contains("501") || text.contains("notimplemented") || text.contains("not implemented")
 }

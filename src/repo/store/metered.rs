@@ -1,6 +1,7 @@
 //! Every request to the store passes here: counted by kind with the bytes it
-//! moved ([`Traffic`]), and — with a rate limit — paced so that uploads and
-//! downloads together stay at or under it over the run. Pacing is a virtual
+//! moved ([`Traffic`]), the HTTP status of a failed one attached to its error
+//! (`status`), and — with a rate limit — paced so that uploads and downloads
+//! together stay at or under it over the run. Pacing is a virtual
 //! clock: each transfer of `n` bytes is scheduled `n / rate` after the
 //! previous one, waiting for its slot before it is sent (uploads) or before the
 //! next chunk is read (downloads, where TCP's back-pressure slows the sender).
@@ -18,6 +19,8 @@ use object_store::{
 };
 use serde::Serialize;
 use tokio::time::Instant;
+
+use super::status::{observed, Observed};
 
 /// Requests by kind and bytes moved, since the repository was opened.
 #[derive(Debug, Default)]
@@ -144,7 +147,7 @@ impl ObjectStore for Metered {
         self.pace(bytes).await;
         add(&self.counters.put, 1);
         add(&self.counters.uploaded, bytes);
-        self.inner.put_opts(location, payload, opts).await
+        observed(self.inner.put_opts(location, payload, opts)).await
     }
 
     async fn put_multipart_opts(
@@ -153,7 +156,7 @@ impl ObjectStore for Metered {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         add(&self.counters.put, 1);
-        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        let inner = observed(self.inner.put_multipart_opts(location, opts)).await?;
         Ok(Box::new(MeteredUpload {
             inner,
             counters: self.counters.clone(),
@@ -174,7 +177,7 @@ impl ObjectStore for Metered {
             },
             1,
         );
-        let mut result = self.inner.get_opts(location, options).await?;
+        let mut result = observed(self.inner.get_opts(location, options)).await?;
         let (counters, pace) = (self.counters.clone(), self.pace.clone());
         let (meta, range) = (result.meta.clone(), result.range.clone());
         let attributes = std::mem::take(&mut result.attributes);
@@ -206,17 +209,17 @@ impl ObjectStore for Metered {
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let counters = self.counters.clone();
         let counted = locations.inspect(move |_| add(&counters.delete, 1));
-        self.inner.delete_stream(counted.boxed())
+        Observed::new(self.inner.delete_stream(counted.boxed())).boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         add(&self.counters.list, 1);
-        self.inner.list(prefix)
+        Observed::new(self.inner.list(prefix)).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         add(&self.counters.list, 1);
-        self.inner.list_with_delimiter(prefix).await
+        observed(self.inner.list_with_delimiter(prefix)).await
     }
 
     async fn copy_opts(
@@ -226,7 +229,7 @@ impl ObjectStore for Metered {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         add(&self.counters.put, 1);
-        self.inner.copy_opts(from, to, options).await
+        observed(self.inner.copy_opts(from, to, options)).await
     }
 }
 
@@ -250,18 +253,18 @@ impl MultipartUpload for MeteredUpload {
             }
             add(&counters.put, 1);
             add(&counters.uploaded, bytes);
-            part.await
+            observed(part).await
         })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         add(&self.counters.put, 1);
-        self.inner.complete().await
+        observed(self.inner.complete()).await
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
         add(&self.counters.delete, 1);
-        self.inner.abort().await
+        observed(self.inner.abort()).await
     }
 }
 

@@ -2,12 +2,13 @@
 //! primitives every operation shares — reads, overwriting writes of immutable
 //! objects, the write-once create used for commits, listing, bulk deletes, and the
 //! repository marker. Stores are built in `open`; their errors are worded in
-//! `errors`.
+//! `errors`, with the HTTP status `status` carries to them.
 
 mod errors;
 mod local;
 mod metered;
 mod open;
+mod status;
 mod throttle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,20 +22,18 @@ use object_store::{
     PutPayload,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::common::progress::Progress;
+use crate::digest::{Hasher, Sha256};
 use crate::error::{Error, Result, StoreErrorKind};
+use crate::repo::ids::Format;
 use crate::repo::layout;
-use errors::{unsupported_by_store, BULK_DELETE_UNSUPPORTED};
+use errors::{kind_of, BULK_DELETE_UNSUPPORTED};
 pub use metered::Traffic;
 use metered::{Counters, Metered, Pace};
 
-/// Repository format name and version, stored in `rockup.json`.
+/// Repository format name, stored in `rockup.json` with its version.
 pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
-/// Newest version of the repository layout this build reads and writes
-/// (2: packs, content-addressed database files); version 1 is read too.
-pub(crate) const REPOSITORY_VERSION: u32 = 2;
 
 /// Largest repository marker read.
 const MARKER_LIMIT: u64 = 64 << 10;
@@ -72,11 +71,11 @@ pub(crate) enum Fetched {
     /// More bytes than expected: reading stopped at the first chunk past them.
     TooLarge,
     /// The object ended early or hashes otherwise: what it had.
-    Differs { bytes: u64, sha256: String },
+    Differs { bytes: u64, sha256: Sha256 },
 }
 
 /// What a ranged read found.
-pub(crate) enum RangeRead {
+pub(crate) enum RangeFetched {
     /// The whole range, written.
     Written,
     /// No such object.
@@ -164,20 +163,20 @@ impl Repository {
             }
             _ => Self::delete_with(&self.store, keys).await,
         };
+        let unsupported = |e: &object_store::Error| kind_of(e) == StoreErrorKind::NotImplemented;
         match (bulk_failed, single) {
             (Ok(()), _) => Ok(()),
-            (Err(e), Some(single)) if unsupported_by_store(&e) => {
+            (Err(e), Some(single)) if unsupported(&e) => {
                 tracing::info!(repo = %self.name, "the server has no bulk delete; deleting one object per request");
                 self.bulk_delete_unsupported.store(true, Ordering::Relaxed);
                 Self::delete_with(single, keys)
                     .await
                     .map_err(|e| self.error(e))
             }
-            (Err(e), None) if unsupported_by_store(&e) => Err(Error::Store {
-                url: self.name.clone(),
-                kind: StoreErrorKind::NotImplemented,
-                message: format!("{BULK_DELETE_UNSUPPORTED}: {e}"),
-            }),
+            (Err(e), None) if unsupported(&e) => {
+                let message = format!("{BULK_DELETE_UNSUPPORTED}: {e}");
+                Err(self.failure(StoreErrorKind::NotImplemented, message))
+            }
             (Err(e), _) => Err(self.error(e)),
         }
     }
@@ -209,11 +208,7 @@ impl Repository {
     pub(crate) async fn get(&self, key: &Path, limit: u64) -> Result<Bytes> {
         self.get_if_exists(key, limit)
             .await?
-            .ok_or_else(|| Error::Store {
-                url: self.name.clone(),
-                kind: StoreErrorKind::NotFound,
-                message: format!("{key} not found"),
-            })
+            .ok_or_else(|| self.failure(StoreErrorKind::NotFound, format!("{key} not found")))
     }
 
     /// Reads a whole object of at most `limit` bytes, `None` when it does not
@@ -294,11 +289,10 @@ impl Repository {
                 key: key.to_string(),
                 reason: "was written concurrently by somebody else (the store ignored If-None-Match); ours was not kept".into(),
             }),
-            None => Err(Error::Store {
-                url: self.name.clone(),
-                kind: StoreErrorKind::Other,
-                message: format!("{key} was written but cannot be read back"),
-            }),
+            None => Err(self.failure(
+                StoreErrorKind::Unavailable,
+                format!("{key} was written but cannot be read back"),
+            )),
         }
     }
 
@@ -307,7 +301,7 @@ impl Repository {
     pub(crate) async fn read_verified<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         key: &Path,
-        (size, sha256): (u64, &str),
+        (size, sha256): (u64, &Sha256),
         out: &mut W,
         out_path: &std::path::Path,
     ) -> Result<Fetched> {
@@ -315,7 +309,7 @@ impl Repository {
         let Some(result) = self.fetch(key, GetOptions::default()).await? else {
             return Ok(Fetched::Missing);
         };
-        let (mut hasher, mut read) = (Sha256::new(), 0u64);
+        let (mut hasher, mut read) = (Hasher::default(), 0u64);
         let mut stream = result.into_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.error(e))?;
@@ -329,8 +323,8 @@ impl Repository {
                 .map_err(|e| Error::io(out_path, e))?;
         }
         out.flush().await.map_err(|e| Error::io(out_path, e))?;
-        let actual = hex::encode(hasher.finalize());
-        match read == size && actual == sha256 {
+        let actual = hasher.finish();
+        match read == size && actual == *sha256 {
             true => Ok(Fetched::Intact),
             false => Ok(Fetched::Differs {
                 bytes: read,
@@ -350,21 +344,21 @@ impl Repository {
         range: std::ops::Range<u64>,
         size: u64,
         (file, out_path): (&std::fs::File, &std::path::Path),
-    ) -> Result<RangeRead> {
+    ) -> Result<RangeFetched> {
         use std::os::unix::fs::FileExt;
         let options = GetOptions::default().with_range(Some(GetRange::Bounded(range.clone())));
         let Some(result) = self.fetch(key, options).await? else {
-            return Ok(RangeRead::Missing);
+            return Ok(RangeFetched::Missing);
         };
         if result.meta.size != size {
-            return Ok(RangeRead::ObjectSize(result.meta.size));
+            return Ok(RangeFetched::ObjectSize(result.meta.size));
         }
         let mut offset = range.start;
         let mut stream = result.into_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.error(e))?;
             if offset + chunk.len() as u64 > range.end {
-                return Ok(RangeRead::ObjectSize(offset + chunk.len() as u64));
+                return Ok(RangeFetched::ObjectSize(offset + chunk.len() as u64));
             }
             // A page-cache write: short enough for the async worker.
             file.write_all_at(&chunk, offset)
@@ -372,8 +366,8 @@ impl Repository {
             offset += chunk.len() as u64;
         }
         match offset == range.end {
-            true => Ok(RangeRead::Written),
-            false => Ok(RangeRead::Short(offset)),
+            true => Ok(RangeFetched::Written),
+            false => Ok(RangeFetched::Short(offset)),
         }
     }
 
@@ -445,16 +439,16 @@ impl Repository {
             .map_err(|e| self.error(e))
     }
 
-    /// Checks the repository marker and returns its version. With
-    /// `write = Some(v)`, a writer of format `v`: the marker is created in a
-    /// new repository, and raised to `v` in an older one — so that older
-    /// rockups, which do not know format `v`, refuse the repository instead
+    /// Checks the repository marker and returns its format. With
+    /// `write = Some(f)`, a writer of format `f`: the marker is created in a
+    /// new repository, and raised to `f` in an older one — so that older
+    /// rockups, which do not know format `f`, refuse the repository instead
     /// of misreading it. A repository of a newer format is refused.
-    pub(crate) async fn check_marker(&self, write: Option<u32>) -> Result<u32> {
+    pub(crate) async fn check_marker(&self, write: Option<Format>) -> Result<Format> {
         let key = layout::marker();
         let Some(bytes) = self.get_if_exists(&key, MARKER_LIMIT).await? else {
             return match write {
-                Some(version) => self.create_marker(version).await,
+                Some(format) => self.create_marker(format).await,
                 None => Err(self.not_a_repository().await),
             };
         };
@@ -467,36 +461,30 @@ impl Repository {
                 format!("not a rockup repository (format {:?})", marker.format),
             ));
         }
-        if !(1..=REPOSITORY_VERSION).contains(&marker.version) {
-            return Err(Error::manifest(
-                layout::MARKER,
-                format!(
-                    "repository format version {} was written by a newer rockup (rockup {} reads versions 1 to {REPOSITORY_VERSION}); upgrade rockup",
-                    marker.version,
-                    env!("CARGO_PKG_VERSION")
-                ),
-            ));
-        }
+        let Some(found) = Format::from_number(marker.version) else {
+            let why = Format::unknown("repository format", marker.version);
+            return Err(Error::manifest(layout::MARKER, why));
+        };
         match write {
-            Some(version) if version > marker.version => {
+            Some(format) if format > found => {
                 tracing::info!(
-                    from = marker.version,
-                    to = version,
+                    from = %found,
+                    to = %format,
                     "repository format raised; rockup older than 0.2 will refuse it"
                 );
-                self.put(&key, marker_bytes(version)).await?;
-                Ok(version)
+                self.put(&key, marker_bytes(format)).await?;
+                Ok(format)
             }
-            _ => Ok(marker.version),
+            _ => Ok(found),
         }
     }
 
-    async fn create_marker(&self, version: u32) -> Result<u32> {
+    async fn create_marker(&self, format: Format) -> Result<Format> {
         let key = layout::marker();
-        match self.create(&key, marker_bytes(version)).await {
-            Ok(_) => Ok(version),
+        match self.create(&key, marker_bytes(format)).await {
+            Ok(_) => Ok(format),
             // Another run created it concurrently: check theirs.
-            Err(Error::Conflict { .. }) => Box::pin(self.check_marker(Some(version))).await,
+            Err(Error::Conflict { .. }) => Box::pin(self.check_marker(Some(format))).await,
             Err(e) => Err(e),
         }
     }
@@ -515,10 +503,10 @@ impl Repository {
     }
 }
 
-fn marker_bytes(version: u32) -> Bytes {
+fn marker_bytes(format: Format) -> Bytes {
     let marker = Marker {
         format: REPOSITORY_FORMAT.into(),
-        version,
+        version: format.number(),
     };
     Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"))
 }

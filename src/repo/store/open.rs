@@ -22,7 +22,7 @@ use super::errors::StoreSettings;
 use super::local::NoSymlinks;
 use super::throttle::{Adaptive, ThrottledConnector};
 use super::Repository;
-use crate::error::{redact, Error, Result, StoreErrorKind};
+use crate::error::{redact, Error, Result, StoreErrorKind, StoreSource};
 
 /// Request timeout applied unless the user sets `timeout`: generous enough for a
 /// 128 MiB multipart part over a slow link (object_store's default of 30 s covers
@@ -165,6 +165,7 @@ impl Repository {
             url: name.clone(),
             kind: StoreErrorKind::Other,
             message: e.to_string(),
+            source: Some(StoreSource::new(e)),
         })?;
         let mut repo = Self::from_store(Arc::new(store), name);
         repo.local_root = Some(root);

@@ -197,12 +197,19 @@ async fn deletes_fall_back_to_one_request_per_object() {
 async fn marker_rejects_unknown_versions() {
     let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
     assert!(repo.check_marker(None).await.is_err());
-    assert_eq!(repo.check_marker(Some(1)).await.unwrap(), 1);
-    assert_eq!(repo.check_marker(None).await.unwrap(), 1);
-    assert_eq!(repo.check_marker(Some(2)).await.unwrap(), 2, "raised");
     assert_eq!(
-        repo.check_marker(Some(1)).await.unwrap(),
-        2,
+        repo.check_marker(Some(Format::V1)).await.unwrap(),
+        Format::V1
+    );
+    assert_eq!(repo.check_marker(None).await.unwrap(), Format::V1);
+    assert_eq!(
+        repo.check_marker(Some(Format::V2)).await.unwrap(),
+        Format::V2,
+        "raised"
+    );
+    assert_eq!(
+        repo.check_marker(Some(Format::V1)).await.unwrap(),
+        Format::V2,
         "never lowered"
     );
     repo.put(
@@ -217,4 +224,61 @@ async fn marker_rejects_unknown_versions() {
             .contains("version 9 was written by a newer rockup"),
         "{err}"
     );
+}
+
+/// An HTTP server on loopback that answers every request with `status`.
+fn answering(status: u16) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut connection in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = connection.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = connection.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://{address}")
+}
+
+/// The status a real HTTP answer carries — through reqwest, the throttled
+/// connector and the metered store — decides the kind of the error.
+#[tokio::test]
+async fn http_statuses_decide_the_kind_of_a_store_error() {
+    use object_store::aws::AmazonS3Builder;
+    let cases = [
+        (503, StoreErrorKind::Unavailable),
+        (500, StoreErrorKind::Unavailable),
+        (400, StoreErrorKind::Other),
+        (501, StoreErrorKind::NotImplemented),
+    ];
+    for (status, kind) in cases {
+        let no_retries = object_store::RetryConfig {
+            max_retries: 0,
+            ..Default::default()
+        };
+        let s3 = AmazonS3Builder::new()
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_endpoint(answering(status))
+            .with_allow_http(true)
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_retry(no_retries)
+            .with_http_connector(super::throttle::ThrottledConnector::new(
+                super::throttle::Adaptive::new(),
+            ))
+            .build()
+            .unwrap();
+        let repo = Repository::from_store(Arc::new(s3), "s3://b");
+        let err = repo.get(&Path::from("k"), 10).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Store { kind: found, .. } if *found == kind),
+            "{status}: {err:?}"
+        );
+        assert_eq!(err.retryable(), kind.is_transient(), "{status}");
+    }
 }

@@ -5,7 +5,8 @@
 //! up to [`MAX_IN_FLIGHT`]. object_store still retries the throttled request
 //! with its backoff; this keeps the rest from hammering the store meanwhile.
 //! A request holds its slot until the response's headers arrive (for an
-//! upload, while its body is sent).
+//! upload, while its body is sent). Each response's status is also noted for
+//! the error of a call that fails (`status`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use object_store::client::{
 };
 use object_store::ClientOptions;
 use tokio::sync::Notify;
+
+use super::status;
 
 /// Requests in flight at most, before any throttling.
 pub(super) const MAX_IN_FLIGHT: usize = 64;
@@ -118,7 +121,9 @@ impl HttpService for Throttled {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let _slot = self.limit.acquire().await;
         let response = self.inner.execute(request).await?;
-        self.limit.observe(response.status().as_u16());
+        let status = response.status().as_u16();
+        self.limit.observe(status);
+        status::note(status);
         Ok(response)
     }
 }
