@@ -16,6 +16,7 @@
 //! | `content` | content by SHA-256 for a writer: deduplicated, a pack entry when small, a content object when large |
 
 pub mod content;
+pub mod crypto;
 pub mod ids;
 pub mod layout;
 pub mod lock;
