@@ -181,6 +181,35 @@ pub enum Error {
         /// Why it could not be read (a store error: shown in the message).
         error: Box<Error>,
     },
+    /// The repository is encrypted and no key was given.
+    #[error(
+        "{repo} is encrypted: give its key — a passphrase (ROCKUP_PASSWORD_FILE, \
+         ROCKUP_PASSWORD_COMMAND, ROCKUP_PASSWORD, or a prompt on a terminal), an identity \
+         (--identity FILE, ROCKUP_IDENTITY_FILE) or, to back up only, a write key \
+         (--write-key FILE, ROCKUP_WRITE_KEY_FILE)"
+    )]
+    KeyNeeded {
+        /// The repository URL, redacted.
+        repo: String,
+    },
+    /// The key given opens no key slot of the repository.
+    #[error("{repo}: {reason}; nothing was read or written")]
+    WrongKey {
+        /// The repository URL, redacted.
+        repo: String,
+        /// Which key did not open what.
+        reason: String,
+    },
+    /// The operation reads what only the full key opens, and this host holds
+    /// a write key only.
+    #[error(
+        "{operation} needs the repository's full key (a passphrase or an identity); this host \
+         holds a write key, which backs up but never reads back"
+    )]
+    WriteOnly {
+        /// What was asked.
+        operation: &'static str,
+    },
     /// No backup with that id (or no backup at all for `latest`).
     #[error("backup {0} not found in the repository; `rockup list` shows the backups it holds")]
     BackupNotFound(String),
@@ -348,11 +377,13 @@ impl StoreErrorKind {
 impl Error {
     /// The CLI exit code for this error: 2 usage, 3 problems found (damage,
     /// references not captured), 4 objects that could not be read and nothing
-    /// else (verify again later), 130 interrupted by SIGINT, 143 by SIGTERM
-    /// (also SIGHUP, SIGQUIT), 1 for everything else.
+    /// else (verify again later), 5 no key, a wrong key, or only a write key
+    /// where the full key is needed, 130 interrupted by SIGINT, 143 by
+    /// SIGTERM (also SIGHUP, SIGQUIT), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            Error::KeyNeeded { .. } | Error::WrongKey { .. } | Error::WriteOnly { .. } => 5,
             Error::Problems { problems, .. } if all_unreadable(problems) => 4,
             Error::Problems { .. } => 3,
             Error::Interrupted("SIGINT") => 130,

@@ -94,17 +94,24 @@ pub use error::{
 };
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::copy::{copy, CopyOptions, CopyReport};
+pub use ops::keys::{init, InitOptions, KeysReport, NewKey, SlotInfo};
 pub use ops::prune::{
     prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
 };
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RESTORE_JOBS};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;
+pub use repo::crypto::{Credentials, Identity, KdfParams, Recipient, WriteKey};
 pub use repo::ids::{BackupId, Format, PackId};
 pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};
 pub use repo::{Created, Repository, Traffic};
 pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};
+
+/// Key management of an encrypted repository (`rockup key`).
+pub mod keys {
+    pub use crate::ops::keys::{add, list, new_identity, passwd, remove, rotate, write_key};
+}
 
 /// The repository format as a reader sees it: a backup's header, the entries
 /// of its parts, and everything it needs from the repository

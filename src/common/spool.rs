@@ -108,11 +108,22 @@ struct Scratch {
     dir: PathBuf,
 }
 
-/// A scratch sorted map from `K` to `V`, removed with its directory.
+/// A scratch sorted map from `K` to `V`, removed with its directory (clones
+/// are the same map).
 pub struct Spool<K, V> {
     scratch: Arc<Scratch>,
     tag: u8,
     _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Spool<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            scratch: self.scratch.clone(),
+            tag: self.tag,
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<K: SpoolKey, V: Serialize + DeserializeOwned> Spool<K, V> {

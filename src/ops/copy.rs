@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
@@ -24,10 +25,11 @@ use crate::common::tasks::Jobs;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::repo::content::{ContentOptions, ContentStore};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
 use crate::repo::lock::{locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
-use crate::repo::manifest::{self, Header, Stored};
+use crate::repo::manifest::{self, DbFileEntry, Entry, ExternalEntry, Header, PartKind, Stored};
 use crate::repo::pack::reader::{self, Wanted};
 use crate::repo::pack::{ContentIndex, Located, Location};
 use crate::repo::upload::{Uploader, DEFAULT_MEMORY_BUDGET};
@@ -75,6 +77,7 @@ pub struct CopyReport {
 /// Copies the selected backups of `from` into `to`.
 pub async fn copy(from: &Repository, to: &Repository, options: &CopyOptions) -> Result<CopyReport> {
     from.check_marker(None).await?;
+    from.require_full_key("copying from an encrypted repository")?;
     to.check_marker(Some(Format::NEWEST)).await?;
     let ids = selected(from, options).await?;
     let request = LockRequest {
@@ -166,21 +169,26 @@ async fn copy_backup(
 ) -> Result<()> {
     let to = target.repo;
     let (header, bytes) = manifest::read_raw(from, id).await?;
-    let key = layout::manifest(id);
-    let held = to.get_if_exists(&key, bytes.len() as u64 + 1).await;
-    if held.ok().flatten() == Some(bytes.clone()) {
+    let transcode = from.is_encrypted() || to.is_encrypted();
+    if holds_backup(to, id, &bytes, transcode).await? {
         report.present.push(id.clone());
         return Ok(());
     }
-    let needed = needed(from, &header).await?;
+    if to.is_encrypted() && header.version == Format::V1 {
+        return Err(Error::Usage(format!(
+            "backup {id} is in format 1, which is never encrypted: copy it into a plaintext \
+             repository, or back the database up anew"
+        )));
+    }
+    let needed = needed(from, to, &header, transcode).await?;
     // What an earlier, interrupted copy of this backup left.
     let own = format!("{}/{id}", layout::BACKUPS);
     target.present.extend(present_in(to, &[&own]).await?);
     let mut missing = Vec::new();
     for n in &needed {
-        let present = match &n.stored {
-            Stored::Content => target.content.index.holds(&n.sha256)?,
-            Stored::Object(key) => target.present.get(key.as_ref()) == Some(&n.size),
+        let present = match &n.keys {
+            None => target.content.index.holds(&n.sha256)?,
+            Some((_, key)) => target.present.get(key.as_ref()) == Some(&n.target_size(to)),
         };
         if !present {
             missing.push(n);
@@ -204,37 +212,131 @@ async fn copy_backup(
         })
         .await?;
     for n in &missing {
-        if let Stored::Object(key) = &n.stored {
-            target.present.insert(key.to_string(), n.size);
+        if let Some((_, key)) = &n.keys {
+            target.present.insert(key.to_string(), n.target_size(to));
         }
     }
     // Every pack stored before the manifest references its content.
     target.content.finish().await?;
-    target.lock.commit(&key, bytes).await?;
+    let bytes = match transcode {
+        true => transcoded_header(from, to, &header).await?,
+        false => bytes,
+    };
+    let key = layout::manifest(id);
+    let sealed = to.seal((Kind::Manifest, key.as_ref()), bytes).await?;
+    target.lock.commit(&key, sealed).await?;
     tracing::info!(backup = %id, "copied");
     report.copied.push(id.clone());
     Ok(())
 }
 
-/// One object or content a backup needs (its walk's item without the entry).
+/// Whether the target holds backup `id` already: the same manifest bytes,
+/// or — where either side is encrypted, so the bytes differ — any manifest
+/// of that id.
+async fn holds_backup(
+    to: &Repository,
+    id: &BackupId,
+    bytes: &[u8],
+    transcode: bool,
+) -> Result<bool> {
+    let key = layout::manifest(id);
+    if transcode {
+        return Ok(to
+            .get_opened(Kind::Manifest, &key, bytes.len() as u64 + (1 << 20))
+            .await
+            .ok()
+            .flatten()
+            .is_some());
+    }
+    let held = to.get_if_exists(&key, bytes.len() as u64 + 1).await;
+    Ok(held.ok().flatten().is_some_and(|held| held == bytes))
+}
+
+/// The header of the copy of `header` in `to`: its parts stored anew, as
+/// `to` stores parts (sealed there, or not), naming the same entries.
+async fn transcoded_header(from: &Repository, to: &Repository, header: &Header) -> Result<Bytes> {
+    let to_format = (&header.backup_id, header.version);
+    let mut parts = Vec::new();
+    for part in &header.parts {
+        let stored = match part.kind {
+            PartKind::Db => {
+                let entries: Vec<DbFileEntry> = header.read_part(from, part).await?;
+                manifest::store_entries(to, to_format, &entries).await?
+            }
+            PartKind::External => {
+                let entries: Vec<ExternalEntry> = header.read_part(from, part).await?;
+                manifest::store_entries(to, to_format, &entries).await?
+            }
+            PartKind::Problems => {
+                let entries: Vec<crate::error::Problem> = header.read_part(from, part).await?;
+                manifest::store_entries(to, to_format, &entries).await?
+            }
+        };
+        parts.extend(stored);
+    }
+    let mut copied = header.clone();
+    copied.parts = parts;
+    Ok(Bytes::from(
+        serde_json::to_vec_pretty(&copied).expect("header serializes"),
+    ))
+}
+
+/// One object or content a backup needs.
 struct Needed {
-    stored: Stored,
+    /// Its object's key in the source and in the target; none for content
+    /// by hash.
+    keys: Option<(ObjectPath, ObjectPath)>,
+    kind: Kind,
+    /// Bytes of its content (a part's: as stored).
     size: u64,
     sha256: Sha256,
 }
 
-/// What `header`'s backup needs, each content once.
-async fn needed(from: &Repository, header: &Header) -> Result<Vec<Needed>> {
+impl Needed {
+    /// Bytes its object takes in the target.
+    fn target_size(&self, to: &Repository) -> u64 {
+        match self.kind {
+            Kind::Part => self.size,
+            _ => to.stored_len(self.size),
+        }
+    }
+}
+
+/// What `header`'s backup needs from `from` to be whole in `to`, each
+/// content once; its parts too unless they are `transcode`d (stored anew).
+async fn needed(
+    from: &Repository,
+    to: &Repository,
+    header: &Header,
+    transcode: bool,
+) -> Result<Vec<Needed>> {
     let mut contents = std::collections::HashSet::new();
     header
         .referenced(from)
         .try_filter(|n| {
-            futures::future::ready(n.stored != Stored::Content || contents.insert(n.sha256))
+            let part = matches!(n.entry, Entry::Part(_));
+            let wanted = match n.stored {
+                Stored::Content => contents.insert(n.sha256),
+                Stored::Object(_) => !(part && transcode),
+            };
+            futures::future::ready(wanted)
         })
-        .map_ok(|n| Needed {
-            stored: n.stored,
-            size: n.size,
-            sha256: n.sha256,
+        .map_ok(|n| {
+            let kind = n.kind();
+            let keys = match (&n.stored, &n.entry) {
+                (Stored::Content, _) => None,
+                (Stored::Object(key), Entry::Db(db)) => {
+                    let logical = ObjectPath::from(db.object.clone().unwrap_or_default());
+                    Some((key.clone(), to.object_key_of(&logical)))
+                }
+                (Stored::Object(key), _) => Some((key.clone(), key.clone())),
+            };
+            Needed {
+                keys,
+                kind,
+                size: n.size,
+                sha256: n.sha256,
+            }
         })
         .try_collect()
         .await
@@ -261,16 +363,16 @@ async fn copy_object(
     needed: &Needed,
 ) -> Result<u64> {
     let file = target.scratch.join(n.to_string());
-    let (key, located) = match &needed.stored {
-        Stored::Content => (
-            layout::content_object(&needed.sha256),
+    let (key, located) = match &needed.keys {
+        None => (
+            from.content_key(&needed.sha256),
             target.source.locate(&needed.sha256)?,
         ),
-        Stored::Object(key) => (key.clone(), Located::Object),
+        Some((key, _)) => (key.clone(), Located::Object),
     };
     let damage = match located {
         Located::Packed(location) => read_entry(from, location, &file).await?,
-        Located::Object => download(from, &key, needed, &file).await?,
+        Located::Object => download(from, (needed.kind, &key), needed, &file).await?,
     };
     if let Some(damage) = damage {
         let _ = tokio::fs::remove_file(&file).await;
@@ -279,16 +381,16 @@ async fn copy_object(
             format!("the source {damage}; its manifest says {} bytes, {}: not copied (rockup verify --deep names the damage)", needed.size, needed.sha256),
         ));
     }
-    let sent = match &needed.stored {
-        Stored::Content => target
+    let sent = match &needed.keys {
+        None => target
             .content
             .store_file(&file, needed.size, Some(&needed.sha256))
             .await
             .map(|_| needed.size),
-        Stored::Object(key) => target
+        Some((_, key)) => target
             .content
             .uploader()
-            .upload_file(&file, key, Some(&needed.sha256))
+            .upload_file(&file, (needed.kind, key), Some(&needed.sha256))
             .await
             .map(|(_, size)| size),
     };
@@ -300,7 +402,7 @@ async fn copy_object(
 /// what `needed` says.
 async fn download(
     from: &Repository,
-    key: &ObjectPath,
+    key: (Kind, &ObjectPath),
     needed: &Needed,
     file: &Path,
 ) -> Result<Option<String>> {
@@ -316,6 +418,7 @@ async fn download(
             Fetched::Differs { bytes, sha256 } => {
                 Some(format!("holds {bytes} bytes hashing to {sha256}"))
             }
+            Fetched::Damaged(why) => Some(why),
         },
     )
 }
@@ -331,7 +434,7 @@ async fn read_entry(from: &Repository, location: Location, file: &Path) -> Resul
         location.pack,
         location.pack_size,
         range,
-        |w, frame| async move { Ok(reader::open_entry(&w.entry, &frame)) },
+        |w, frame| reader::open_entry_of(from, w.entry, frame),
     )
     .await?;
     if let Some(failed) = read.failed {

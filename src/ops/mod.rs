@@ -8,10 +8,12 @@
 //! | `restore` | verified parallel download into staging, placement, post-restore checks |
 //! | `verify` | existence and size by LIST; `--deep` re-hashing |
 //! | `prune` | retention per policy, garbage collection with a grace period |
-//! | `copy` | committed backups copied, verified, to a second repository |
+//! | `copy` | committed backups copied, verified (re-encrypted where keys differ), to a second repository |
+//! | `keys` | `init` (encrypted by default) and key slots: add, remove, passwd, rotate, write keys |
 
 pub mod backup;
 pub mod copy;
+pub mod keys;
 pub mod prune;
 pub mod restore;
 pub mod verify;

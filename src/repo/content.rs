@@ -10,10 +10,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use crate::common::tasks::blocking;
 use crate::digest::Sha256;
 use crate::error::Result;
-use crate::repo::layout;
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::pack::{codec, writer::PackStats, ContentIndex, Packer, PACK_BELOW};
 use crate::repo::upload::{check_expected, Content, Uploader, MIN_CHUNK};
 use crate::repo::Repository;
@@ -103,10 +105,10 @@ impl ContentStore {
         // A large file whose hash is known ahead: read once, straight to its object.
         if let Some(expected) = expect.filter(|_| size > MIN_CHUNK) {
             if let Some(claim) = self.claim(expected)? {
-                let key = layout::content_object(expected);
+                let key = self.uploader.repository().content_key(expected);
                 let (sha256, _) = self
                     .uploader
-                    .upload_file(path, &key, Some(expected))
+                    .upload_file(path, (Kind::Content, &key), Some(expected))
                     .await?;
                 self.index.note_held(&sha256)?;
                 drop(claim);
@@ -124,21 +126,45 @@ impl ContentStore {
         let Some(claim) = self.claim(&content.sha256())? else {
             return Ok(());
         };
-        let key = layout::content_object(&content.sha256());
+        let repo = self.uploader.repository();
+        let key = repo.content_key(&content.sha256());
         match content {
             Content::Small { bytes, sha256, .. } if self.packs(bytes.len() as u64) => {
-                let (plain, level) = (bytes.clone(), self.options.compression_level);
-                let frame = blocking(move || Ok(codec::encode(&plain, level))).await?;
+                let frame = self.entry_frame(bytes.clone(), sha256).await?;
                 self.packer.add(sha256, bytes.len() as u64, &frame).await?;
             }
-            Content::Small { .. } => self.uploader.put_small(&key, content).await?,
+            Content::Small { .. } => {
+                self.uploader
+                    .put_small((Kind::Content, &key), content)
+                    .await?
+            }
             Content::Large { sha256, .. } => {
-                self.uploader.upload_file(path, &key, Some(sha256)).await?;
+                let target = (Kind::Content, &key);
+                self.uploader
+                    .upload_file(path, target, Some(sha256))
+                    .await?;
             }
         }
         self.index.note_held(&content.sha256())?;
         drop(claim);
         Ok(())
+    }
+
+    /// The pack frame of `plain`: compressed where that pays, then sealed
+    /// (bound to its content name) where the repository is encrypted.
+    async fn entry_frame(&self, plain: Bytes, sha256: &Sha256) -> Result<Vec<u8>> {
+        let level = self.options.compression_level;
+        let repo = self.uploader.repository();
+        let session = repo.session().await?;
+        let name = repo.content_name(sha256).to_string();
+        blocking(move || {
+            let frame = codec::encode(&plain, level);
+            Ok(match session {
+                Some(session) => codec::seal(&frame, &session, &name),
+                None => frame,
+            })
+        })
+        .await
     }
 
     /// Whether content of `size` bytes goes into a pack.

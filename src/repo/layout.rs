@@ -8,16 +8,19 @@
 //! backups/<backup-id>/files/<name>   format 1: per-backup DB files (MANIFEST, CURRENT, OPTIONS, WAL)
 //! sst/<unique-name>                  table files (SSTs, RocksDB blob files), shared across backups
 //! blobs/sha256/<aa>/<sha256>         content objects: content by SHA-256, stored whole
+//! content/<aa>/<name>                the same, encrypted: named by a keyed hash
 //! packs/<aa>/<pack-id>               small files' content, packed (format 2)
 //! index/<pack-id>                    what each pack holds, written after it
 //! locks/<kind>-<id>.json             locks of running backups and prunes
 //! locks/<kind>-<id>.lease            their leases, rewritten while they run
+//! keys/session-<id>                  encrypted: a writing run's key, wrapped (never deleted)
 //! ```
 
 use object_store::path::Path;
 
 use crate::common::names::is_rocksdb_file_name;
 use crate::digest::Sha256;
+use crate::repo::crypto::keys::{ContentName, SessionId};
 use crate::repo::ids::{BackupId, PackId};
 
 /// Key of the repository marker.
@@ -28,6 +31,10 @@ pub const BACKUPS: &str = "backups";
 pub const TABLES: &str = "sst";
 /// Prefix of content objects: content by SHA-256, stored whole.
 pub const CONTENT: &str = "blobs/sha256";
+/// Prefix of content objects in an encrypted repository.
+pub const KEYED_CONTENT: &str = "content";
+/// Prefix of the wrapped session keys of an encrypted repository.
+pub const KEYS: &str = "keys";
 /// Prefix of pack objects.
 pub const PACKS: &str = "packs";
 /// Prefix of pack indexes.
@@ -100,6 +107,31 @@ pub fn parse_content_key(key: &str) -> Option<Sha256> {
     }
 }
 
+/// `content/<aa>/<name>`: a content object of an encrypted repository.
+pub fn keyed_content(name: &ContentName) -> Path {
+    Path::from(format!("{KEYED_CONTENT}/{}/{name}", name.prefix()))
+}
+
+/// The name a `content/<aa>/<name>` key holds, if it is one.
+pub fn parse_keyed_content_key(key: &str) -> Option<ContentName> {
+    match key.split('/').collect::<Vec<_>>().as_slice() {
+        [KEYED_CONTENT, aa, name] => ContentName::parse(name).filter(|n| n.prefix() == *aa),
+        _ => None,
+    }
+}
+
+/// `keys/session-<id>`
+pub fn session(id: &SessionId) -> Path {
+    Path::from(format!("{KEYS}/session-{id}"))
+}
+
+/// Whether `key` is a wrapped session key's.
+pub fn is_session_key(key: &str) -> bool {
+    key.strip_prefix(KEYS)
+        .and_then(|rest| rest.strip_prefix("/session-"))
+        .is_some_and(|id| SessionId::parse(id).is_some())
+}
+
 /// `packs/<aa>/<pack-id>`
 pub fn pack(id: PackId) -> Path {
     Path::from(format!("{PACKS}/{}/{id}", id.prefix()))
@@ -157,6 +189,8 @@ pub fn is_rockup_key(key: &str) -> bool {
         [TABLES, name] => is_table_name(name),
         _ => {
             parse_content_key(key).is_some()
+                || parse_keyed_content_key(key).is_some()
+                || is_session_key(key)
                 || parse_pack_key(key).is_some()
                 || parse_index_key(key).is_some()
         }

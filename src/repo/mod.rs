@@ -26,4 +26,4 @@ mod store;
 pub mod upload;
 
 pub use store::{Created, Repository, Traffic};
-pub(crate) use store::{Fetched, RangeFetched};
+pub(crate) use store::{Fetched, RangeFetched, RangeKey};

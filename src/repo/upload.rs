@@ -23,6 +23,7 @@ use crate::common::cleanup;
 use crate::common::tasks::blocking;
 use crate::digest::{Hasher, Sha256};
 use crate::error::{Error, Result};
+use crate::repo::crypto::sealed::{Kind, SealStream};
 use crate::repo::Repository;
 
 /// Smallest multipart chunk, and the largest file sent in a single PUT.
@@ -94,6 +95,11 @@ impl Uploader {
         }
     }
 
+    /// The repository uploaded to.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     pub fn stats(&self) -> &UploadStats {
         &self.stats
     }
@@ -138,12 +144,17 @@ impl Uploader {
         Ok(Content::Large { sha256, size })
     }
 
-    /// Stores small content at `key` in one PUT.
-    pub async fn put_small(&self, key: &ObjectPath, content: &Content) -> Result<()> {
+    /// Stores small content at `key` (sealed as `kind` where the repository
+    /// is encrypted) in one PUT.
+    pub async fn put_small(
+        &self,
+        (kind, key): (Kind, &ObjectPath),
+        content: &Content,
+    ) -> Result<()> {
         let Content::Small { bytes, .. } = content else {
             unreachable!("put_small takes small content")
         };
-        self.repo.put(key, bytes.clone()).await?;
+        self.repo.put_sealed(kind, key, bytes.clone()).await?;
         self.count(bytes.len() as u64);
         Ok(())
     }
@@ -155,7 +166,7 @@ impl Uploader {
     pub async fn upload_file(
         &self,
         path: &Path,
-        key: &ObjectPath,
+        (kind, key): (Kind, &ObjectPath),
         expect: Option<&Sha256>,
     ) -> Result<(Sha256, u64)> {
         let size = std::fs::metadata(path)
@@ -164,9 +175,15 @@ impl Uploader {
         if size <= MIN_CHUNK {
             let content = self.load(path, size).await?;
             check_expected(path, &content.sha256(), expect)?;
-            self.put_small(key, &content).await?;
+            self.put_small((kind, key), &content).await?;
             return Ok((content.sha256(), content.size()));
         }
+        let sealer = PartSealer(
+            self.repo
+                .session()
+                .await?
+                .map(|s| s.stream((kind, key.as_ref()))),
+        );
         let upload = self
             .repo
             .store()
@@ -176,9 +193,9 @@ impl Uploader {
         let mut guard = AbortOnDrop(Some(upload));
         let result = self
             .send_parts(
-                path,
-                size,
+                (path, size),
                 guard.0.as_mut().expect("upload present"),
+                sealer,
                 expect,
             )
             .await;
@@ -201,11 +218,13 @@ impl Uploader {
         }
     }
 
+    /// Sends the file's content as parts, each held back until the next is
+    /// read, so that the last part carries the end of a sealed object.
     async fn send_parts(
         &self,
-        path: &Path,
-        size: u64,
+        (path, size): (&Path, u64),
         upload: &mut Box<dyn MultipartUpload>,
+        mut sealer: PartSealer,
         expect: Option<&Sha256>,
     ) -> Result<(Sha256, u64)> {
         let chunk = chunk_size(size);
@@ -213,21 +232,38 @@ impl Uploader {
         // Parts run as tasks so they progress (and return their budget) while this
         // loop waits for budget; dropping the set on an error cancels them.
         let mut in_flight = JoinSet::new();
+        let mut held: Option<(Bytes, OwnedSemaphorePermit)> = None;
         loop {
             let permit = self.reserve(chunk).await;
             let Some(bytes) = reader.next(chunk).await? else {
                 break;
             };
-            let part = upload.put_part(PutPayload::from(bytes));
-            in_flight.spawn(async move {
-                let result = part.await;
-                drop(permit);
-                result
-            });
+            let sealed = sealer.piece(bytes).await?;
+            if let Some((previous, permit)) = held.replace((sealed, permit)) {
+                let part = upload.put_part(PutPayload::from(previous));
+                in_flight.spawn(async move {
+                    let result = part.await;
+                    drop(permit);
+                    result
+                });
+            }
             while in_flight.len() >= PARTS_IN_FLIGHT {
                 self.part_done(in_flight.join_next().await.expect("non-empty"))?;
             }
         }
+        let Some((mut last, permit)) = held else {
+            let shrank = std::io::Error::other("the file was emptied while it was read");
+            return Err(Error::io(path, shrank));
+        };
+        if let Some(end) = sealer.finish() {
+            last = Bytes::from([last.as_ref(), &end].concat());
+        }
+        let part = upload.put_part(PutPayload::from(last));
+        in_flight.spawn(async move {
+            let result = part.await;
+            drop(permit);
+            result
+        });
         while let Some(done) = in_flight.join_next().await {
             self.part_done(done)?;
         }
@@ -257,6 +293,30 @@ pub(crate) fn check_expected(path: &Path, actual: &Sha256, expect: Option<&Sha25
             actual: *actual,
         }),
         _ => Ok(()),
+    }
+}
+
+/// Turns plaintext pieces into what is uploaded: sealed (on a blocking thread)
+/// where the repository is encrypted, as they are otherwise.
+struct PartSealer(Option<SealStream>);
+
+impl PartSealer {
+    async fn piece(&mut self, bytes: Bytes) -> Result<Bytes> {
+        let Some(mut stream) = self.0.take() else {
+            return Ok(bytes);
+        };
+        let (stream, sealed) = blocking(move || {
+            let sealed = stream.push(&bytes);
+            Ok((stream, sealed))
+        })
+        .await?;
+        self.0 = Some(stream);
+        Ok(Bytes::from(sealed))
+    }
+
+    /// The sealed object's end, if sealing.
+    fn finish(self) -> Option<Vec<u8>> {
+        self.0.map(SealStream::finish)
     }
 }
 
@@ -346,7 +406,10 @@ mod tests {
         let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
         let uploader = Uploader::new(repo.clone(), 16 << 20);
         let key = ObjectPath::from("x/big");
-        let (sha, size) = uploader.upload_file(&path, &key, None).await.unwrap();
+        let (sha, size) = uploader
+            .upload_file(&path, (Kind::Content, &key), None)
+            .await
+            .unwrap();
         assert_eq!(size, data.len() as u64);
         assert_eq!(sha, Sha256::of(&data));
         assert_eq!(
@@ -357,7 +420,7 @@ mod tests {
 
         let wrong = ObjectPath::from("x/wrong");
         let err = uploader
-            .upload_file(&path, &wrong, Some(&Sha256::of(b"other")))
+            .upload_file(&path, (Kind::Content, &wrong), Some(&Sha256::of(b"other")))
             .await
             .unwrap_err();
         assert!(

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, CopyOptions, Error, ExternalFiles, Format, Jobs, PruneOptions, RefSource,
-    ResolverConfig, RestoreOptions, Result, VerifyOptions,
+    BackupOptions, CopyOptions, Error, ExternalFiles, Format, Jobs, KdfParams, PruneOptions,
+    Recipient, RefSource, ResolverConfig, RestoreOptions, Result, VerifyOptions,
 };
+
+use crate::secrets::Secrets;
 
 /// Consistent backups of a live RocksDB database and the external files its
 /// records point to, to S3, GCS, Azure Blob or a local directory.
@@ -28,6 +30,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a repository: encrypted (the default) or, with --no-encryption, plaintext.
+    Init(InitArgs),
+    /// Manage an encrypted repository's keys: list, add, remove, passwd, rotate, write-key.
+    Key(KeyArgs),
     /// Back up a database (and the external files its records reference).
     Backup(BackupArgs),
     /// List the backups in a repository, by source.
@@ -60,6 +66,188 @@ pub struct RepoArgs {
     /// M, G are powers of 1024); unlimited by default.
     #[arg(long, value_name = "BYTES", value_parser = parse_rate)]
     pub rate_limit: Option<u64>,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+impl RepoArgs {
+    /// The secrets this repository may be opened with.
+    pub fn secrets(&self) -> Secrets<'_> {
+        self.secrets.of(&self.repo, "ROCKUP_PASSWORD")
+    }
+}
+
+/// The key of an encrypted repository (plaintext ones need none). The
+/// passphrase itself may also be in ROCKUP_PASSWORD; without any of these,
+/// it is asked for on the terminal.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// File holding the passphrase (its line ending is not part of it).
+    #[arg(long, env = "ROCKUP_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Command printing the passphrase (run by sh -c), e.g. a secret manager's.
+    #[arg(
+        long,
+        env = "ROCKUP_PASSWORD_COMMAND",
+        value_name = "COMMAND",
+        conflicts_with = "password_file"
+    )]
+    pub password_command: Option<String>,
+    /// X25519 identity file (age-keygen's, or `rockup key new-identity`'s)
+    /// opening a recipient key slot.
+    #[arg(long, env = "ROCKUP_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Write key file (`rockup key write-key`): back up, and read nothing back.
+    #[arg(long, env = "ROCKUP_WRITE_KEY_FILE", value_name = "FILE")]
+    pub write_key: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn of<'a>(&'a self, repo: &'a str, password_variable: &'static str) -> Secrets<'a> {
+        Secrets {
+            repo,
+            password_file: self.password_file.as_deref(),
+            password_command: self.password_command.as_deref(),
+            password_variable,
+            identity: self.identity.as_deref(),
+            write_key: self.write_key.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// A plaintext repository: whoever reads the bucket reads the backups.
+    #[arg(long, conflicts_with = "recipients")]
+    pub no_encryption: bool,
+    /// Also give this X25519 recipient (age1…) a key slot (repeatable). With
+    /// recipients and no passphrase source, no passphrase slot is made.
+    #[arg(long = "recipient", value_name = "AGE1…")]
+    pub recipients: Vec<Recipient>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// How hard a new passphrase is stretched (Argon2id).
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Memory per passphrase try, in MiB (19 to 1024).
+    #[arg(long, value_name = "MIB", default_value_t = KdfParams::default().memory_kib / 1024)]
+    pub kdf_memory: u32,
+    /// Passes over that memory (2 to 32).
+    #[arg(long, value_name = "N", default_value_t = KdfParams::default().iterations)]
+    pub kdf_iterations: u32,
+    /// Lanes (1 to 16).
+    #[arg(long, value_name = "N", default_value_t = KdfParams::default().parallelism)]
+    pub kdf_parallelism: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> KdfParams {
+        KdfParams {
+            memory_kib: self.kdf_memory.saturating_mul(1024),
+            iterations: self.kdf_iterations,
+            parallelism: self.kdf_parallelism,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots (needs no key: the config is plaintext).
+    List(RepoArgs),
+    /// Add a key slot holding the current master key: a new passphrase, or --recipient.
+    Add(KeyAddArgs),
+    /// Remove a key slot (never the last): what opened it stops working at once.
+    Remove(KeyRemoveArgs),
+    /// Give a passphrase slot a new passphrase.
+    Passwd(KeyPasswdArgs),
+    /// A new master key for everything written from now on; what was written
+    /// before stays readable, no data is re-encrypted.
+    Rotate(KeyRotateArgs),
+    /// Write the key a write-only host backs up with (into a new file, mode 0600).
+    WriteKey(KeyOutArgs),
+    /// Make a new X25519 identity (a new file, mode 0600) and print its recipient.
+    NewIdentity(NewIdentityArgs),
+}
+
+/// Where a new passphrase comes from.
+#[derive(Debug, Args)]
+pub struct NewPassphraseArgs {
+    /// File holding the new passphrase; without it, it is asked for twice on the terminal.
+    #[arg(long, env = "ROCKUP_NEW_PASSWORD_FILE", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The new slot's name (default: passphrase-N or recipient-N).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A recipient slot for this X25519 public key (age1…) instead of a passphrase.
+    #[arg(long, value_name = "AGE1…")]
+    pub recipient: Option<Recipient>,
+    #[command(flatten)]
+    pub new: NewPassphraseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The slot to remove (`rockup key list` names them).
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyPasswdArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The passphrase slot to change (default: the one that opened the repository).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub new: NewPassphraseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Remove the passphrase slots other than the one in use: their
+    /// passphrases are not known here, so they cannot hold the new master
+    /// key (add them back with `rockup key add`). Without this, rotation
+    /// refuses when there are any.
+    #[arg(long)]
+    pub remove_other_passphrases: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyOutArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The file to create (never replaced).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct NewIdentityArgs {
+    /// The file to create (never replaced).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +270,48 @@ pub struct CopyArgs {
     /// Store setting for both repositories, as key=value (see --repo's).
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
     pub store_options: Vec<(String, String)>,
+    /// The key of --from, if it is encrypted.
+    #[command(flatten)]
+    pub from_secrets: SecretArgs,
+    /// The key of --to, if it is encrypted (its passphrase may also be in
+    /// ROCKUP_TO_PASSWORD).
+    #[command(flatten)]
+    pub to_secrets: TargetSecretArgs,
+}
+
+/// The key of the repository `copy` writes to.
+#[derive(Debug, Args)]
+pub struct TargetSecretArgs {
+    /// File holding --to's passphrase.
+    #[arg(long, env = "ROCKUP_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Command printing --to's passphrase.
+    #[arg(
+        long,
+        env = "ROCKUP_TO_PASSWORD_COMMAND",
+        value_name = "COMMAND",
+        conflicts_with = "to_password_file"
+    )]
+    pub to_password_command: Option<String>,
+    /// X25519 identity file opening a recipient slot of --to.
+    #[arg(long, env = "ROCKUP_TO_IDENTITY_FILE", value_name = "FILE")]
+    pub to_identity: Option<PathBuf>,
+}
+
+impl CopyArgs {
+    /// The secrets of the repository copied from, and of the one copied to.
+    pub fn secrets(&self) -> (Secrets<'_>, Secrets<'_>) {
+        let to = &self.to_secrets;
+        let target = Secrets {
+            repo: &self.to,
+            password_file: to.to_password_file.as_deref(),
+            password_command: to.to_password_command.as_deref(),
+            password_variable: "ROCKUP_TO_PASSWORD",
+            identity: to.to_identity.as_deref(),
+            write_key: None,
+        };
+        (self.from_secrets.of(&self.from, "ROCKUP_PASSWORD"), target)
+    }
 }
 
 impl CopyArgs {
@@ -161,6 +391,11 @@ pub struct BackupArgs {
     pub source: Option<String>,
     #[command(flatten)]
     pub lease: LeaseArg,
+    /// With --write-key: where this host records what it backed up, so that
+    /// the next backup reads only changed files (default:
+    /// $XDG_CACHE_HOME/rockup or ~/.cache/rockup).
+    #[arg(long, env = "ROCKUP_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +634,7 @@ impl BackupArgs {
         options.lease = self.lease.duration;
         options.format = Format::from_number(self.format_version).expect("clap checks the range");
         options.compression_level = self.compression_level;
+        options.cache_dir = self.cache_dir.clone();
         Ok(options)
     }
 }

@@ -11,7 +11,9 @@ use crate::args::{
     VerifyArgs,
 };
 use crate::demo;
+use crate::keys;
 use crate::progress::{self, Display};
+use crate::secrets::Prompt;
 use rockup::{
     escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source, Traffic,
 };
@@ -19,6 +21,8 @@ use rockup::{
 /// Runs one command; returns its JSON document and exit code.
 pub async fn run(command: Command, display: Display) -> Result<(Value, i32)> {
     match command {
+        Command::Init(args) => keys::init(args).await,
+        Command::Key(args) => keys::key(args).await,
         Command::Backup(args) => backup(args, display).await,
         Command::List(args) => list(args).await,
         Command::Restore(args) => restore(args, display).await,
@@ -30,8 +34,11 @@ pub async fn run(command: Command, display: Display) -> Result<(Value, i32)> {
     }
 }
 
-fn repository(args: &RepoArgs) -> Result<Repository> {
-    let repo = Repository::open(&args.repo, &args.store_options)?;
+/// The repository `args` name, with its secrets; `prompt` says whether a
+/// missing passphrase is asked for on the terminal.
+pub fn repository(args: &RepoArgs, prompt: Prompt) -> Result<Repository> {
+    let credentials = args.secrets().credentials(prompt)?;
+    let repo = Repository::open(&args.repo, &args.store_options)?.with_credentials(credentials);
     Ok(match args.rate_limit {
         Some(rate) => repo.with_rate_limit(rate),
         None => repo,
@@ -47,12 +54,12 @@ fn print_traffic(traffic: &Traffic) {
     );
 }
 
-fn document(report: &impl Serialize) -> Value {
+pub fn document(report: &impl Serialize) -> Value {
     serde_json::to_value(report).expect("report serializes")
 }
 
 async fn backup(args: BackupArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
     let options = args.options()?;
     let source = match (&args.db, &args.checkpoint) {
@@ -85,7 +92,7 @@ fn print_backup(report: &BackupReport) {
 
 /// Backups grouped by source (oldest first within each); unreadable ones last.
 async fn list(args: ListArgs) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let mut rows = rockup::list(&repo).await?;
     if let Some(source) = &args.source {
         rows.retain(|row| row.source.as_ref() == Some(source));
@@ -134,7 +141,7 @@ fn print_listed(row: &ListedBackup) {
 }
 
 async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
     let report = rockup::restore(&repo, &args.options()).await?;
     drop(shown);
@@ -154,7 +161,7 @@ async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
 }
 
 async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
     let report = rockup::verify(&repo, &args.options())
         .await?
@@ -172,7 +179,7 @@ async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
 }
 
 async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
     let report = rockup::prune(&repo, &args.options()).await?;
     drop(shown);
@@ -222,8 +229,11 @@ async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
 }
 
 async fn copy(args: CopyArgs) -> Result<(Value, i32)> {
-    let from = Repository::open(&args.from, &args.store_options)?;
-    let to = Repository::open(&args.to, &args.store_options)?;
+    let (from_secrets, to_secrets) = args.secrets();
+    let from = Repository::open(&args.from, &args.store_options)?
+        .with_credentials(from_secrets.credentials(Prompt::Once)?);
+    let to = Repository::open(&args.to, &args.store_options)?
+        .with_credentials(to_secrets.credentials(Prompt::Once)?);
     let report = rockup::copy(&from, &to, &args.options()).await?;
     eprintln!(
         "copied {} backup(s) ({} already there): {} objects, {} bytes sent; {} objects the target had",
@@ -237,7 +247,7 @@ async fn copy(args: CopyArgs) -> Result<(Value, i32)> {
 }
 
 async fn unlock(args: UnlockArgs) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo)?;
+    let repo = repository(&args.repo, Prompt::Once)?;
     let report = rockup::unlock(&repo, args.force).await?;
     for key in &report.removed {
         eprintln!("removed {key}");

@@ -1,12 +1,15 @@
 //! The `rockup` binary: parse arguments, set up logging, run one command of the
 //! library under signal handling, print the result (human text on stderr, or one
 //! JSON document on stdout with --json), and exit with the documented code:
-//! 0 clean, 1 operational error, 2 usage, 3 problems found, 130/143 interrupted.
+//! 0 clean, 1 operational error, 2 usage, 3 problems found, 4 only unreadable
+//! objects, 5 a key missing, wrong or write-only, 130/143 interrupted.
 
 mod args;
 mod commands;
 mod demo;
+mod keys;
 mod progress;
+mod secrets;
 
 use clap::Parser;
 use serde_json::{json, Value};

@@ -16,6 +16,7 @@ use crate::repo::manifest::{
 use crate::repo::Repository;
 use crate::source::{ExternalFiles, Origin, Snapshot};
 
+use super::previous::HostCache;
 use super::transfer::Transferred;
 use super::{BackupOptions, Run};
 
@@ -36,7 +37,7 @@ pub(super) async fn commit(
     } = transferred;
     let to = (&run.backup_id, options.format);
     let mut parts = manifest::store_entries(repo, to, &db_entries).await?;
-    parts.extend(store_external_parts(repo, to, external).await?);
+    parts.extend(store_external_parts(repo, to, external.clone()).await?);
     parts.extend(manifest::store_entries(repo, to, &problems).await?);
     stats.duration_ms = run.started.elapsed().as_millis() as u64;
     let origin = &snapshot.origin;
@@ -59,8 +60,13 @@ pub(super) async fn commit(
         parts,
     }
     .with_problems(&problems);
-    manifest::commit(lock, &header).await?;
+    manifest::commit(repo, lock, &header).await?;
     tracing::info!(id = %header.backup_id, "committed");
+    if let Some(cache) = HostCache::of(repo, &header.source.id(), options) {
+        cache
+            .remember(header.backup_id.clone(), db_entries, external)
+            .await?;
+    }
     Ok((header, problems))
 }
 

@@ -16,16 +16,18 @@ use crate::common::names::is_table_file;
 use crate::common::spool::Spool;
 use crate::common::tasks::blocking;
 use crate::digest::Sha256;
-use crate::error::{Error, Problem, ReadFailure, Result};
+use crate::error::{Error, Problem, Result};
 use crate::repo::content::{ContentOptions, ContentStore};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout::{self, TableNaming};
-use crate::repo::manifest::{self, DbFileEntry, ExternalEntry, Header, SourceInfo};
+use crate::repo::manifest::{DbFileEntry, ExternalEntry, SourceInfo};
 use crate::repo::upload::{Content, Uploader};
 use crate::repo::Repository;
 use crate::source::{file_stamp, permission_bits, sst, Origin, Pinned, WorkDir};
 
 use super::pin::Job;
+use super::previous::Previous;
 use super::BackupOptions;
 
 /// What became of one job.
@@ -65,7 +67,7 @@ impl Dedup {
         backup_id: &BackupId,
     ) -> Result<Self> {
         let want_external = options.external.is_some() && !options.rehash;
-        let previous = Previous::find(repo, &source.id(), want_external, work).await?;
+        let previous = Previous::find(repo, (&source.id(), options), want_external, work).await?;
         let existing_tables = repo.list(layout::TABLES).await?;
         let content_options = ContentOptions {
             compression_level: options.compression_level,
@@ -110,7 +112,8 @@ impl Dedup {
             (Some(object), sha256)
         } else if !self.format.packs() {
             let key = layout::backup_file(&self.backup_id, &name);
-            let (sha256, _) = self.uploader().upload_file(&path, &key, None).await?;
+            let target = (Kind::Content, &key);
+            let (sha256, _) = self.uploader().upload_file(&path, target, None).await?;
             (Some(key.to_string()), sha256)
         } else {
             (None, self.content.store_file(&path, size, None).await?)
@@ -141,20 +144,23 @@ impl Dedup {
         session: String,
     ) -> Result<(String, Sha256)> {
         let naming = TableNaming::Session(session);
-        let key = layout::table(&layout::unique_table_name(name, size, &naming));
-        let object = key.to_string();
-        let present = self.existing_tables.get(&object) == Some(&size);
-        if let Some((known_size, sha256)) = self.known_tables.get(&object) {
+        let logical = layout::table(&layout::unique_table_name(name, size, &naming));
+        let present = self.holds_table(&logical, size);
+        if let Some((known_size, sha256)) = self.known_tables.get(logical.as_ref()) {
             if present && *known_size == size {
-                return Ok((object, *sha256));
+                return Ok((logical.to_string(), *sha256));
             }
         }
         let sha256 = if present {
             self.uploader().load(path, size).await?.sha256()
         } else {
-            self.uploader().upload_file(path, &key, None).await?.0
+            let key = self.repo().object_key_of(&logical);
+            self.uploader()
+                .upload_file(path, (Kind::Table, &key), None)
+                .await?
+                .0
         };
-        Ok((object, sha256))
+        Ok((logical.to_string(), sha256))
     }
 
     /// A table without a session id (RocksDB blob files, old SSTs), named by
@@ -162,11 +168,24 @@ impl Dedup {
     async fn content_table(&self, name: &str, path: &Path, size: u64) -> Result<(String, Sha256)> {
         let content = self.uploader().load(path, size).await?;
         let naming = TableNaming::Content(content.sha256());
-        let key = layout::table(&layout::unique_table_name(name, size, &naming));
-        if self.existing_tables.get(key.as_ref()) != Some(&size) {
+        let logical = layout::table(&layout::unique_table_name(name, size, &naming));
+        if !self.holds_table(&logical, size) {
+            let key = self.repo().object_key_of(&logical);
             self.store_content(path, &key, &content).await?;
         }
-        Ok((key.to_string(), content.sha256()))
+        Ok((logical.to_string(), content.sha256()))
+    }
+
+    /// Whether the repository holds the table `logical` (as its manifests
+    /// name it) of `size` bytes.
+    fn holds_table(&self, logical: &object_store::path::Path, size: u64) -> bool {
+        let repo = self.repo();
+        let key = repo.object_key_of(logical);
+        self.existing_tables.get(key.as_ref()) == Some(&repo.stored_len(size))
+    }
+
+    fn repo(&self) -> &Repository {
+        self.uploader().repository()
     }
 
     async fn store_content(
@@ -175,11 +194,12 @@ impl Dedup {
         key: &object_store::path::Path,
         content: &Content,
     ) -> Result<()> {
+        let target = (Kind::Table, key);
         match content {
-            Content::Small { .. } => self.uploader().put_small(key, content).await,
+            Content::Small { .. } => self.uploader().put_small(target, content).await,
             Content::Large { sha256, .. } => self
                 .uploader()
-                .upload_file(path, key, Some(sha256))
+                .upload_file(path, target, Some(sha256))
                 .await
                 .map(drop),
         }
@@ -274,102 +294,4 @@ async fn session_of(name: &str, path: &Path) -> Result<Option<String>> {
     }
     let path = path.to_path_buf();
     blocking(move || Ok(sst::session_id(&path))).await
-}
-
-/// What the previous backup tells: its table files and, unless re-hashing,
-/// its external entries.
-#[derive(Default)]
-struct Previous {
-    /// object key → (size, sha256)
-    known_tables: HashMap<String, (u64, Sha256)>,
-    /// External entries by path.
-    external: Option<Spool<String, ExternalEntry>>,
-}
-
-impl Previous {
-    /// The newest intact backup of the same source, else the newest intact
-    /// one of any; none at all means no deduplication against a previous
-    /// manifest. A damaged backup is passed over with a warning — it must
-    /// never stop new backups — and `rockup verify` names the damage; one the
-    /// store fails to return stops the backup.
-    async fn find(
-        repo: &Repository,
-        source: &str,
-        want_external: bool,
-        work: &WorkDir,
-    ) -> Result<Self> {
-        let mut others = Vec::new();
-        for id in manifest::committed_ids(repo).await?.iter().rev() {
-            let Some(header) = readable(id, manifest::read(repo, id).await)? else {
-                continue;
-            };
-            if header.source.id() != source {
-                others.push(header);
-                continue;
-            }
-            if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
-                return Ok(previous);
-            }
-        }
-        for header in others {
-            if let Some(previous) = Self::load(repo, &header, want_external, work).await? {
-                return Ok(previous);
-            }
-        }
-        Ok(Self::default())
-    }
-
-    /// Reads `header`'s parts; `None` (with a warning) when they are damaged.
-    async fn load(
-        repo: &Repository,
-        header: &Header,
-        want_external: bool,
-        work: &WorkDir,
-    ) -> Result<Option<Self>> {
-        let id = &header.backup_id;
-        let Some(db_entries) = readable(id, header.entries::<DbFileEntry>(repo).await)? else {
-            return Ok(None);
-        };
-        let known_tables = db_entries
-            .into_iter()
-            .filter_map(|e| Some((e.object?, (e.size, e.sha256))))
-            .collect();
-        if !want_external {
-            let external = None;
-            return Ok(Some(Self {
-                known_tables,
-                external,
-            }));
-        }
-        let spool = Spool::create(&work.path().join(format!("previous-{id}")))?;
-        let spooled = header
-            .for_each_entry(repo, |entry: ExternalEntry| {
-                spool.put(&entry.path.clone(), &entry)
-            })
-            .await;
-        Ok(readable(id, spooled)?.map(|()| Self {
-            known_tables,
-            external: Some(spool),
-        }))
-    }
-}
-
-/// What reading the previous backup `id` gave: `None` (with a warning) when
-/// it is damaged, an error when the store failed to return it.
-fn readable<T>(id: &BackupId, read: Result<T>) -> Result<Option<T>> {
-    let error = match read {
-        Ok(value) => return Ok(Some(value)),
-        Err(e) => e,
-    };
-    match error.read_failure() {
-        ReadFailure::Damaged => {
-            tracing::warn!(backup = %id, %error, "a previous backup is damaged; deduplicating against an older one (`rockup verify --backup {id}` names the damage)");
-            Ok(None)
-        }
-        ReadFailure::Unreadable => Err(Error::PreviousUnreadable {
-            backup: id.to_string(),
-            error: Box::new(error),
-        }),
-        ReadFailure::Other => Err(error),
-    }
 }

@@ -18,6 +18,7 @@ mod checkpoint;
 mod commit;
 mod dedup;
 mod pin;
+mod previous;
 mod transfer;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,11 @@ pub struct BackupOptions {
     pub format: Format,
     /// zstd level for packed content (1–22); 0 stores it uncompressed.
     pub compression_level: i32,
+    /// Where a write-only host (an encrypted repository opened with a write
+    /// key) records what it backed up, so that the next backup need not read
+    /// unchanged files again (`--cache-dir`; default `$XDG_CACHE_HOME/rockup`,
+    /// else `~/.cache/rockup`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for BackupOptions {
@@ -97,6 +103,7 @@ impl Default for BackupOptions {
             prelink: true,
             format: Format::NEWEST,
             compression_level: crate::repo::content::DEFAULT_COMPRESSION_LEVEL,
+            cache_dir: None,
         }
     }
 }

@@ -26,8 +26,8 @@ use object_store::ObjectMeta;
 use serde::Serialize;
 
 use crate::common::spool::{scratch_dir, Spool};
-use crate::digest::Sha256;
 use crate::error::{Error, Result};
+use crate::repo::crypto::keys::ContentName;
 use crate::repo::ids::BackupId;
 use crate::repo::layout;
 use crate::repo::lock::{self, locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
@@ -122,6 +122,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
     }
     let before = repo.traffic();
     repo.check_marker(None).await?;
+    repo.require_full_key("prune")?;
     // Also for a dry run: its report is what a prune would do now, and the
     // lock tells the store's time.
     let request = LockRequest {
@@ -313,7 +314,8 @@ impl Deletes<'_> {
 /// Everything the kept backups reference: objects by key, content by hash.
 struct Marked {
     objects: Spool<String, ()>,
-    contents: Spool<Sha256, ()>,
+    /// Content by its name here (its SHA-256 in a plaintext repository).
+    contents: Spool<ContentName, ()>,
 }
 
 impl Marked {
@@ -334,16 +336,16 @@ impl Marked {
             let needed = needed?;
             match needed.stored {
                 Stored::Object(key) => self.objects.put(&key.to_string(), &())?,
-                Stored::Content => self.contents.put(&needed.sha256, &())?,
+                Stored::Content => self.contents.put(&repo.content_name(&needed.sha256), &())?,
             }
         }
         Ok(())
     }
 
     /// Whether a kept backup needs the object at `key`.
-    fn holds(&self, key: &str) -> Result<bool> {
-        match layout::parse_content_key(key) {
-            Some(sha256) => self.contents.contains(&sha256),
+    fn holds(&self, repo: &Repository, key: &str) -> Result<bool> {
+        match repo.parse_content_key(key) {
+            Some(name) => self.contents.contains(&name),
             None => self.objects.contains(&key.to_string()),
         }
     }
@@ -377,7 +379,7 @@ enum Verdict {
 }
 
 impl Garbage {
-    fn verdict(&self, meta: &ObjectMeta) -> Result<Verdict> {
+    fn verdict(&self, repo: &Repository, meta: &ObjectMeta) -> Result<Verdict> {
         let key = meta.location.as_ref();
         if !layout::is_rockup_key(key) {
             return Ok(Verdict::Foreign);
@@ -385,10 +387,13 @@ impl Garbage {
         if let Some(verdict) = self.packs.verdict(key) {
             return Ok(verdict);
         }
+        // Session keys are never deleted: what a session sealed may live on
+        // in any pack, repacked.
         if key == layout::MARKER
             || key.starts_with(&self.locks)
+            || layout::is_session_key(key)
             || self.forgotten_manifests.contains(key)
-            || self.referenced.holds(key)?
+            || self.referenced.holds(repo, key)?
         {
             return Ok(Verdict::Keep);
         }
@@ -414,7 +419,7 @@ async fn collect_garbage(
     while let Some(meta) = objects.next().await {
         let meta = meta.map_err(|e| repo.error(e))?;
         repo.progress().advance(meta.size);
-        match garbage.verdict(&meta)? {
+        match garbage.verdict(repo, &meta)? {
             Verdict::Keep => continue,
             Verdict::Young => {
                 report.young_unreferenced += 1;

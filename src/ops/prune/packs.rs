@@ -18,9 +18,8 @@ use serde::Serialize;
 
 use super::Verdict;
 use crate::common::spool::Spool;
-use crate::common::tasks::blocking;
-use crate::digest::Sha256;
 use crate::error::Result;
+use crate::repo::crypto::keys::ContentName;
 use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::pack::reader::{self, Wanted};
@@ -67,8 +66,8 @@ pub(super) struct PackPlan {
     dangling: HashSet<PackId>,
 }
 
-/// The content the kept backups reference.
-type Referenced = Spool<Sha256, ()>;
+/// The content the kept backups reference, by its name here.
+type Referenced = Spool<ContentName, ()>;
 
 impl PackPlan {
     /// Weighs every pack against the content the kept backups reference.
@@ -158,11 +157,8 @@ impl PackPlan {
                 range,
                 |wanted, frame| async move {
                     let entry = wanted.entry.clone();
-                    let checked = blocking(move || {
-                        Ok(reader::open_entry(&wanted.entry, &frame).map(|_| frame))
-                    })
-                    .await?;
-                    match checked {
+                    let checked = reader::open_entry_of(repo, wanted.entry, frame.clone()).await?;
+                    match checked.map(|_| frame) {
                         Ok(frame) => packer
                             .add(&entry.sha256, entry.size, &frame)
                             .await
@@ -223,7 +219,7 @@ fn live_entries(
         };
         after = Some(last.offset);
         for entry in batch {
-            let wanted = referenced.contains(&entry.sha256)?;
+            let wanted = referenced.contains(&index.content_name(&entry.sha256))?;
             let first = matches!(index.locate(&entry.sha256)?, Located::Packed(l) if l.pack == id);
             if wanted && first {
                 live.push(entry);

@@ -23,7 +23,8 @@ use tokio::sync::Semaphore;
 use crate::common::tasks::{blocking, Jobs};
 use crate::digest::{Hasher, Sha256};
 use crate::error::{Error, Problem, Result};
-use crate::repo::{Fetched, RangeFetched, Repository};
+use crate::repo::crypto::sealed::Kind;
+use crate::repo::{Fetched, RangeFetched, RangeKey, Repository};
 
 /// The permission bits a restore may set: never setuid, setgid or sticky.
 pub(super) const PERMISSION_BITS: u32 = 0o777;
@@ -36,6 +37,8 @@ const RANGE: u64 = 8 << 20;
 /// once it is verified.
 pub(super) struct Download {
     pub key: ObjectPath,
+    /// What the object is sealed as, in an encrypted repository.
+    pub kind: Kind,
     pub dest: PathBuf,
     pub sha256: Sha256,
     pub size: u64,
@@ -104,10 +107,11 @@ impl Downloader {
         Ok(
             match self
                 .repo
-                .read_verified(&job.key, wanted, &mut out, &job.dest)
+                .read_verified((job.kind, &job.key), wanted, &mut out, &job.dest)
                 .await?
             {
                 Fetched::Intact => Checked::Intact,
+                Fetched::Damaged(why) => Checked::Corrupt(why),
                 Fetched::Missing => Checked::Missing,
                 Fetched::TooLarge => {
                     Checked::Corrupt(format!("larger than the {} bytes recorded", job.size))
@@ -120,16 +124,25 @@ impl Downloader {
         )
     }
 
-    /// Ranged GETs in parallel, then one hash of the file.
+    /// Ranged GETs in parallel (the first alone, after the header of a sealed
+    /// object), then one hash of the file.
     async fn ranged(&self, job: &Download, file: &std::fs::File) -> Result<Checked> {
+        let opened = {
+            let _request = self.requests.acquire().await.expect("never closed");
+            self.repo.range_key((job.kind, &job.key), job.size).await?
+        };
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(fetched) => return Ok(checked(fetched, job).expect("a failed range")),
+        };
         let mut ranges =
             (0..job.size.div_ceil(RANGE)).map(|i| i * RANGE..((i + 1) * RANGE).min(job.size));
         let first = ranges.next().expect("a ranged object is not empty");
-        if let Some(found) = self.range(job, file, first).await? {
+        if let Some(found) = self.range(job, &opened, file, first).await? {
             return Ok(found);
         }
         let problems: Vec<Checked> = futures::stream::iter(ranges)
-            .map(|range| self.range(job, file, range))
+            .map(|range| self.range(job, &opened, file, range))
             .buffer_unordered(self.jobs.get())
             .try_filter_map(|found| async move { Ok(found) })
             .try_collect()
@@ -152,29 +165,34 @@ impl Downloader {
     async fn range(
         &self,
         job: &Download,
+        opened: &RangeKey,
         file: &std::fs::File,
         range: std::ops::Range<u64>,
     ) -> Result<Option<Checked>> {
         let _request = self.requests.acquire().await.expect("never closed");
-        let target = (file, job.dest.as_path());
-        Ok(
-            match self
-                .repo
-                .read_range_into(&job.key, range, job.size, target)
-                .await?
-            {
-                RangeFetched::Written => None,
-                RangeFetched::Missing => Some(Checked::Missing),
-                RangeFetched::ObjectSize(size) => Some(Checked::Corrupt(format!(
-                    "{size} bytes long, not the {} bytes recorded",
-                    job.size
-                ))),
-                RangeFetched::Short(at) => Some(Checked::Corrupt(format!(
-                    "ended early, at byte {at} of {}",
-                    job.size
-                ))),
-            },
-        )
+        let target = (job.size, file, job.dest.as_path());
+        let fetched = self
+            .repo
+            .read_range_into(&job.key, opened, range, target)
+            .await?;
+        Ok(checked(fetched, job))
+    }
+}
+
+/// What a range's read says of the object; `None` when it was as recorded.
+fn checked(fetched: RangeFetched, job: &Download) -> Option<Checked> {
+    match fetched {
+        RangeFetched::Written => None,
+        RangeFetched::Missing => Some(Checked::Missing),
+        RangeFetched::ObjectSize(size) => Some(Checked::Corrupt(format!(
+            "{size} bytes long, not the {} bytes recorded",
+            job.size
+        ))),
+        RangeFetched::Short(at) => Some(Checked::Corrupt(format!(
+            "ended early, at byte {at} of {}",
+            job.size
+        ))),
+        RangeFetched::Damaged(why) => Some(Checked::Corrupt(why)),
     }
 }
 
@@ -242,6 +260,7 @@ mod tests {
     fn job(key: &ObjectPath, dir: &Path, content: &[u8]) -> Download {
         Download {
             key: key.clone(),
+            kind: Kind::Content,
             dest: dir.join("restored"),
             sha256: Sha256::of(content),
             size: content.len() as u64,

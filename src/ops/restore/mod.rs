@@ -32,7 +32,6 @@ use crate::common::spool::scratch_dir;
 use crate::common::tasks::Jobs;
 use crate::error::{Error, Problem, Result};
 use crate::repo::ids::BackupId;
-use crate::repo::layout;
 use crate::repo::manifest::{self, Entry, Header, Referenced, Stored};
 use crate::repo::pack::{ContentIndex, Located};
 use crate::repo::{Repository, Traffic};
@@ -114,6 +113,7 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         ));
     }
     repo.check_marker(None).await?;
+    repo.require_full_key("restore")?;
     let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
     let blob_root = blob_root(&header, options)?;
     require_empty(&options.db_dir)?;
@@ -135,7 +135,7 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     repo.progress().start(Some(total_files), Some(total_bytes));
     let downloads = header
         .referenced(repo)
-        .try_filter_map(|needed| async { stages.download(&header, needed) })
+        .try_filter_map(|needed| async { stages.download(repo, &header, needed) })
         .try_filter_map(|(stored, download)| {
             futures::future::ready(content.route(&stored, download))
         });
@@ -253,7 +253,13 @@ struct Tally {
 impl Stages {
     /// The download of a file the backup needs (none for its parts, which
     /// the walk has read), and where its bytes are.
-    fn download(&self, header: &Header, needed: Referenced) -> Result<Option<(Stored, Download)>> {
+    fn download(
+        &self,
+        repo: &Repository,
+        header: &Header,
+        needed: Referenced,
+    ) -> Result<Option<(Stored, Download)>> {
+        let needed_kind = needed.kind();
         let Referenced {
             stored,
             size,
@@ -262,7 +268,7 @@ impl Stages {
         } = needed;
         let key = match &stored {
             Stored::Object(key) => key.clone(),
-            Stored::Content => layout::content_object(&sha256),
+            Stored::Content => repo.content_key(&sha256),
         };
         let (dest, mode, mtime_ns) = match entry {
             Entry::Part(_) => return Ok(None),
@@ -285,6 +291,7 @@ impl Stages {
         };
         let download = Download {
             key,
+            kind: needed_kind,
             dest,
             sha256,
             size,

@@ -169,13 +169,18 @@ async fn restore_file(
             target.size,
             target.dest.display()
         )),
-        true => {
-            blocking(move || match reader::open_entry(&entry, &frame) {
-                Ok(content) => write_file(&target, &content).map(Ok),
-                Err(why) => Ok(Err(why)),
-            })
-            .await?
-        }
+        true => match reader::entry_key(repo, &entry, &frame).await? {
+            Err(why) => Err(why),
+            Ok(key) => {
+                blocking(
+                    move || match reader::open_entry(&entry, &frame, key.as_ref()) {
+                        Ok(content) => write_file(&target, &content).map(Ok),
+                        Err(why) => Ok(Err(why)),
+                    },
+                )
+                .await?
+            }
+        },
     };
     repo.progress().advance(size);
     Ok(checked

@@ -6,9 +6,8 @@
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 
-use super::{Expected, Failing};
-use crate::common::tasks::{blocking, Jobs};
-use crate::digest::Sha256;
+use super::{Expected, Failing, Holds};
+use crate::common::tasks::Jobs;
 use crate::error::{Problem, Result};
 use crate::repo::ids::PackId;
 use crate::repo::layout;
@@ -30,10 +29,10 @@ pub(super) async fn rehash_all(
         if failing.exhausted() {
             return Ok(vec![]);
         }
-        let found = match (&expected.sha256, layout::parse_pack_key(&key)) {
-            (Some(sha256), _) => rehash(repo, &key, (expected.size, sha256), failing).await,
+        let found = match (&expected.content, layout::parse_pack_key(&key)) {
+            (Some(holds), _) => rehash(repo, &key, holds, failing).await,
             (None, Some(pack)) => rehash_pack(repo, (pack, expected.size), content, failing).await,
-            (None, None) => unreachable!("only packs are recorded without a hash"),
+            (None, None) => unreachable!("only packs are recorded without what they hold"),
         };
         repo.progress().advance(expected.size);
         found
@@ -48,13 +47,14 @@ pub(super) async fn rehash_all(
 async fn rehash(
     repo: &Repository,
     key: &str,
-    (size, sha256): (u64, &Sha256),
+    holds: &Holds,
     failing: &Failing,
 ) -> Result<Vec<Problem>> {
     let mut nothing = tokio::io::sink();
+    let (size, sha256) = (holds.size, &holds.sha256);
     let fetched = repo
         .read_verified(
-            &ObjectPath::from(key),
+            (holds.kind, &ObjectPath::from(key)),
             (size, sha256),
             &mut nothing,
             std::path::Path::new(key),
@@ -68,6 +68,7 @@ async fn rehash(
         Ok(Fetched::Differs { sha256: actual, .. }) => {
             format!("content hashes to {actual}, manifest says {sha256}")
         }
+        Ok(Fetched::Damaged(why)) => why,
     };
     Ok(vec![Problem::corrupt_object(key, detail)])
 }
@@ -87,8 +88,10 @@ async fn rehash_pack(
         .map(|entry| Wanted { entry, target: () });
     let mut problems = Vec::new();
     for range in reader::ranges(wanted.collect(), u64::MAX) {
-        let read = reader::read_range(repo, id, pack_size, range, |wanted, frame| {
-            blocking(move || Ok(reader::open_entry(&wanted.entry, &frame).err()))
+        let read = reader::read_range(repo, id, pack_size, range, |wanted, frame| async move {
+            Ok(reader::open_entry_of(repo, wanted.entry, frame)
+                .await?
+                .err())
         })
         .await;
         let read = match read {

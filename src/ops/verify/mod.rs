@@ -25,6 +25,7 @@ use crate::common::spool::{scratch_dir, Spool};
 use crate::common::tasks::Jobs;
 use crate::digest::Sha256;
 use crate::error::{Error, Problem, ReadFailure, Result};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::BackupId;
 use crate::repo::layout;
 use crate::repo::manifest::{self, Header, Referenced, Stored};
@@ -84,12 +85,21 @@ const BATCH: usize = 1000;
 /// failing, and every further read would wait out its retries.
 pub const MAX_UNREADABLE: usize = 100;
 
-/// What the manifests say one object is: its size and SHA-256, or, for a
-/// pack (`sha256` absent), the size its index records.
+/// What the manifests say one object is: its size as stored and — but for
+/// a pack, which its index describes — what it holds.
 #[derive(Serialize, Deserialize)]
 struct Expected {
     size: u64,
-    sha256: Option<Sha256>,
+    content: Option<Holds>,
+}
+
+/// What an object holds: content of this size and SHA-256, sealed as `kind`
+/// in an encrypted repository.
+#[derive(Serialize, Deserialize)]
+struct Holds {
+    kind: Kind,
+    size: u64,
+    sha256: Sha256,
 }
 
 /// The referenced objects (key → [`Expected`], each once across backups) and
@@ -108,6 +118,7 @@ struct Scratch {
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
     let before = repo.traffic();
     repo.check_marker(None).await?;
+    repo.require_full_key("verify")?;
     let ids = match options.backup.as_str() {
         "all" => manifest::committed_ids(repo).await?,
         id => vec![manifest::resolve(repo, id, options.source.as_deref()).await?],
@@ -191,25 +202,30 @@ impl Scratch {
 
     /// Records what a backup needs: its object, or the pack or content
     /// object its content is in.
-    fn reference_needed(&mut self, needed: Referenced) -> Result<()> {
-        let (size, sha256) = (needed.size, needed.sha256);
+    fn reference_needed(&mut self, repo: &Repository, needed: Referenced) -> Result<()> {
+        let holds = Holds {
+            kind: needed.kind(),
+            size: needed.size,
+            sha256: needed.sha256,
+        };
+        let stored = needed.object_size(repo);
         match needed.stored {
-            Stored::Object(key) => self.reference(key.as_ref(), size, Some(sha256)),
-            Stored::Content => match self.content.locate(&sha256)? {
+            Stored::Object(key) => self.reference(key.as_ref(), stored, Some(holds)),
+            Stored::Content => match self.content.locate(&needed.sha256)? {
                 Located::Packed(location) => {
                     let key = layout::pack(location.pack);
                     self.reference(key.as_ref(), location.pack_size, None)
                 }
                 Located::Object => {
-                    let key = layout::content_object(&sha256);
-                    self.reference(key.as_ref(), size, Some(sha256))
+                    let key = repo.content_key(&needed.sha256);
+                    self.reference(key.as_ref(), stored, Some(holds))
                 }
             },
         }
     }
 
     /// Records an object a manifest names, once.
-    fn reference(&mut self, key: &str, size: u64, sha256: Option<Sha256>) -> Result<()> {
+    fn reference(&mut self, key: &str, size: u64, content: Option<Holds>) -> Result<()> {
         let key = key.to_string();
         if self.referenced.contains(&key)? {
             return Ok(());
@@ -217,7 +233,7 @@ impl Scratch {
         self.objects += 1;
         // Sizes come from manifests: a forged one must not overflow the sum.
         self.bytes = self.bytes.saturating_add(size);
-        self.referenced.put(&key, &Expected { size, sha256 })
+        self.referenced.put(&key, &Expected { size, content })
     }
 }
 
@@ -246,7 +262,7 @@ fn compare(
 /// into, streamed from the listing.
 async fn record_listing(repo: &Repository, scratch: &Scratch) -> Result<()> {
     let listed = &scratch.listed;
-    for prefix in [layout::TABLES, layout::CONTENT, layout::BACKUPS] {
+    for prefix in [layout::TABLES, repo.content_prefix(), layout::BACKUPS] {
         let mut objects = repo.store().list(Some(&ObjectPath::from(prefix)));
         while let Some(meta) = objects.next().await {
             let meta = meta.map_err(|e| repo.error(e))?;
@@ -283,7 +299,7 @@ async fn record_references(
     let mut walk = std::pin::pin!(header.referenced(repo));
     while let Some(needed) = walk.next().await {
         match needed {
-            Ok(needed) => scratch.reference_needed(needed)?,
+            Ok(needed) => scratch.reference_needed(repo, needed)?,
             Err(e) => problems.push(failing.problem(&key, e)?),
         }
     }

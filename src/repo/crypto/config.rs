@@ -32,8 +32,11 @@ const MAX_GENERATIONS: usize = 1024;
 /// Argon2id parameters: memory in KiB, iterations, lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
+    /// Memory per hash, in KiB.
     pub memory_kib: u32,
+    /// Passes over that memory.
     pub iterations: u32,
+    /// Lanes.
     pub parallelism: u32,
 }
 
@@ -447,6 +450,20 @@ impl Config {
         Err(UnlockError::WrongKey(tried))
     }
 
+    /// This config's keyring, opened with the newest master key of `known`
+    /// (a keyring unlocked earlier): fails if the config changed generation
+    /// since, so an edit never drops a generation someone else added.
+    pub fn reopen(&self, known: &Keyring) -> Result<Keyring, String> {
+        let (generation, master) = known.current();
+        if self.encryption.generation != generation {
+            return Err(format!(
+                "the repository's keys changed while this ran (generation {} is now {}); run again",
+                generation, self.encryption.generation
+            ));
+        }
+        self.open_keyring(&self.repo()?, master)
+    }
+
     fn open_keyring(&self, repo: &RepoId, master: &SecretKey) -> Result<Keyring, String> {
         let generation = self.encryption.generation;
         let salt = hex_of_len(&self.encryption.keyring.salt, 16, "the keyring's salt")?;
@@ -839,10 +856,13 @@ mod tests {
         }
     }
 
+    /// A change made to a config, and a word the refusal must contain.
+    type Forgery = (fn(&mut Config), &'static str);
+
     #[test]
     fn forged_configs_fail_closed() {
         let (config, _) = Config::create(&SystemRandom, passphrase("first", "one")).unwrap();
-        let cases: [(fn(&mut Config), &str); 8] = [
+        let cases: [Forgery; 8] = [
             (|c| passphrase_slot(c).0.memory_kib = u32::MAX, "outside"),
             (|c| passphrase_slot(c).0.iterations = 1_000_000, "outside"),
             (|c| passphrase_slot(c).0.memory_kib = 8, "outside"),

@@ -82,6 +82,20 @@ impl std::fmt::Display for ContentName {
     }
 }
 
+/// In spools by its bytes.
+impl crate::common::spool::SpoolKey for ContentName {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn decode(bytes: &mut &[u8]) -> Option<Self> {
+        let (name, rest) = bytes.split_first_chunk::<32>()?;
+        *bytes = rest;
+        Some(Self(*name))
+    }
+}
+
+impl crate::common::spool::FixedKey for ContentName {}
+
 impl ContentName {
     /// Parses 64 lowercase hex digits.
     pub fn parse(text: &str) -> Option<Self> {

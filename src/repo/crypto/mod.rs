@@ -59,12 +59,22 @@ impl Credentials {
         Self::default().with_passphrase_from(move || Ok(passphrase.clone()))
     }
 
-    /// Also a passphrase, from `source`, called only when one is needed.
+    /// Also a passphrase, from `source`, called only when one is needed and
+    /// then remembered (a prompt asks once).
     pub fn with_passphrase_from(
         mut self,
         source: impl Fn() -> Result<Zeroizing<String>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.passphrase = Some(Arc::new(source));
+        let known = Mutex::new(None::<Zeroizing<String>>);
+        self.passphrase = Some(Arc::new(move || {
+            let mut known = known.lock().expect("not poisoned");
+            if let Some(passphrase) = known.as_ref() {
+                return Ok(passphrase.clone());
+            }
+            let passphrase = source()?;
+            *known = Some(passphrase.clone());
+            Ok(passphrase)
+        }));
         self
     }
 

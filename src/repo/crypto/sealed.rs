@@ -36,7 +36,7 @@ pub const CHUNK: u64 = 64 << 10;
 pub const SEALED_CHUNK: u64 = CHUNK + TAG_LEN as u64;
 
 /// What a sealed object is (part of what it is bound to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Kind {
     /// A backup's manifest header.
@@ -209,56 +209,62 @@ impl Session {
 
     /// `plaintext` sealed as one object.
     pub fn seal(&self, what: (Kind, &str), plaintext: &[u8]) -> Vec<u8> {
-        let mut stream = self.stream(what, plaintext.len() as u64);
+        let mut stream = self.stream(what);
         let mut out = Vec::with_capacity(sealed_len(plaintext.len() as u64) as usize);
-        for chunk in plaintext.chunks(CHUNK as usize) {
-            out.extend(stream.next(chunk));
-        }
-        if plaintext.is_empty() {
-            out.extend(stream.next(&[]));
-        }
+        out.extend(stream.push(plaintext));
+        out.extend(stream.finish());
         out
     }
 
-    /// A stream sealing an object of `plain` bytes, given in pieces.
-    pub fn stream(&self, what: (Kind, &str), plain: u64) -> SealStream {
+    /// A stream sealing one object given in pieces of any length.
+    pub fn stream(&self, what: (Kind, &str)) -> SealStream {
         let (header, key) = self.next_object(what);
         SealStream {
             key,
             header: Some(header.bytes()),
             index: 0,
-            last: chunks(plain) - 1,
+            pending: Vec::new(),
         }
     }
 }
 
-/// Seals an object piece by piece (multipart uploads): every piece but the
-/// last a whole number of chunks.
+/// Seals an object piece by piece (multipart uploads), its length unknown
+/// ahead: the last full chunk is held back until more plaintext comes or
+/// the stream finishes, so that the last chunk is always sealed as the last.
 pub struct SealStream {
     key: ObjectKey,
     header: Option<Vec<u8>>,
     index: u64,
-    last: u64,
+    pending: Vec<u8>,
 }
 
 impl SealStream {
-    /// The sealed bytes of the next piece of plaintext (with the header
-    /// before the first).
-    pub fn next(&mut self, plaintext: &[u8]) -> Vec<u8> {
+    /// The sealed bytes ready after `plaintext` (the header before the first).
+    pub fn push(&mut self, plaintext: &[u8]) -> Vec<u8> {
         let mut out = self.header.take().unwrap_or_default();
-        let pieces: Vec<&[u8]> = match plaintext.is_empty() {
-            true => vec![&[]],
-            false => plaintext.chunks(CHUNK as usize).collect(),
-        };
-        for piece in pieces {
-            let mut chunk = piece.to_vec();
-            assert!(self.index <= self.last, "more plaintext than announced");
-            self.key
-                .seal_chunk(self.index, self.index == self.last, &mut chunk);
-            out.extend_from_slice(&chunk);
-            self.index += 1;
+        self.pending.extend_from_slice(plaintext);
+        let ready = self.pending.len().saturating_sub(1) / CHUNK as usize * CHUNK as usize;
+        let held = self.pending.split_off(ready);
+        let complete = std::mem::replace(&mut self.pending, held);
+        for chunk in complete.chunks(CHUNK as usize) {
+            out.extend(self.seal(chunk, false));
         }
         out
+    }
+
+    /// The rest, the last chunk sealed as the last.
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut out = self.header.take().unwrap_or_default();
+        let last = std::mem::take(&mut self.pending);
+        out.extend(self.seal(&last, true));
+        out
+    }
+
+    fn seal(&mut self, plaintext: &[u8], last: bool) -> Vec<u8> {
+        let mut chunk = plaintext.to_vec();
+        self.key.seal_chunk(self.index, last, &mut chunk);
+        self.index += 1;
+        chunk
     }
 }
 
@@ -351,9 +357,11 @@ mod tests {
         let session = session();
         let what = (Kind::Table, "sst/x");
         let plaintext: Vec<u8> = (0..(5 * CHUNK + 9)).map(|i| (i * 7) as u8).collect();
-        let mut stream = session.stream(what, plaintext.len() as u64);
-        let mut sealed = stream.next(&plaintext[..(2 * CHUNK) as usize]);
-        sealed.extend(stream.next(&plaintext[(2 * CHUNK) as usize..]));
+        let mut stream = session.stream(what);
+        let mut sealed = stream.push(&plaintext[..(2 * CHUNK) as usize]);
+        sealed.extend(stream.push(&plaintext[(2 * CHUNK) as usize..(3 * CHUNK) as usize]));
+        sealed.extend(stream.push(&plaintext[(3 * CHUNK) as usize..]));
+        sealed.extend(stream.finish());
         assert_eq!(
             open(&key_of(&session, &sealed, what), &sealed).unwrap(),
             plaintext

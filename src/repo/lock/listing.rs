@@ -157,6 +157,8 @@ async fn read_lock(
         Err(Error::Manifest { .. }) => Bytes::new(), // too large: unreadable
         Err(e) => return Err(e),
     };
+    // Sealed contents that do not open are unreadable, as garbage is.
+    let bytes = repo.open_lock(bytes).unwrap_or_default();
     let mut info = serde_json::from_slice::<LockInfo>(&bytes).unwrap_or(LockInfo {
         kind: LockKind::Prune,
         host: "unknown".into(),

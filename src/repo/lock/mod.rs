@@ -117,7 +117,7 @@ impl RepoLock {
         };
         let name = format!("{}-{id}", kind_name(kind));
         let key = layout::lock(&name);
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
+        let bytes = repo.seal_lock(serde_json::to_vec_pretty(&info).expect("lock serializes"));
         let asked_at = Utc::now();
         repo.put(&key, bytes).await?;
         let mut lock = Self {

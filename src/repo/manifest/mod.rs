@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::references::ResolverConfig;
 use crate::error::{Error, Problem, Result};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
 use crate::repo::lock::RepoLock;
@@ -201,7 +202,7 @@ pub async fn read(repo: &Repository, id: &BackupId) -> Result<Header> {
 pub async fn read_raw(repo: &Repository, id: &BackupId) -> Result<(Header, Bytes)> {
     let key = layout::manifest(id);
     let bytes = repo
-        .get_if_exists(&key, HEADER_LIMIT)
+        .get_opened(Kind::Manifest, &key, HEADER_LIMIT)
         .await?
         .ok_or_else(|| Error::BackupNotFound(id.to_string()))?;
     Ok((parse_header(key.as_ref(), id, &bytes)?, bytes))
@@ -214,6 +215,11 @@ pub async fn committed_ids(repo: &Repository) -> Result<Vec<BackupId>> {
         .into_iter()
         .map(|(id, _)| id)
         .collect())
+}
+
+/// Whether backup `id` is committed (its manifest exists; one HEAD).
+pub async fn is_committed(repo: &Repository, id: &BackupId) -> Result<bool> {
+    repo.exists(&layout::manifest(id)).await
 }
 
 /// Every committed backup with the time its manifest was written by the
@@ -238,11 +244,11 @@ pub async fn committed(repo: &Repository) -> Result<Vec<(BackupId, DateTime<Utc>
 
 /// Writes the header under `lock` (checked before and after, see
 /// [`RepoLock::commit`]): the commit point of a backup.
-pub async fn commit(lock: &RepoLock, header: &Header) -> Result<()> {
+pub async fn commit(repo: &Repository, lock: &RepoLock, header: &Header) -> Result<()> {
     let bytes = Bytes::from(serde_json::to_vec_pretty(header).expect("header serializes"));
-    lock.commit(&layout::manifest(&header.backup_id), bytes)
-        .await
-        .map(drop)
+    let key = layout::manifest(&header.backup_id);
+    let sealed = repo.seal((Kind::Manifest, key.as_ref()), bytes).await?;
+    lock.commit(&key, sealed).await.map(drop)
 }
 
 /// One backup as `list` shows it: its header, or why it could not be read.
@@ -268,6 +274,7 @@ pub struct ListedBackup {
 /// Every committed backup, oldest first, reading headers only.
 pub async fn list(repo: &Repository) -> Result<Vec<ListedBackup>> {
     repo.check_marker(None).await?;
+    repo.require_full_key("listing backups")?;
     let committed = committed(repo).await?;
     let rows = futures::stream::iter(committed)
         .map(|(id, committed_at)| async move {

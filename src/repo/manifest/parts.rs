@@ -15,6 +15,7 @@ use crate::common::names::{is_rocksdb_file_name, is_table_file, normalize_relati
 use crate::common::tasks::blocking;
 use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::{BackupId, Format};
 use crate::repo::layout;
 use crate::repo::pack::codec;
@@ -234,7 +235,11 @@ pub async fn store_part(
             let ndjson = part.bytes;
             let level = crate::repo::content::DEFAULT_COMPRESSION_LEVEL;
             let frame = blocking(move || Ok(codec::encode(&ndjson, level))).await?;
-            (Bytes::from(frame), Some(size))
+            let binding = part_binding(backup_id);
+            let sealed = repo
+                .seal((Kind::Part, &binding), Bytes::from(frame))
+                .await?;
+            (sealed, Some(size))
         }
     };
     let reference = PartRef {
@@ -247,6 +252,12 @@ pub async fn store_part(
     repo.put(&layout::part(backup_id, &reference.sha256), stored)
         .await?;
     Ok(reference)
+}
+
+/// What a sealed part is bound to: its backup (its name is the hash of its
+/// sealed bytes, which the header records).
+fn part_binding(backup_id: &BackupId) -> String {
+    format!("{}/{backup_id}/parts", layout::BACKUPS)
 }
 
 /// Stores a short, sorted list of entries as parts of a manifest of `version`.
@@ -290,8 +301,12 @@ impl Header {
         }
         let bytes = match part.size {
             None => stored.to_vec(),
-            Some(size) => codec::decode(&stored, size)
-                .map_err(|why| Error::manifest(key.to_string(), format!("part: {why}")))?,
+            Some(size) => {
+                let binding = part_binding(&self.backup_id);
+                let frame = repo.unseal((Kind::Part, &binding), stored).await?;
+                codec::decode(&frame, size, None)
+                    .map_err(|why| Error::manifest(key.to_string(), format!("part: {why}")))?
+            }
         };
         let mut entries = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use super::{DbFileEntry, ExternalEntry, Header, PartEntry, PartKind, PartRef, Stored};
 use crate::digest::Sha256;
 use crate::error::Result;
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::layout;
 use crate::repo::Repository;
 
@@ -21,14 +22,34 @@ use crate::repo::Repository;
 /// the entry that needs it.
 #[derive(Debug, Clone)]
 pub struct Referenced {
-    /// An object of its own, or content by hash.
+    /// An object of its own (its key in this repository), or content by hash.
     pub stored: Stored,
-    /// Bytes as stored (a part's frame) or as restored (a file's content).
+    /// Bytes as stored (a part) or as restored (a file's content).
     pub size: u64,
     /// SHA-256 of those bytes.
     pub sha256: Sha256,
     /// What needs it.
     pub entry: Entry,
+}
+
+impl Referenced {
+    /// What its object is sealed as, in an encrypted repository.
+    pub fn kind(&self) -> Kind {
+        match (&self.entry, &self.stored) {
+            (Entry::Part(_), _) => Kind::Part,
+            (_, Stored::Object(_)) => Kind::Table,
+            (_, Stored::Content) => Kind::Content,
+        }
+    }
+
+    /// Bytes its object (not content in a pack) takes in `repo`: a part's as
+    /// recorded, a file's as sealed where the repository is encrypted.
+    pub fn object_size(&self, repo: &Repository) -> u64 {
+        match self.entry {
+            Entry::Part(_) => self.size,
+            _ => repo.stored_len(self.size),
+        }
+    }
 }
 
 /// What needs a [`Referenced`].
@@ -50,7 +71,9 @@ impl Header {
         repo: &'a Repository,
     ) -> impl Stream<Item = Result<Referenced>> + Send + 'a {
         let parts = self.parts.iter().map(|part| Ok(self.part_needed(part)));
-        let db = self.entry_stream(repo).map(|e| e.map(db_needed));
+        let db = self
+            .entry_stream(repo)
+            .map(|e| e.map(|db| db_needed(repo, db)));
         let external = self.entry_stream(repo).map(|e| e.map(external_needed));
         futures::stream::iter(parts).chain(db).chain(external)
     }
@@ -82,9 +105,13 @@ impl Header {
     }
 }
 
-fn db_needed(entry: DbFileEntry) -> Referenced {
+fn db_needed(repo: &Repository, entry: DbFileEntry) -> Referenced {
+    let stored = match entry.stored() {
+        Stored::Object(logical) => Stored::Object(repo.object_key_of(&logical)),
+        Stored::Content => Stored::Content,
+    };
     Referenced {
-        stored: entry.stored(),
+        stored,
         size: entry.size,
         sha256: entry.sha256,
         entry: Entry::Db(entry),

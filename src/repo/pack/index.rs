@@ -20,10 +20,12 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::codec::FRAME_HEADER;
+use super::stored_index::{self, IndexRead};
 use super::PACK_HEADER;
 use crate::common::spool::Spool;
 use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
+use crate::repo::crypto::keys::ContentName;
 use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::Repository;
@@ -197,14 +199,16 @@ pub struct PackInfo {
 /// first known place, each pack's entries by offset, and content held
 /// otherwise (a listed content object, or stored by this run).
 pub struct ContentIndex {
+    repo: Repository,
     places: Spool<Sha256, Location>,
     entries: Spool<(PackId, u64), IndexEntry>,
-    held: Spool<Sha256, ()>,
+    held: Spool<ContentName, ()>,
     /// Every listed pack, by id.
     pub packs: HashMap<PackId, PackInfo>,
-    /// Indexes that could not be used: key and why. Their packs' content is
-    /// unknown, so nothing may delete them.
-    pub damaged: Vec<(PackId, String)>,
+    /// Packs whose index could not be used, and the problem (the index's,
+    /// or the pack's when its size disagrees). Their content is unknown, so
+    /// nothing may delete them.
+    pub damaged: Vec<(PackId, Problem)>,
     /// Indexes whose pack is not in the listing (nothing they name exists).
     pub dangling: Vec<PackId>,
 }
@@ -216,6 +220,7 @@ impl ContentIndex {
     pub async fn load(repo: &Repository, dir: &Path, objects: bool) -> Result<Self> {
         let places = Spool::create(dir)?;
         let mut index = Self {
+            repo: repo.clone(),
             entries: places.beside(1),
             held: places.beside(2),
             places,
@@ -250,29 +255,41 @@ impl ContentIndex {
         }
         drop(reads);
         if objects {
-            for meta in repo.list(layout::CONTENT).await? {
-                if let Some(sha256) = layout::parse_content_key(meta.location.as_ref()) {
-                    index.note_held(&sha256)?;
+            for meta in repo.list(repo.content_prefix()).await? {
+                if let Some(name) = repo.parse_content_key(meta.location.as_ref()) {
+                    index.held.put(&name, &())?;
                 }
             }
         }
         Ok(index)
     }
 
-    fn add(&mut self, id: PackId, read: std::result::Result<PackIndex, String>) -> Result<()> {
+    fn add(&mut self, id: PackId, read: std::result::Result<IndexRead, String>) -> Result<()> {
+        let read = match read {
+            Ok(IndexRead::Names(names)) => return self.add_names(id, &names),
+            Ok(IndexRead::Full(index)) => Ok(index),
+            Err(why) => Err(why),
+        };
         let info = self.packs.get_mut(&id).expect("only listed packs are read");
-        let parsed = read.and_then(|index| match index.pack_size == info.size {
-            true => Ok(index),
-            false => Err(format!(
-                "says its pack is {} bytes; the store lists {}",
-                index.pack_size, info.size
-            )),
-        });
+        // An index that reads is whole (sealed or checked); a size that
+        // disagrees with it is the pack's damage, named as the pack's.
+        let parsed = read
+            .map_err(|why| Problem::corrupt_object(layout::pack_index(id), why))
+            .and_then(|index| match index.pack_size == info.size {
+                true => Ok(index),
+                false => Err(Problem::corrupt_object(
+                    layout::pack(id),
+                    format!(
+                        "is {} bytes; its index says {} (truncated, extended or replaced)",
+                        info.size, index.pack_size
+                    ),
+                )),
+            });
         let index = match parsed {
             Ok(index) => index,
-            Err(why) => {
-                tracing::warn!(key = %layout::pack_index(id), %why, "pack index unusable");
-                self.damaged.push((id, why));
+            Err(problem) => {
+                tracing::warn!(%problem, "pack unusable");
+                self.damaged.push((id, problem));
                 return Ok(());
             }
         };
@@ -289,11 +306,20 @@ impl ContentIndex {
         Ok(())
     }
 
+    /// Records what a write-only host learns of pack `id`: the names of the
+    /// content it holds.
+    fn add_names(&mut self, id: PackId, names: &[ContentName]) -> Result<()> {
+        let info = self.packs.get_mut(&id).expect("only listed packs are read");
+        info.indexed = true;
+        for name in names {
+            self.held.put(name, &())?;
+        }
+        Ok(())
+    }
+
     /// The indexes that are unusable, or name a pack that is gone, as problems.
     pub fn problems(&self) -> Vec<Problem> {
-        let damaged = self.damaged.iter();
-        let damaged =
-            damaged.map(|(id, why)| Problem::corrupt_object(layout::pack_index(*id), why));
+        let damaged = self.damaged.iter().map(|(_, problem)| problem.clone());
         let dangling = self.dangling.iter().map(|id| {
             Problem::corrupt_object(
                 layout::pack_index(*id),
@@ -312,10 +338,15 @@ impl ContentIndex {
         Ok(())
     }
 
+    /// What content with this hash is called in the repository.
+    pub fn content_name(&self, sha256: &Sha256) -> ContentName {
+        self.repo.content_name(sha256)
+    }
+
     /// Records that content is held: a listed content object, or stored by
     /// this run.
     pub fn note_held(&self, sha256: &Sha256) -> Result<()> {
-        self.held.put(sha256, &())
+        self.held.put(&self.repo.content_name(sha256), &())
     }
 
     /// Where content is: packed, or (so far as the indexes know) a content
@@ -330,7 +361,7 @@ impl ContentIndex {
     /// Whether the repository holds content (packed, a listed content
     /// object, or stored by this run).
     pub fn holds(&self, sha256: &Sha256) -> Result<bool> {
-        Ok(self.places.contains(sha256)? || self.held.contains(sha256)?)
+        Ok(self.places.contains(sha256)? || self.held.contains(&self.repo.content_name(sha256))?)
     }
 
     /// Up to `limit` entries of pack `id` after offset `after`, by offset.
@@ -356,12 +387,12 @@ impl ContentIndex {
 async fn read_index(
     repo: &Repository,
     id: PackId,
-) -> Result<std::result::Result<PackIndex, String>> {
-    match repo
+) -> Result<std::result::Result<IndexRead, String>> {
+    let read = repo
         .get_if_exists(&layout::pack_index(id), INDEX_LIMIT)
-        .await
-    {
-        Ok(Some(bytes)) => Ok(PackIndex::parse(id, &bytes)),
+        .await;
+    match read {
+        Ok(Some(bytes)) => stored_index::decode(repo, id, bytes).await,
         Ok(None) => Ok(Err("vanished while it was read".into())),
         Err(e @ Error::Manifest { .. }) => Ok(Err(e.to_string())),
         Err(e) => Err(e),

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod index;
 pub mod reader;
+pub mod stored_index;
 pub mod writer;
 
 pub use index::{ContentIndex, IndexEntry, Located, Location, PackInfo};

@@ -15,8 +15,10 @@ use object_store::{GetOptions, GetRange};
 
 use super::codec;
 use super::index::IndexEntry;
+use crate::common::tasks::blocking;
 use crate::digest::Sha256;
 use crate::error::{Problem, Result};
+use crate::repo::crypto::sealed::{self, Kind, ObjectKey};
 use crate::repo::ids::PackId;
 use crate::repo::layout;
 use crate::repo::Repository;
@@ -183,15 +185,59 @@ where
     }
 }
 
-/// The content of an entry's frame: decoded (never past its recorded size)
-/// and checked against its recorded SHA-256; `Err(why)` otherwise.
-pub fn open_entry(entry: &IndexEntry, frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let at = |why: String| format!("entry {} at byte {}: {why}", entry.sha256, entry.offset);
-    let content = codec::decode(frame, entry.size).map_err(at)?;
+/// The content of an entry's frame: opened with `key` where it is sealed,
+/// decoded (never past its recorded size) and checked against its recorded
+/// SHA-256; `Err(why)` otherwise.
+pub fn open_entry(
+    entry: &IndexEntry,
+    frame: &[u8],
+    key: Option<&ObjectKey>,
+) -> std::result::Result<Vec<u8>, String> {
+    let content = codec::decode(frame, entry.size, key).map_err(|why| at(entry, why))?;
     match Sha256::of(&content) {
         actual if actual == entry.sha256 => Ok(content),
-        actual => Err(at(format!("content hashes to {actual}"))),
+        actual => Err(at(entry, format!("content hashes to {actual}"))),
     }
+}
+
+fn at(entry: &IndexEntry, why: String) -> String {
+    format!("entry {} at byte {}: {why}", entry.sha256, entry.offset)
+}
+
+/// The key of a sealed entry's frame (bound to its content's name); `None`
+/// for a frame that is not sealed, `Err(why)` for one whose seal is damaged
+/// or whose session is gone.
+pub async fn entry_key(
+    repo: &Repository,
+    entry: &IndexEntry,
+    frame: &[u8],
+) -> Result<std::result::Result<Option<ObjectKey>, String>> {
+    let Some(payload) = codec::sealed_payload(frame) else {
+        return Ok(Ok(None));
+    };
+    let header = match sealed::Header::parse(payload) {
+        Ok(header) => header,
+        Err(why) => return Ok(Err(at(entry, why))),
+    };
+    let name = repo.content_name(&entry.sha256).to_string();
+    match repo.object_key(&header, (Kind::Entry, &name)).await {
+        Ok(key) => Ok(Ok(Some(key))),
+        Err(e @ crate::error::Error::Manifest { .. }) => Ok(Err(at(entry, e.to_string()))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens an entry (its key, then [`open_entry`] on a blocking thread).
+pub async fn open_entry_of(
+    repo: &Repository,
+    entry: IndexEntry,
+    frame: Bytes,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    let key = match entry_key(repo, &entry, &frame).await? {
+        Ok(key) => key,
+        Err(why) => return Ok(Err(why)),
+    };
+    blocking(move || Ok(open_entry(&entry, &frame, key.as_ref()))).await
 }
 
 #[cfg(test)]

@@ -152,9 +152,9 @@ async fn store_pack(
     repo.put(&layout::pack(sealed.id), Bytes::from(sealed.bytes))
         .await?;
     let index = PackIndex::new(sealed.id, pack_size, sealed.entries);
-    let json = Bytes::from(serde_json::to_vec(&index).expect("index serializes"));
-    let index_size = json.len() as u64;
-    repo.put(&layout::pack_index(index.pack), json).await?;
+    let stored = super::stored_index::encode(&repo, &index).await?;
+    let index_size = stored.len() as u64;
+    repo.put(&layout::pack_index(index.pack), stored).await?;
     Ok((index.pack, pack_size + index_size))
 }
 
@@ -190,7 +190,10 @@ mod tests {
             assert_eq!(index.pack_size, pack.len() as u64);
             for e in index.entries {
                 let frame = &pack[e.offset as usize..(e.offset + e.length) as usize];
-                assert_eq!(codec::decode(frame, e.size).unwrap(), contents[&e.sha256]);
+                assert_eq!(
+                    codec::decode(frame, e.size, None).unwrap(),
+                    contents[&e.sha256]
+                );
                 found += 1;
             }
         }

@@ -6,43 +6,33 @@
 
 mod errors;
 mod local;
+mod marker;
 mod metered;
 mod open;
+mod reading;
+mod sealing;
 mod status;
 mod throttle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload,
+    GetOptions, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::common::progress::Progress;
-use crate::digest::{Hasher, Sha256};
+use crate::repo::crypto::primitives::{Random, SystemRandom};
+use crate::repo::crypto::{Credentials, Crypt};
+
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::repo::ids::Format;
-use crate::repo::layout;
 use errors::{kind_of, BULK_DELETE_UNSUPPORTED};
 pub use metered::Traffic;
 use metered::{Counters, Metered, Pace};
-
-/// Repository format name, stored in `rockup.json` with its version.
-pub(crate) const REPOSITORY_FORMAT: &str = "rockup-repository";
-
-/// Largest repository marker read.
-const MARKER_LIMIT: u64 = 64 << 10;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Marker {
-    format: String,
-    version: u32,
-}
+pub(crate) use reading::{Fetched, RangeFetched, RangeKey};
 
 /// A backup repository: an object store scoped to the repository URL's prefix.
 #[derive(Clone)]
@@ -60,30 +50,12 @@ pub struct Repository {
     bulk_delete_unsupported: Arc<AtomicBool>,
     /// The directory of a local repository.
     local_root: Option<std::path::PathBuf>,
-}
-
-/// What a verified read of an object found.
-pub(crate) enum Fetched {
-    /// Exactly the expected size and SHA-256; all of it written out.
-    Intact,
-    /// No such object.
-    Missing,
-    /// More bytes than expected: reading stopped at the first chunk past them.
-    TooLarge,
-    /// The object ended early or hashes otherwise: what it had.
-    Differs { bytes: u64, sha256: Sha256 },
-}
-
-/// What a ranged read found.
-pub(crate) enum RangeFetched {
-    /// The whole range, written.
-    Written,
-    /// No such object.
-    Missing,
-    /// The object is this many bytes long, not the size expected.
-    ObjectSize(u64),
-    /// The range ended early, at this offset.
-    Short(u64),
+    /// What may unlock the repository, if it is encrypted.
+    credentials: Credentials,
+    /// The keys of an encrypted repository, once its config was unlocked.
+    crypt: Arc<OnceLock<Arc<Crypt>>>,
+    /// Where random numbers (session keys and ids, salts) come from.
+    random: Arc<dyn Random>,
 }
 
 /// Outcome of a write-once create.
@@ -119,7 +91,27 @@ impl Repository {
             single_deletes: None,
             bulk_delete_unsupported: Arc::new(AtomicBool::new(false)),
             local_root: None,
+            credentials: Credentials::default(),
+            crypt: Arc::default(),
+            random: Arc::new(SystemRandom),
         }
+    }
+
+    /// What unlocks the repository if it is encrypted (a passphrase, an
+    /// identity, a write key); plaintext repositories ignore it. The handle
+    /// forgets keys it had unlocked (its clones keep theirs).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self.crypt = Arc::default();
+        self
+    }
+
+    /// Random numbers from `random` instead of the system's (tests: a
+    /// generator that repeats itself).
+    #[cfg(test)]
+    pub(crate) fn with_random(mut self, random: Arc<dyn Random>) -> Self {
+        self.random = random;
+        self
     }
 
     /// The same repository as a store that deletes one object per request, used
@@ -296,79 +288,13 @@ impl Repository {
         }
     }
 
-    /// Streams the object at `key` into `out`, never past `size` bytes, and
-    /// checks its size and SHA-256; a failed write is reported for `out_path`.
-    pub(crate) async fn read_verified<W: tokio::io::AsyncWrite + Unpin>(
-        &self,
-        key: &Path,
-        (size, sha256): (u64, &Sha256),
-        out: &mut W,
-        out_path: &std::path::Path,
-    ) -> Result<Fetched> {
-        use tokio::io::AsyncWriteExt;
-        let Some(result) = self.fetch(key, GetOptions::default()).await? else {
-            return Ok(Fetched::Missing);
+    /// Whether `key` exists (one HEAD).
+    pub(crate) async fn exists(&self, key: &Path) -> Result<bool> {
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
         };
-        let (mut hasher, mut read) = (Hasher::default(), 0u64);
-        let mut stream = result.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error(e))?;
-            read += chunk.len() as u64;
-            if read > size {
-                return Ok(Fetched::TooLarge);
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| Error::io(out_path, e))?;
-        }
-        out.flush().await.map_err(|e| Error::io(out_path, e))?;
-        let actual = hasher.finish();
-        match read == size && actual == *sha256 {
-            true => Ok(Fetched::Intact),
-            false => Ok(Fetched::Differs {
-                bytes: read,
-                sha256: actual,
-            }),
-        }
-    }
-
-    /// Writes bytes `range` of the object at `key` into `file` at the same
-    /// offsets (the bytes are not hashed here: the caller hashes the whole file
-    /// once every range is in). The object must be `size` bytes long as the
-    /// store reports it, and the range must come back whole; otherwise what
-    /// was found is returned and nothing past the range is written.
-    pub(crate) async fn read_range_into(
-        &self,
-        key: &Path,
-        range: std::ops::Range<u64>,
-        size: u64,
-        (file, out_path): (&std::fs::File, &std::path::Path),
-    ) -> Result<RangeFetched> {
-        use std::os::unix::fs::FileExt;
-        let options = GetOptions::default().with_range(Some(GetRange::Bounded(range.clone())));
-        let Some(result) = self.fetch(key, options).await? else {
-            return Ok(RangeFetched::Missing);
-        };
-        if result.meta.size != size {
-            return Ok(RangeFetched::ObjectSize(result.meta.size));
-        }
-        let mut offset = range.start;
-        let mut stream = result.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error(e))?;
-            if offset + chunk.len() as u64 > range.end {
-                return Ok(RangeFetched::ObjectSize(offset + chunk.len() as u64));
-            }
-            // A page-cache write: short enough for the async worker.
-            file.write_all_at(&chunk, offset)
-                .map_err(|e| Error::io(out_path, e))?;
-            offset += chunk.len() as u64;
-        }
-        match offset == range.end {
-            true => Ok(RangeFetched::Written),
-            false => Ok(RangeFetched::Short(offset)),
-        }
+        Ok(self.fetch(key, head).await?.is_some())
     }
 
     /// One GET: `None` when there is no such object.
@@ -438,77 +364,6 @@ impl Repository {
             .await
             .map_err(|e| self.error(e))
     }
-
-    /// Checks the repository marker and returns its format. With
-    /// `write = Some(f)`, a writer of format `f`: the marker is created in a
-    /// new repository, and raised to `f` in an older one — so that older
-    /// rockups, which do not know format `f`, refuse the repository instead
-    /// of misreading it. A repository of a newer format is refused.
-    pub(crate) async fn check_marker(&self, write: Option<Format>) -> Result<Format> {
-        let key = layout::marker();
-        let Some(bytes) = self.get_if_exists(&key, MARKER_LIMIT).await? else {
-            return match write {
-                Some(format) => self.create_marker(format).await,
-                None => Err(self.not_a_repository().await),
-            };
-        };
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
-        })?;
-        if marker.format != REPOSITORY_FORMAT {
-            return Err(Error::manifest(
-                layout::MARKER,
-                format!("not a rockup repository (format {:?})", marker.format),
-            ));
-        }
-        let Some(found) = Format::from_number(marker.version) else {
-            let why = Format::unknown("repository format", marker.version);
-            return Err(Error::manifest(layout::MARKER, why));
-        };
-        match write {
-            Some(format) if format > found => {
-                tracing::info!(
-                    from = %found,
-                    to = %format,
-                    "repository format raised; rockup older than 0.2 will refuse it"
-                );
-                self.put(&key, marker_bytes(format)).await?;
-                Ok(format)
-            }
-            _ => Ok(found),
-        }
-    }
-
-    async fn create_marker(&self, format: Format) -> Result<Format> {
-        let key = layout::marker();
-        match self.create(&key, marker_bytes(format)).await {
-            Ok(_) => Ok(format),
-            // Another run created it concurrently: check theirs.
-            Err(Error::Conflict { .. }) => Box::pin(self.check_marker(Some(format))).await,
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Tells a missing bucket (or wrong credentials) from a prefix that
-    /// simply holds no repository: one LIST request.
-    async fn not_a_repository(&self) -> Error {
-        if let Err(e) = self.store.list_with_delimiter(None).await {
-            return self.error(e);
-        }
-        Error::Usage(format!(
-            "{} is not a rockup repository (no {}); check --repo",
-            self.name,
-            layout::MARKER
-        ))
-    }
-}
-
-fn marker_bytes(format: Format) -> Bytes {
-    let marker = Marker {
-        format: REPOSITORY_FORMAT.into(),
-        version: format.number(),
-    };
-    Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! or refuse conditional writes, bulk-delete fallback, the marker.
 
 use super::*;
+use crate::repo::ids::Format;
+use crate::repo::layout;
 use object_store::memory::InMemory;
 
 #[tokio::test]
@@ -281,4 +283,46 @@ async fn http_statuses_decide_the_kind_of_a_store_error() {
         );
         assert_eq!(err.retryable(), kind.is_transient(), "{status}");
     }
+}
+
+/// A generator that gives the same bytes every time it is asked.
+struct Repeating;
+
+impl Random for Repeating {
+    fn fill(&self, out: &mut [u8]) {
+        out.fill(7);
+    }
+}
+
+#[tokio::test]
+async fn a_random_number_generator_that_repeats_itself_is_caught_before_sealing() {
+    use crate::repo::crypto::sealed::Kind;
+    let store = Arc::new(InMemory::new());
+    let credentials = Credentials::passphrase("correct horse");
+    let handle = |credentials: &Credentials| {
+        Repository::from_store(store.clone(), "memory://")
+            .with_credentials(credentials.clone())
+            .with_random(Arc::new(Repeating))
+    };
+    let first = handle(&credentials);
+    let options = crate::ops::keys::InitOptions {
+        kdf: crate::repo::crypto::config::KdfParams::MIN,
+        ..Default::default()
+    };
+    crate::ops::keys::init(&first, &options).await.unwrap();
+    first.check_marker(Some(Format::V2)).await.unwrap();
+    let sealed = first
+        .seal((Kind::Part, "one"), Bytes::from_static(b"one"))
+        .await;
+    assert!(sealed.is_ok(), "the first session is new");
+
+    let second = handle(&credentials);
+    second.check_marker(Some(Format::V2)).await.unwrap();
+    let err = second
+        .seal((Kind::Part, "two"), Bytes::from_static(b"two"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("repeated itself"), "{err}");
+    let sessions = first.list(layout::KEYS).await.unwrap();
+    assert_eq!(sessions.len(), 1, "the second session was never stored");
 }
