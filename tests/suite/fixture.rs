@@ -400,3 +400,46 @@ pub async fn leave_backup_lock(repo: &Repository, id: &str) {
     });
     put_object(repo, &format!("locks/backup-{id}.json"), lock.to_string()).await;
 }
+
+// Encrypted repositories.
+
+/// The passphrase the encrypted tests use.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// The cheapest Argon2id parameters rockup accepts (the tests unlock often).
+pub fn fast_kdf() -> rockup::KdfParams {
+    rockup::KdfParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    }
+}
+
+/// `repo`, made an encrypted repository with one passphrase slot holding
+/// [`PASSPHRASE`], and opened with it.
+pub async fn encrypted(repo: Repository) -> Repository {
+    let repo = with_passphrase(&repo, PASSPHRASE);
+    let options = with(rockup::InitOptions::default(), |o| o.kdf = fast_kdf());
+    rockup::init(&repo, &options).await.unwrap();
+    repo
+}
+
+/// The same store opened with `passphrase` only.
+pub fn with_passphrase(repo: &Repository, passphrase: &str) -> Repository {
+    reopened(repo, rockup::Credentials::passphrase(passphrase))
+}
+
+/// The same store opened with other credentials (and no keys unlocked yet).
+pub fn reopened(repo: &Repository, credentials: rockup::Credentials) -> Repository {
+    repo.clone().with_credentials(credentials)
+}
+
+/// Every object of the repository: key and bytes.
+pub async fn all_objects(repo: &Repository) -> BTreeMap<String, Bytes> {
+    let mut objects = BTreeMap::new();
+    for key in list_keys(repo, "").await {
+        let bytes = get_object(repo, key.as_ref()).await.unwrap();
+        objects.insert(key.to_string(), bytes);
+    }
+    objects
+}

@@ -4,6 +4,8 @@ mod backup_restore;
 mod cli;
 mod conformance;
 mod copy;
+mod encrypted;
+mod encryption_keys;
 mod faults;
 mod held;
 mod hostile;
