@@ -12,8 +12,39 @@ use crate::{dataset, s3, Settings};
 /// One tool doing one phase's job: `setup` unmeasured, then `script` measured.
 struct Contender {
     name: &'static str,
-    setup: &'static str,
-    script: &'static str,
+    setup: String,
+    script: String,
+}
+
+/// The name of rockup working on an encrypted repository (passphrase from
+/// `$ROCKUP_PASSWORD_FILE`, default Argon2id cost paid by every command).
+const ROCKUP_ENCRYPTED: &str = "rockup encrypted";
+
+impl Contender {
+    /// The same job done by rockup on an encrypted repository of its own
+    /// (`rockup-sealed`), made by `rockup init` before a full backup.
+    fn encrypted(&self, phase: &str, s3: bool) -> Contender {
+        let swap = |script: &str| {
+            script
+                .replace("$W/rockup-repo", "$W/rockup-sealed")
+                .replace("s3://rockup ", "s3://rockup-sealed ")
+                .replace(r#"$S3ROOT/rockup""#, r#"$S3ROOT/rockup-sealed""#)
+        };
+        let repo = if s3 {
+            "s3://rockup-sealed"
+        } else {
+            r#""$W/rockup-sealed""#
+        };
+        let mut setup = swap(&self.setup);
+        if phase.starts_with("full backup") {
+            setup += &format!(r#"; "$ROCKUP" init --repo {repo} >/dev/null"#);
+        }
+        Contender {
+            name: ROCKUP_ENCRYPTED,
+            setup,
+            script: swap(&self.script),
+        }
+    }
 }
 
 /// A phase: what all its contenders do, in an order that rotates by round.
@@ -35,11 +66,24 @@ const HALF_COPY: &str =
 const ROCKUP_HALF_LOCAL: &str = r#""$ROCKUP" backup --repo "$W/rockup-repo" --db "$W/half/db" --blob-root "$W/half/files" $RESOLVER --json >"$W/rockup.json"; "$ROCKUP" prune --repo "$W/rockup-repo" --keep-last 1 --grace 0s --json >"$W/prune.json"; sync"#;
 const ROCKUP_HALF_S3: &str = r#""$ROCKUP" backup --repo s3://rockup --db "$W/half/db" --blob-root "$W/half/files" $RESOLVER --json >"$W/rockup.json"; "$ROCKUP" prune --repo s3://rockup --keep-last 1 --grace 0s --json >"$W/prune.json""#;
 
+/// Every phase, rockup's contender followed by its encrypted twin.
 fn phases() -> Vec<Phase> {
-    let c = |name, setup, script| Contender {
+    let mut phases = plaintext_phases();
+    for phase in &mut phases {
+        let twin = phase.contenders.iter().find(|c| c.name == "rockup");
+        if let Some(twin) = twin.map(|c| c.encrypted(phase.title, phase.s3)) {
+            phase.contenders.insert(1, twin);
+        }
+    }
+    phases
+}
+
+/// The phases with rockup on a plaintext repository and the other tools.
+fn plaintext_phases() -> Vec<Phase> {
+    let c = |name, setup: &str, script: &str| Contender {
         name,
-        setup,
-        script,
+        setup: setup.into(),
+        script: script.into(),
     };
     // Unchanged means unchanged since rockup's own last backup: BackupEngine
     // opens the database read-write (new MANIFEST and OPTIONS), so rockup's
@@ -188,6 +232,7 @@ pub fn run(settings: Settings) {
     let work = &settings.work;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).expect("work directory");
+    std::fs::write(work.join("password"), "the benchmark's passphrase\n").expect("password");
     let bench = std::env::current_exe().expect("own path");
     let shape_args = shape_args(&settings);
     let mut env = vec![
@@ -198,6 +243,7 @@ pub fn run(settings: Settings) {
         ("RESOLVER".into(), dataset::RESOLVER.into()),
         ("S3ROOT".into(), path(&work.join("s3"))),
         ("SHAPE".into(), shape_args.clone()),
+        ("ROCKUP_PASSWORD_FILE".into(), path(&work.join("password"))),
     ];
     eprintln!("generating {:?} in {}", settings.shape, work.display());
     measure::run(&format!(r#""$BENCH" generate "$SRC" {shape_args}"#), &env);
@@ -229,9 +275,9 @@ pub fn run(settings: Settings) {
                 if left_out || contender.name == "aws s3 sync" && !aws {
                     continue;
                 }
-                measure::run(contender.setup, &env);
+                measure::run(&contender.setup, &env);
                 let _ = std::fs::remove_file(work.join("round/rockup.json"));
-                let cost = measure::measure(contender.script, &env);
+                let cost = measure::measure(&contender.script, &env);
                 if contender.name == "rockup" {
                     let line = rockup_figures(work, phase);
                     figures.insert(index, line);

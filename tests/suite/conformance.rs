@@ -4,7 +4,10 @@
 //! objects → restore of both into fresh directories → compare → commit safety →
 //! prune → corruption (of a blob and of a packed entry) and loss detected →
 //! bulk delete of everything written; then, in the emptied repository, packs:
-//! half the files deleted, prune repacks, the rest restores whole.
+//! half the files deleted, prune repacks, the rest restores whole. Each
+//! backend runs it twice: plaintext, and encrypted (`rockup init` first; format
+//! 1 is refused, so the first backup is format 2; content objects are named by
+//! keyed hash, so the damaged one is found by its size).
 //!
 //! Backends come from the environment, as `scripts/test.sh` sets it after starting
 //! the emulators (or as the user sets it for real MinIO, Azurite or a bucket):
@@ -67,20 +70,65 @@ fn open(url: &str, options: &[(&str, &str)]) -> Repository {
 /// Size of the external file that goes through multipart upload (> 8 MiB).
 const LARGE: usize = 20 << 20;
 
+/// Whether the story runs on a plaintext or an encrypted repository.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sealing {
+    Plaintext,
+    Encrypted,
+}
+
+/// The first backup: format 1 (an object per file, as rockup 0.1 wrote) in
+/// a plaintext repository; format 2 in an encrypted one, which refuses 1.
+async fn first_backup(repo: &Repository, fx: &Fixture, sealing: Sealing) -> rockup::BackupReport {
+    let format_1 = rockup::backup(repo, Source::Db(fx.db.clone()), &format_1(fx.options())).await;
+    if sealing == Sealing::Plaintext {
+        let first = format_1.unwrap();
+        assert_eq!(first.header.version, rockup::Format::V1);
+        assert_eq!(list_keys(repo, "blobs").await.len(), 61);
+        return first;
+    }
+    let err = format_1.unwrap_err();
+    assert!(err.to_string().contains("never encrypted"), "{err}");
+    let first = rockup::backup(repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    assert_eq!(first.header.version, rockup::Format::V2);
+    assert!(list_keys(repo, "blobs").await.is_empty());
+    assert_eq!(list_keys(repo, "content").await.len(), 1, "the large file");
+    first
+}
+
+/// The key of the large file's content object, and where to flip a byte.
+async fn large_content(
+    repo: &Repository,
+    external: &[ExternalEntry],
+    sealing: Sealing,
+) -> (String, usize) {
+    if sealing == Sealing::Plaintext {
+        let large = external.iter().find(|e| e.size == LARGE as u64).unwrap();
+        return (blob_key(large.sha256), LARGE / 2);
+    }
+    let content = list_keys(repo, "content").await;
+    let [key] = content.as_slice() else {
+        panic!("one content object: {content:?}");
+    };
+    (key.to_string(), LARGE / 2)
+}
+
 /// The whole story against one repository, which must be empty.
-pub async fn conformance(repo: Repository) {
+pub async fn conformance(repo: Repository, sealing: Sealing) {
+    let repo = match sealing {
+        Sealing::Plaintext => repo,
+        Sealing::Encrypted => encrypted(repo).await,
+    };
     let fx = Fixture::new(60);
     {
         let db = open_rw(&fx.db);
         add_file(&db, &fx.files, 500, LARGE);
     }
 
-    // Backup in format 1 (an object per file, as rockup 0.1 wrote), list, verify.
-    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &format_1(fx.options()))
-        .await
-        .unwrap();
-    assert_eq!(first.header.version, rockup::Format::V1);
-    assert_eq!(list_keys(&repo, "blobs").await.len(), 61);
+    // The first backup, list, verify.
+    let first = first_backup(&repo, &fx, sealing).await;
     let at_first = (read_all(&fx.db), tree(&fx.files));
     assert!(first.problems.is_empty(), "{:?}", first.problems);
     assert_eq!(first.header.stats.external_files, 61);
@@ -111,10 +159,11 @@ pub async fn conformance(repo: Repository) {
     assert_eq!(second.header.version, rockup::Format::V2);
     assert_eq!(second.header.stats.external_files, 62);
     let marker = get_object(&repo, "rockup.json").await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&marker).contains("\"version\": 2"),
-        "marker raised"
-    );
+    let marker = String::from_utf8_lossy(&marker);
+    match sealing {
+        Sealing::Plaintext => assert!(marker.contains("\"version\": 2"), "marker raised"),
+        Sealing::Encrypted => assert!(marker.contains("\"encryption\""), "{marker}"),
+    }
     assert!(
         second.header.stats.uploaded_bytes < first.header.stats.uploaded_bytes / 10,
         "incremental uploaded {} of {} bytes",
@@ -178,24 +227,25 @@ pub async fn conformance(repo: Repository) {
 
     // Corruption (same size) is found by deep verify and stops a restore.
     let external: Vec<ExternalEntry> = second.header.entries(&repo).await.unwrap();
-    let large = external.iter().find(|e| e.size == LARGE as u64).unwrap();
-    let victim = blob_key(large.sha256);
+    let (victim, at) = large_content(&repo, &external, sealing).await;
     let mut bytes = get_object(&repo, &victim).await.unwrap().to_vec();
-    bytes[LARGE / 2] ^= 0x01;
+    bytes[at] ^= 0x01;
     put_object(&repo, &victim, bytes).await;
-    let new_file = external.iter().find(|e| e.size == 4321).unwrap();
-    let pack = damage_content(&repo, &new_file.sha256).await;
-    assert!(pack.starts_with("packs/"), "{pack}");
+    // A packed entry is found by its index, which only the plaintext one
+    // shows a test (the encrypted suite damages packs on its own).
+    let mut expected = vec![victim.clone()];
+    if sealing == Sealing::Plaintext {
+        let new_file = external.iter().find(|e| e.size == 4321).unwrap();
+        let pack = damage_content(&repo, &new_file.sha256).await;
+        assert!(pack.starts_with("packs/"), "{pack}");
+        expected.push(pack);
+        expected.sort();
+    }
     assert!(verify(&repo, "latest", false).await.problems.is_empty());
     let deep = verify(&repo, "all", true).await;
-    let mut damaged: Vec<&str> = deep.problems.iter().map(|p| p.path.as_str()).collect();
+    let mut damaged: Vec<String> = deep.problems.iter().map(|p| p.path.clone()).collect();
     damaged.sort();
-    assert_eq!(
-        damaged,
-        [victim.as_str(), pack.as_str()],
-        "{:?}",
-        deep.problems
-    );
+    assert_eq!(damaged, expected, "{:?}", deep.problems);
     assert!(deep
         .problems
         .iter()
@@ -224,10 +274,14 @@ pub async fn conformance(repo: Repository) {
 
     // Deletes: everything this test wrote, in bulk where the store can.
     let all = list_keys(&repo, "").await;
-    assert!(all.len() > 60, "{} objects", all.len());
+    assert!(all.len() > 8, "{} objects", all.len());
     repo.delete_all(&all).await.unwrap();
     assert!(list_keys(&repo, "").await.is_empty(), "prefix is empty");
 
+    let repo = match sealing {
+        Sealing::Plaintext => repo,
+        Sealing::Encrypted => encrypted(repo).await,
+    };
     packs_are_repacked(&repo).await;
 }
 
@@ -288,51 +342,77 @@ async fn packs_are_repacked(repo: &Repository) {
     assert_eq!(tree(&fx.files), tree(&target.join("files")));
 }
 
-#[tokio::test]
-async fn local_directory() {
+/// A test per backend and sealing: `$name` runs the story on the repository
+/// `$open` makes (or skips it when that yields `None`), `${name}_encrypted`
+/// the same encrypted.
+macro_rules! backend {
+    ($(#[$attr:meta])* $name:ident, $encrypted:ident, $open:expr) => {
+        $(#[$attr])*
+        #[tokio::test]
+        async fn $name() {
+            if let Some(repo) = $open {
+                conformance(repo, Sealing::Plaintext).await;
+            }
+        }
+
+        $(#[$attr])*
+        #[tokio::test]
+        async fn $encrypted() {
+            if let Some(repo) = $open {
+                conformance(repo, Sealing::Encrypted).await;
+            }
+        }
+    };
+}
+
+/// The story in a local directory removed afterwards.
+async fn local_directory(sealing: Sealing) {
     let dir = tempfile::tempdir().unwrap();
-    conformance(open(&format!("file://{}", dir.path().display()), &[])).await;
+    conformance(
+        open(&format!("file://{}", dir.path().display()), &[]),
+        sealing,
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn in_memory() {
-    conformance(memory_repo()).await;
+async fn local_directory_plaintext() {
+    local_directory(Sealing::Plaintext).await;
 }
 
 #[tokio::test]
-async fn s3() {
-    if let Some(url) = backend_url("s3", "ROCKUP_TEST_S3") {
-        conformance(open(&url, &[])).await;
-    }
+async fn local_directory_encrypted() {
+    local_directory(Sealing::Encrypted).await;
 }
 
-/// As a server that neither does conditional writes nor bulk deletes: the commit
-/// falls back to a checked plain write, deletes to one request per object.
-#[tokio::test]
-async fn s3_without_conditional_put_or_bulk_delete() {
-    if let Some(url) = backend_url("s3", "ROCKUP_TEST_S3") {
-        let options = [
-            ("aws_conditional_put", "disabled"),
-            ("aws_disable_bulk_delete", "true"),
-        ];
-        conformance(open(&url, &options)).await;
-    }
-}
-
-#[tokio::test]
-async fn azure() {
-    if let Some(url) = backend_url("azure", "ROCKUP_TEST_AZURE") {
-        conformance(open(&url, &[])).await;
-    }
-}
-
-#[tokio::test]
-#[ignore = "GCS: no emulator reachable here speaks object_store's XML API; set ROCKUP_TEST_GCS=gs://bucket/prefix and GOOGLE_SERVICE_ACCOUNT, then run with --ignored"]
-async fn gcs() {
-    if let Some(url) = backend_url("gcs", "ROCKUP_TEST_GCS") {
-        conformance(open(&url, &[])).await;
-    }
-}
+backend!(in_memory, in_memory_encrypted, Some(memory_repo()));
+backend!(
+    s3,
+    s3_encrypted,
+    backend_url("s3", "ROCKUP_TEST_S3").map(|url| open(&url, &[]))
+);
+backend!(
+    /// As a server that neither does conditional writes nor bulk deletes: the
+    /// commit falls back to a checked plain write, deletes to one request per
+    /// object.
+    s3_without_conditional_put_or_bulk_delete,
+    s3_without_conditional_put_or_bulk_delete_encrypted,
+    backend_url("s3", "ROCKUP_TEST_S3").map(|url| {
+        let options = [("aws_conditional_put", "disabled"), ("aws_disable_bulk_delete", "true")];
+        open(&url, &options)
+    })
+);
+backend!(
+    azure,
+    azure_encrypted,
+    backend_url("azure", "ROCKUP_TEST_AZURE").map(|url| open(&url, &[]))
+);
+backend!(
+    #[ignore = "GCS: no emulator reachable here speaks object_store's XML API; set ROCKUP_TEST_GCS=gs://bucket/prefix and GOOGLE_SERVICE_ACCOUNT, then run with --ignored"]
+    gcs,
+    gcs_encrypted,
+    backend_url("gcs", "ROCKUP_TEST_GCS").map(|url| open(&url, &[]))
+);
 
 /// The first thing a user meets when a setting is wrong: one line naming the
 /// repository URL and the fix, never the secret.

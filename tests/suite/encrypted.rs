@@ -524,3 +524,49 @@ async fn nonces_never_repeat_across_hosts_and_concurrent_uploads() {
     );
     assert!(headers.len() > 100, "{} sealed", headers.len());
 }
+
+/// Bytes of a sealed chunk (64 KiB and a 16-byte tag) and of the header
+/// before the first.
+const SEALED_CHUNK: usize = 65_536 + 16;
+const SEALED_HEADER: usize = 28;
+
+/// A large content object with a chunk taken out, a chunk added at its end,
+/// or two chunks trading places: each is damage, refused and named.
+#[tokio::test]
+async fn chunks_removed_added_or_reordered_are_damage() {
+    let (fx, repo, _) = one_backup().await;
+    let objects = all_objects(&repo).await;
+    let (large, _) = equal_sized_content(&objects);
+    assert!(
+        objects[&large].len() > 10 * SEALED_CHUNK,
+        "{large} is large"
+    );
+    let chunk = |n: usize| SEALED_HEADER + n * SEALED_CHUNK..SEALED_HEADER + (n + 1) * SEALED_CHUNK;
+    let edits: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 3] = [
+        ("chunk-removed", Box::new(move |b| drop(b.drain(chunk(3))))),
+        (
+            "chunk-added",
+            Box::new(move |b| {
+                let last = b[b.len() - SEALED_CHUNK..].to_vec();
+                b.extend_from_slice(&last);
+            }),
+        ),
+        (
+            "chunks-reordered",
+            Box::new(move |b| {
+                let (two, five) = (b[chunk(2)].to_vec(), b[chunk(5)].to_vec());
+                b[chunk(2)].copy_from_slice(&five);
+                b[chunk(5)].copy_from_slice(&two);
+            }),
+        ),
+    ];
+    for (trial, edit) in edits {
+        let damage = |dir: &Path| {
+            let path = dir.join(&large);
+            let mut bytes = std::fs::read(&path).unwrap();
+            edit(&mut bytes);
+            std::fs::write(&path, bytes).unwrap();
+        };
+        refused(&fx, trial, "latest", damage, &[&large]).await;
+    }
+}

@@ -9,6 +9,7 @@ mod encryption_keys;
 mod faults;
 mod held;
 mod hostile;
+mod hostile_crypto;
 mod layers;
 mod live;
 mod prune;
