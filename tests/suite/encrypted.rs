@@ -530,6 +530,9 @@ async fn nonces_never_repeat_across_hosts_and_concurrent_uploads() {
 const SEALED_CHUNK: usize = 65_536 + 16;
 const SEALED_HEADER: usize = 28;
 
+/// A change made to an object's bytes.
+type Edit = dyn Fn(&mut Vec<u8>);
+
 /// A large content object with a chunk taken out, a chunk added at its end,
 /// or two chunks trading places: each is damage, refused and named.
 #[tokio::test]
@@ -542,7 +545,7 @@ async fn chunks_removed_added_or_reordered_are_damage() {
         "{large} is large"
     );
     let chunk = |n: usize| SEALED_HEADER + n * SEALED_CHUNK..SEALED_HEADER + (n + 1) * SEALED_CHUNK;
-    let edits: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 3] = [
+    let edits: [(&str, Box<Edit>); 3] = [
         ("chunk-removed", Box::new(move |b| drop(b.drain(chunk(3))))),
         (
             "chunk-added",

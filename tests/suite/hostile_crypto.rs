@@ -33,8 +33,10 @@ fn passphrase_slot(config: &mut Value) -> &mut Value {
     &mut config["encryption"]["slots"][0]
 }
 
-/// Each forgery, and a word the refusal names.
-fn forgeries() -> Vec<(&'static str, Box<dyn Fn(&mut Value)>, &'static str)> {
+/// What a forgery is, what it does to the config, and a word the refusal names.
+type Forgery = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
+fn forgeries() -> Vec<Forgery> {
     vec![
         (
             "public key replaced",
