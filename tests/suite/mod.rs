@@ -2,6 +2,7 @@ pub mod fixture;
 
 mod backup_restore;
 mod cli;
+mod cli_encryption;
 mod conformance;
 mod copy;
 mod encrypted;
