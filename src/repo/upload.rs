@@ -178,12 +178,8 @@ impl Uploader {
             self.put_small((kind, key), &content).await?;
             return Ok((content.sha256(), content.size()));
         }
-        let sealer = PartSealer(
-            self.repo
-                .session()
-                .await?
-                .map(|s| s.stream((kind, key.as_ref()))),
-        );
+        let session = self.repo.session().await?;
+        let sealer = PartSealer::new(session.map(|s| s.stream((kind, key.as_ref()))));
         let upload = self
             .repo
             .store()
@@ -218,8 +214,10 @@ impl Uploader {
         }
     }
 
-    /// Sends the file's content as parts, each held back until the next is
-    /// read, so that the last part carries the end of a sealed object.
+    /// Sends the file's content as parts, each as soon as it is read (a part
+    /// never waits for the next one, so that uploads holding budget never
+    /// wait on each other); the part that reaches the size the file had when
+    /// it was measured carries the end of a sealed object.
     async fn send_parts(
         &self,
         (path, size): (&Path, u64),
@@ -232,38 +230,29 @@ impl Uploader {
         // Parts run as tasks so they progress (and return their budget) while this
         // loop waits for budget; dropping the set on an error cancels them.
         let mut in_flight = JoinSet::new();
-        let mut held: Option<(Bytes, OwnedSemaphorePermit)> = None;
         loop {
             let permit = self.reserve(chunk).await;
             let Some(bytes) = reader.next(chunk).await? else {
                 break;
             };
-            let sealed = sealer.piece(bytes).await?;
-            if let Some((previous, permit)) = held.replace((sealed, permit)) {
-                let part = upload.put_part(PutPayload::from(previous));
-                in_flight.spawn(async move {
-                    let result = part.await;
-                    drop(permit);
-                    result
-                });
-            }
+            let last = reader.read >= size;
+            let part = sealer
+                .piece(bytes, last)
+                .await
+                .map_err(|why| Error::io(path, why))?;
+            let part = upload.put_part(PutPayload::from(part));
+            in_flight.spawn(async move {
+                let result = part.await;
+                drop(permit);
+                result
+            });
             while in_flight.len() >= PARTS_IN_FLIGHT {
                 self.part_done(in_flight.join_next().await.expect("non-empty"))?;
             }
         }
-        let Some((mut last, permit)) = held else {
-            let shrank = std::io::Error::other("the file was emptied while it was read");
-            return Err(Error::io(path, shrank));
-        };
-        if let Some(end) = sealer.finish() {
-            last = Bytes::from([last.as_ref(), &end].concat());
-        }
-        let part = upload.put_part(PutPayload::from(last));
-        in_flight.spawn(async move {
-            let result = part.await;
-            drop(permit);
-            result
-        });
+        sealer
+            .finished(reader.read)
+            .map_err(|why| Error::io(path, why))?;
         while let Some(done) = in_flight.join_next().await {
             self.part_done(done)?;
         }
@@ -298,25 +287,57 @@ pub(crate) fn check_expected(path: &Path, actual: &Sha256, expect: Option<&Sha25
 
 /// Turns plaintext pieces into what is uploaded: sealed (on a blocking thread)
 /// where the repository is encrypted, as they are otherwise.
-struct PartSealer(Option<SealStream>);
+enum PartSealer {
+    Plain,
+    Sealing(SealStream),
+    /// The sealed object's end was sent: nothing may follow.
+    Ended,
+}
 
 impl PartSealer {
-    async fn piece(&mut self, bytes: Bytes) -> Result<Bytes> {
-        let Some(mut stream) = self.0.take() else {
-            return Ok(bytes);
-        };
-        let (stream, sealed) = blocking(move || {
-            let sealed = stream.push(&bytes);
-            Ok((stream, sealed))
-        })
-        .await?;
-        self.0 = Some(stream);
-        Ok(Bytes::from(sealed))
+    fn new(stream: Option<SealStream>) -> Self {
+        stream.map_or(PartSealer::Plain, PartSealer::Sealing)
     }
 
-    /// The sealed object's end, if sealing.
-    fn finish(self) -> Option<Vec<u8>> {
-        self.0.map(SealStream::finish)
+    /// The next part's bytes; `last` seals the object's end into it.
+    async fn piece(&mut self, bytes: Bytes, last: bool) -> std::io::Result<Bytes> {
+        match std::mem::replace(self, PartSealer::Ended) {
+            PartSealer::Plain => {
+                *self = PartSealer::Plain;
+                Ok(bytes)
+            }
+            PartSealer::Sealing(mut stream) => {
+                let (stream, sealed) = blocking(move || {
+                    let mut sealed = stream.push(&bytes);
+                    Ok(match last {
+                        true => {
+                            sealed.extend(stream.finish());
+                            (None, sealed)
+                        }
+                        false => (Some(stream), sealed),
+                    })
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                *self = stream.map_or(PartSealer::Ended, PartSealer::Sealing);
+                Ok(Bytes::from(sealed))
+            }
+            PartSealer::Ended => Err(std::io::Error::other("the file grew while it was read")),
+        }
+    }
+
+    /// Fails unless every byte read went out (a sealed object must end
+    /// where the file did when it was measured).
+    fn finished(&self, read: u64) -> std::io::Result<()> {
+        match self {
+            PartSealer::Sealing(_) => Err(std::io::Error::other(format!(
+                "the file shrank to {read} bytes while it was read"
+            ))),
+            PartSealer::Plain if read == 0 => Err(std::io::Error::other(
+                "the file was emptied while it was read",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -435,5 +456,33 @@ mod tests {
             "aborted upload left no object"
         );
         assert_eq!(uploader.stats().objects.load(Ordering::Relaxed), 1);
+    }
+
+    /// Uploads that each need more than one chunk of budget, more of them at
+    /// once than the budget holds chunks: none waits for another (a part is
+    /// sent as soon as it is read), so all finish.
+    #[tokio::test]
+    async fn large_uploads_at_once_never_wait_on_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://");
+        let uploader = Uploader::new(repo.clone(), MIN_CHUNK * 2);
+        let uploads = (0..6u8).map(|n| {
+            let path = dir.path().join(format!("big-{n}"));
+            let data = vec![n; (MIN_CHUNK * 3 + 1) as usize];
+            std::fs::write(&path, &data).unwrap();
+            let uploader = &uploader;
+            async move {
+                let key = ObjectPath::from(format!("x/big-{n}"));
+                let uploaded = uploader
+                    .upload_file(&path, (Kind::Content, &key), None)
+                    .await;
+                (uploaded.unwrap().0, Sha256::of(&data))
+            }
+        });
+        let all = futures::future::join_all(uploads);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(120), all).await;
+        for (stored, expected) in done.expect("the uploads deadlocked") {
+            assert_eq!(stored, expected);
+        }
     }
 }
