@@ -244,3 +244,41 @@ async fn keys_rotate_without_re_encrypting_and_removed_keys_stop_working() {
     let err = keys::remove(&renewed, "default").await.unwrap_err();
     assert!(err.to_string().contains("only key slot"), "{err}");
 }
+
+/// The config replaced by a plaintext marker, or removed: a host given a key
+/// (passphrase or write key) refuses to back up or restore, and writes
+/// nothing — no plaintext backup, no marker of its own.
+#[tokio::test]
+async fn a_host_given_a_key_never_takes_the_repository_for_plaintext() {
+    let fx = Fixture::new(10);
+    let full = encrypted(memory_repo()).await;
+    back_up(&full, &fx).await;
+    let write_key = keys::write_key(&full).await.unwrap();
+    let plaintext_marker = br#"{"format": "rockup-repository", "version": 2}"#.to_vec();
+    for replaced in [Some(plaintext_marker), None] {
+        match &replaced {
+            Some(marker) => put_object(&full, "rockup.json", marker.clone()).await,
+            None => remove_object(&full, "rockup.json").await,
+        }
+        let before = all_objects(&full).await;
+        let holders = [
+            with_passphrase(&full, PASSPHRASE),
+            reopened(
+                &full,
+                Credentials::default().with_write_key(write_key.clone()),
+            ),
+        ];
+        for handle in holders {
+            let options = fx.options();
+            let err = rockup::backup(&handle, Source::Db(fx.db.clone()), &options)
+                .await
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 5, "{err}");
+            assert!(err.to_string().contains("a key was given"), "{err}");
+        }
+        if replaced.is_some() {
+            restore_refused(&with_passphrase(&full, PASSPHRASE), &fx, "a key was given").await;
+        }
+        assert_eq!(before, all_objects(&full).await, "nothing was written");
+    }
+}

@@ -48,7 +48,14 @@ impl Previous {
         want_external: bool,
         work: &WorkDir,
     ) -> Result<Self> {
-        if let Some(cache) = HostCache::of(repo, source, options) {
+        if repo.is_write_only() {
+            let Some(cache) = HostCache::of(repo, source, options) else {
+                tracing::warn!(
+                    "no cache directory (--cache-dir, ROCKUP_CACHE_DIR, XDG_CACHE_HOME or HOME): \
+                     every file is read again (content the repository holds is still not sent)"
+                );
+                return Ok(Self::default());
+            };
             return cache.load(repo, want_external, work).await;
         }
         let mut others = Vec::new();

@@ -187,8 +187,8 @@ pub struct Unlocked {
     pub slot: Option<String>,
 }
 
-/// What may unlock a config, tried in this order: a write key (write-only),
-/// an identity, a passphrase.
+/// What may unlock a config, tried in this order: an identity, a
+/// passphrase, a write key (write-only).
 pub struct Secrets<'a> {
     pub write_key: Option<&'a WriteKey>,
     pub identity: Option<&'a Identity>,
@@ -204,13 +204,24 @@ pub enum UnlockError {
     WrongKey(String),
 }
 
+/// Hex is lowercase only: one spelling per value, so that values compared
+/// as text (the MAC's input, recipients) cannot differ from their bytes.
+fn lowercase_hex(text: &str, what: &str) -> Result<(), String> {
+    match text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        true => Ok(()),
+        false => Err(format!("{what} is not lowercase hex")),
+    }
+}
+
 fn hex32(text: &str, what: &str) -> Result<[u8; 32], String> {
+    lowercase_hex(text, what)?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).map_err(|_| format!("{what} is not 32 bytes of hex"))?;
     Ok(out)
 }
 
 fn hex_of_len(text: &str, len: usize, what: &str) -> Result<Vec<u8>, String> {
+    lowercase_hex(text, what)?;
     let bytes = hex::decode(text).map_err(|_| format!("{what} is not hex"))?;
     match bytes.len() == len {
         true => Ok(bytes),

@@ -20,7 +20,9 @@
 
 use std::collections::BTreeMap;
 
-use super::primitives::{hkdf, hmac, x25519, x25519_public, Aead, Random, SecretKey, TAG_LEN};
+use super::primitives::{
+    hkdf, hmac, hmac_verify, x25519, x25519_public, Aead, Random, SecretKey, TAG_LEN,
+};
 use crate::digest::Sha256;
 
 /// Random bytes naming a repository: bound into everything sealed in it.
@@ -147,30 +149,38 @@ impl Naming {
         hmac(&self.index_names, &[self.repo.as_bytes(), pack, names])
     }
 
+    /// Whether `mac` is that of a pack index's list of content names
+    /// (compared in constant time).
+    pub fn verify_index_names(&self, pack: &[u8], names: &[u8], mac: &[u8]) -> bool {
+        hmac_verify(&self.index_names, &[self.repo.as_bytes(), pack, names], mac)
+    }
+
     /// The key authenticating the config's public parts.
     pub fn config_key(&self) -> &SecretKey {
         &self.config
     }
 
-    /// Seals a lock's contents (random salt: locks are few and small).
-    pub fn seal_lock(&self, random: &dyn Random, plaintext: &[u8]) -> Vec<u8> {
+    /// Seals the contents of lock `name` (random salt: locks are few and
+    /// small), bound to its name.
+    pub fn seal_lock(&self, random: &dyn Random, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut salt = [0u8; 16];
         random.fill(&mut salt);
         let mut out = salt.to_vec();
         let mut body = plaintext.to_vec();
         self.lock_aead(&salt)
-            .seal([0; 12], b"rockup lock", &mut body);
+            .seal([0; 12], &lock_ad(name), &mut body);
         out.extend(body);
         out
     }
 
-    /// Opens a lock's contents; `None` when they do not authenticate.
-    pub fn open_lock(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+    /// Opens the contents of lock `name`; `None` when they do not
+    /// authenticate (damaged, forged, or another lock's).
+    pub fn open_lock(&self, name: &str, sealed: &[u8]) -> Option<Vec<u8>> {
         let (salt, body) = sealed.split_at_checked(16)?;
         let mut body = body.to_vec();
         let len = self
             .lock_aead(salt)
-            .open([0; 12], b"rockup lock", &mut body)?;
+            .open([0; 12], &lock_ad(name), &mut body)?;
         body.truncate(len);
         Some(body)
     }
@@ -323,6 +333,11 @@ impl Keyring {
     }
 }
 
+/// The associated data of lock `name`'s contents.
+fn lock_ad(name: &str) -> Vec<u8> {
+    [b"rockup lock\0".as_slice(), name.as_bytes()].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,8 +380,16 @@ mod tests {
         assert_eq!(naming.content(&sha), naming.content(&sha));
         let other = Naming::new(repo, &SecretKey::random(&SystemRandom));
         assert_ne!(naming.content(&sha), other.content(&sha));
-        let sealed = naming.seal_lock(&SystemRandom, b"{\"kind\":\"backup\"}");
-        assert_eq!(naming.open_lock(&sealed).unwrap(), b"{\"kind\":\"backup\"}");
-        assert!(other.open_lock(&sealed).is_none());
+        let lock = "locks/backup-1.json";
+        let sealed = naming.seal_lock(&SystemRandom, lock, b"{\"kind\":\"backup\"}");
+        assert_eq!(
+            naming.open_lock(lock, &sealed).unwrap(),
+            b"{\"kind\":\"backup\"}"
+        );
+        assert!(other.open_lock(lock, &sealed).is_none());
+        assert!(
+            naming.open_lock("locks/backup-2.json", &sealed).is_none(),
+            "moved"
+        );
     }
 }

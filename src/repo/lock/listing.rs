@@ -158,7 +158,7 @@ async fn read_lock(
         Err(e) => return Err(e),
     };
     // Sealed contents that do not open are unreadable, as garbage is.
-    let bytes = repo.open_lock(bytes).unwrap_or_default();
+    let bytes = repo.open_lock(key, bytes).unwrap_or_default();
     let mut info = serde_json::from_slice::<LockInfo>(&bytes).unwrap_or(LockInfo {
         kind: LockKind::Prune,
         host: "unknown".into(),

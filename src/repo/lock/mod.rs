@@ -117,7 +117,8 @@ impl RepoLock {
         };
         let name = format!("{}-{id}", kind_name(kind));
         let key = layout::lock(&name);
-        let bytes = repo.seal_lock(serde_json::to_vec_pretty(&info).expect("lock serializes"));
+        let contents = serde_json::to_vec_pretty(&info).expect("lock serializes");
+        let bytes = repo.seal_lock(&key, contents);
         let asked_at = Utc::now();
         repo.put(&key, bytes).await?;
         let mut lock = Self {

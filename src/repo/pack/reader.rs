@@ -205,15 +205,20 @@ fn at(entry: &IndexEntry, why: String) -> String {
 }
 
 /// The key of a sealed entry's frame (bound to its content's name); `None`
-/// for a frame that is not sealed, `Err(why)` for one whose seal is damaged
-/// or whose session is gone.
+/// for a frame that is not sealed in a plaintext repository, `Err(why)` for
+/// one whose seal is damaged or whose session is gone, and for an unsealed
+/// frame in an encrypted repository (never trusted: whoever writes the
+/// bucket could have put it there).
 pub async fn entry_key(
     repo: &Repository,
     entry: &IndexEntry,
     frame: &[u8],
 ) -> Result<std::result::Result<Option<ObjectKey>, String>> {
     let Some(payload) = codec::sealed_payload(frame) else {
-        return Ok(Ok(None));
+        return Ok(match repo.is_encrypted() {
+            true => Err(at(entry, "not sealed, in an encrypted repository".into())),
+            false => Ok(None),
+        });
     };
     let header = match sealed::Header::parse(payload) {
         Ok(header) => header,

@@ -68,7 +68,7 @@ pub async fn decode(
     };
     let mac = &bytes[8 + names.len() * 32..][..32];
     let flat: Vec<u8> = names.iter().flat_map(|n| n.0).collect();
-    if crypt.naming.index_names_mac(&id.to_bytes(), &flat) != mac {
+    if !crypt.naming.verify_index_names(&id.to_bytes(), &flat, mac) {
         return Ok(Err(
             "its content names do not authenticate (forged, or another pack's)".into(),
         ));

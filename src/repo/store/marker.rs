@@ -40,7 +40,10 @@ impl Repository {
         let key = layout::marker();
         let Some(bytes) = self.get_if_exists(&key, MARKER_LIMIT).await? else {
             return match write {
-                Some(format) => self.create_marker(format).await,
+                Some(format) => {
+                    self.refuse_plaintext_with_a_key("there is no repository yet")?;
+                    self.create_marker(format).await
+                }
                 None => Err(self.not_a_repository().await),
             };
         };
@@ -66,6 +69,7 @@ impl Repository {
             let why = Format::unknown("repository format", marker.version);
             return Err(Error::manifest(layout::MARKER, why));
         };
+        self.refuse_plaintext_with_a_key("it is not encrypted")?;
         match write {
             Some(format) if format > found => {
                 tracing::info!(
@@ -106,10 +110,16 @@ impl Repository {
     /// Fails unless this handle can read what it seals: a plaintext
     /// repository, or an encrypted one unlocked with its full key.
     pub(crate) fn require_full_key(&self, operation: &'static str) -> Result<()> {
-        match self.crypt() {
-            Some(crypt) if crypt.keyring.is_none() => Err(Error::WriteOnly { operation }),
-            _ => Ok(()),
+        match self.is_write_only() {
+            true => Err(Error::WriteOnly { operation }),
+            false => Ok(()),
         }
+    }
+
+    /// Whether the handle unlocked an encrypted repository with a write key
+    /// only.
+    pub(crate) fn is_write_only(&self) -> bool {
+        self.crypt().is_some_and(|crypt| crypt.keyring.is_none())
     }
 
     /// Unlocks the config in `bytes` with this handle's credentials: an
@@ -251,6 +261,25 @@ impl Repository {
             Err(Error::Conflict { .. }) => Err(self.already_a_repository()),
             Err(e) => Err(e),
         }
+    }
+
+    /// A handle given a key works on encrypted repositories only: a
+    /// plaintext marker where an encrypted config was expected (replaced or
+    /// removed by whoever can write the bucket) must not make it write, or
+    /// believe, plaintext.
+    fn refuse_plaintext_with_a_key(&self, what: &str) -> Result<()> {
+        if self.credentials.is_empty() {
+            return Ok(());
+        }
+        Err(Error::WrongKey {
+            repo: self.name.clone(),
+            reason: format!(
+                "{what}, but a key was given (passphrase, identity or write key), so rockup \
+                 will not use it as a plaintext repository; `rockup init` makes an encrypted \
+                 one; if this one was encrypted, its config was replaced or removed; for a \
+                 plaintext repository give no key"
+            ),
+        })
     }
 
     fn already_a_repository(&self) -> Error {

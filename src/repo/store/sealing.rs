@@ -209,17 +209,23 @@ impl Repository {
     }
 
     /// A lock's contents as stored (sealed under the lock key when encrypted).
-    pub(crate) fn seal_lock(&self, plaintext: Vec<u8>) -> Bytes {
+    pub(crate) fn seal_lock(&self, key: &Path, plaintext: Vec<u8>) -> Bytes {
         match self.crypt() {
-            Some(crypt) => Bytes::from(crypt.naming.seal_lock(crypt.random.as_ref(), &plaintext)),
+            Some(crypt) => {
+                let random = crypt.random.as_ref();
+                Bytes::from(crypt.naming.seal_lock(random, key.as_ref(), &plaintext))
+            }
             None => Bytes::from(plaintext),
         }
     }
 
     /// A lock's contents, opened; `None` when they do not authenticate.
-    pub(crate) fn open_lock(&self, stored: Bytes) -> Option<Bytes> {
+    pub(crate) fn open_lock(&self, key: &Path, stored: Bytes) -> Option<Bytes> {
         match self.crypt() {
-            Some(crypt) => crypt.naming.open_lock(&stored).map(Bytes::from),
+            Some(crypt) => crypt
+                .naming
+                .open_lock(key.as_ref(), &stored)
+                .map(Bytes::from),
             None => Some(stored),
         }
     }
