@@ -50,6 +50,15 @@ fn demo_backs_up_restores_and_compares() {
         read_all(&demo.join("restored/db"))
     );
     assert!(stderr(&out).contains("identical"));
+    let config = std::fs::read_to_string(demo.join("repository/rockup.json")).unwrap();
+    assert!(
+        config.contains("\"encryption\""),
+        "the demo's repository is encrypted"
+    );
+    let identity = std::path::PathBuf::from(report["identity_file"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&identity).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]

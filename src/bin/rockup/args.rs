@@ -166,7 +166,8 @@ pub enum KeyCommand {
     List(RepoArgs),
     /// Add a key slot holding the current master key: a new passphrase, or --recipient.
     Add(KeyAddArgs),
-    /// Remove a key slot (never the last): what opened it stops working at once.
+    /// Remove a key slot (never the last): what opened it no longer opens the
+    /// config; to revoke a key for good, `key rotate` afterwards.
     Remove(KeyRemoveArgs),
     /// Give a passphrase slot a new passphrase.
     Passwd(KeyPasswdArgs),

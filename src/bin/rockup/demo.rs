@@ -1,6 +1,7 @@
 //! `rockup demo`: the whole story on an embedded default. Builds a sample database
 //! (a `files` column family whose JSON records point to external files, plus other
-//! data, some of it only in the WAL), backs it up to a local repository, takes a
+//! data, some of it only in the WAL), backs it up to an encrypted local repository
+//! (opened with a new X25519 identity, written beside it), takes a
 //! second (incremental) backup, verifies both deeply, restores into fresh
 //! directories, and compares the result record by record and byte by byte. A
 //! difference is reported as problems (exit code 3), naming what differs.
@@ -12,8 +13,8 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use serde::Serialize;
 
 use rockup::{
-    BackupId, BackupOptions, BackupReport, Error, ExternalFiles, Problem, RefSource, Repository,
-    ResolverConfig, RestoreOptions, Result, Source, VerifyOptions,
+    BackupId, BackupOptions, BackupReport, Credentials, Error, ExternalFiles, InitOptions, Problem,
+    RefSource, Repository, ResolverConfig, RestoreOptions, Result, Source, VerifyOptions,
 };
 
 /// External files in the sample.
@@ -24,6 +25,7 @@ const FILES: usize = 300;
 pub struct DemoReport {
     pub dir: PathBuf,
     pub repository: String,
+    pub identity_file: PathBuf,
     pub backup_id: BackupId,
     pub sequence_number: u64,
     pub records: u64,
@@ -66,7 +68,8 @@ pub async fn demo(dir: &Path) -> Result<DemoReport> {
         "built a sample database at {} ({records} records, {external_files} external files)",
         layout.source_db.display()
     );
-    let repo = Repository::open(&dir.join("repository").display().to_string(), &[])?;
+    let identity_file = dir.join("identity.txt");
+    let repo = encrypted_repository(&dir.join("repository"), &identity_file).await?;
     let (first, second) = back_up_twice(&repo, &layout, &dir.join("work")).await?;
     let verified_objects = verify_and_restore(&repo, &first, &layout).await?;
     let (records_compared, files_compared) = compare(&layout).await?;
@@ -74,6 +77,7 @@ pub async fn demo(dir: &Path) -> Result<DemoReport> {
     Ok(DemoReport {
         dir: dir.to_path_buf(),
         repository: repo.name().to_string(),
+        identity_file,
         backup_id: first.header.backup_id,
         sequence_number: first.header.sequence_number,
         records,
@@ -87,6 +91,27 @@ pub async fn demo(dir: &Path) -> Result<DemoReport> {
         records_compared,
         files_compared,
     })
+}
+
+/// A new encrypted repository at `dir` with one recipient slot, for a new
+/// identity written to `identity_file`; opened with it.
+async fn encrypted_repository(dir: &Path, identity_file: &Path) -> Result<Repository> {
+    let identity = rockup::keys::new_identity();
+    crate::keys::write_identity(identity_file, &identity)?;
+    let repo = Repository::open(&dir.display().to_string(), &[])?
+        .with_credentials(Credentials::default().with_identity(identity.clone()));
+    let mut init = InitOptions::default();
+    init.recipients = vec![identity.recipient()];
+    rockup::init(&repo, &init).await?;
+    eprintln!(
+        "made an encrypted repository at {} (its identity: {}; try `rockup list --repo {} \
+         --identity {}`)",
+        dir.display(),
+        identity_file.display(),
+        dir.display(),
+        identity_file.display()
+    );
+    Ok(repo)
 }
 
 /// `file:<n>` records with JSON values `{"path", "size", "sha256"}`.

@@ -10,7 +10,7 @@ use crate::args::{
 };
 use crate::commands::{document, repository};
 use crate::secrets::{new_passphrase, write_secret_file, Prompt};
-use rockup::{keys, InitOptions, KeysReport, NewKey, Result};
+use rockup::{keys, Identity, InitOptions, KeysReport, NewKey, Result};
 
 pub async fn init(args: InitArgs) -> Result<(Value, i32)> {
     // With recipients only, no passphrase is asked for (one from a file,
@@ -133,19 +133,26 @@ async fn write_key(args: KeyOutArgs) -> Result<(Value, i32)> {
 
 fn new_identity(args: NewIdentityArgs) -> Result<(Value, i32)> {
     let identity = keys::new_identity();
-    let recipient = identity.recipient().to_string();
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let text = format!(
-        "# created: {created}\n# public key: {recipient}\n{}\n",
-        identity.encode().as_str()
-    );
-    write_secret_file(&args.out, &text)?;
+    let recipient = write_identity(&args.out, &identity)?;
     eprintln!("wrote a new identity to {}", args.out.display());
     eprintln!("public key: {recipient}");
     Ok((
         json!({"identity_file": args.out, "recipient": recipient}),
         0,
     ))
+}
+
+/// Writes `identity` into the new file `path` (mode 0600), as age does;
+/// returns its recipient.
+pub fn write_identity(path: &std::path::Path, identity: &Identity) -> Result<String> {
+    let recipient = identity.recipient().to_string();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        identity.encode().as_str()
+    );
+    write_secret_file(&path.to_path_buf(), &text)?;
+    Ok(recipient)
 }
 
 /// `passphrase-N` or `recipient-N`, the first not taken.
