@@ -71,6 +71,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Encrypted repositories
+//!
+//! [`init()`] makes one; a [`Repository`] opens it with
+//! [`Credentials`]: a passphrase, an [`Identity`] (a recipient key slot), or
+//! a [`WriteKey`] that backs up and reads nothing back. [`keys`] manages the
+//! key slots and rotates the master key.
+//!
+//! ```no_run
+//! # async fn run() -> rockup::Result<()> {
+//! use rockup::{Credentials, InitOptions, Repository};
+//!
+//! let repo = Repository::open("s3://bucket/backups", &[])?
+//!     .with_credentials(Credentials::passphrase("correct horse battery staple"));
+//! rockup::init(&repo, &InitOptions::default()).await?;
+//! let write_key = rockup::keys::write_key(&repo).await?; // for a backup host
+//! let host = Repository::open("s3://bucket/backups", &[])?
+//!     .with_credentials(Credentials::default().with_write_key(write_key));
+//! # let _ = host; Ok(()) }
+//! ```
+//!
 //! Errors say whether trying again may help ([`Error::retryable`]; store
 //! failures carry a [`StoreErrorKind`] and object_store's error as their
 //! source) and map to the CLI's exit codes ([`Error::exit_code`]).
