@@ -17,18 +17,22 @@ struct Contender {
 }
 
 /// The name of rockup working on an encrypted repository (passphrase from
-/// `$ROCKUP_PASSWORD_FILE`, default Argon2id cost paid by every command).
+/// `$PASSWORD_FILE`, default Argon2id cost paid by every command).
 const ROCKUP_ENCRYPTED: &str = "rockup encrypted";
 
 impl Contender {
     /// The same job done by rockup on an encrypted repository of its own
     /// (`rockup-sealed`), made by `rockup init` before a full backup.
     fn encrypted(&self, phase: &str, s3: bool) -> Contender {
+        // The key goes to the encrypted runs only: a handle given a key
+        // refuses plaintext repositories.
         let swap = |script: &str| {
-            script
-                .replace("$W/rockup-repo", "$W/rockup-sealed")
-                .replace("s3://rockup ", "s3://rockup-sealed ")
-                .replace(r#"$S3ROOT/rockup""#, r#"$S3ROOT/rockup-sealed""#)
+            let key = r#"export ROCKUP_PASSWORD_FILE="$PASSWORD_FILE"; "#;
+            key.to_string()
+                + &script
+                    .replace("$W/rockup-repo", "$W/rockup-sealed")
+                    .replace("s3://rockup ", "s3://rockup-sealed ")
+                    .replace(r#"$S3ROOT/rockup""#, r#"$S3ROOT/rockup-sealed""#)
         };
         let repo = if s3 {
             "s3://rockup-sealed"
@@ -243,7 +247,7 @@ pub fn run(settings: Settings) {
         ("RESOLVER".into(), dataset::RESOLVER.into()),
         ("S3ROOT".into(), path(&work.join("s3"))),
         ("SHAPE".into(), shape_args.clone()),
-        ("ROCKUP_PASSWORD_FILE".into(), path(&work.join("password"))),
+        ("PASSWORD_FILE".into(), path(&work.join("password"))),
     ];
     eprintln!("generating {:?} in {}", settings.shape, work.display());
     measure::run(&format!(r#""$BENCH" generate "$SRC" {shape_args}"#), &env);
