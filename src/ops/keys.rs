@@ -9,7 +9,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::repo::crypto::config::{Config, NewSlot, Slot};
+pub use crate::repo::crypto::config::NewKey;
+use crate::repo::crypto::config::{Config, Slot};
 use crate::repo::crypto::{Identity, KdfParams, Recipient, WriteKey};
 use crate::repo::ids::{BackupId, Format};
 use crate::repo::lock::{locked, LockKind, LockRequest, DEFAULT_LEASE};
@@ -75,44 +76,6 @@ pub struct KeysReport {
     pub removed: Vec<String>,
 }
 
-/// A new key slot.
-#[non_exhaustive]
-pub enum NewKey {
-    /// A passphrase, with these Argon2id parameters.
-    Passphrase {
-        /// The slot's name, unique in the repository.
-        name: String,
-        /// The passphrase itself.
-        passphrase: Zeroizing<String>,
-        /// How hard the passphrase is stretched.
-        kdf: KdfParams,
-    },
-    /// An X25519 recipient (its identity opens the slot).
-    Recipient {
-        /// The slot's name, unique in the repository.
-        name: String,
-        /// The public key the slot is wrapped for.
-        recipient: Recipient,
-    },
-}
-
-impl NewKey {
-    fn slot(self) -> NewSlot {
-        match self {
-            NewKey::Passphrase {
-                name,
-                passphrase,
-                kdf,
-            } => NewSlot::Passphrase {
-                name,
-                passphrase,
-                kdf,
-            },
-            NewKey::Recipient { name, recipient } => NewSlot::Recipient { name, recipient },
-        }
-    }
-}
-
 /// Creates a repository: a plaintext marker, or an encrypted one's config
 /// with its first slots.
 pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport> {
@@ -130,7 +93,7 @@ pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport
     let mut slots = Vec::new();
     if let Some(passphrase) = repo.passphrase()? {
         let kdf = options.kdf;
-        slots.push(NewSlot::Passphrase {
+        slots.push(NewKey::Passphrase {
             name: "default".into(),
             passphrase,
             kdf,
@@ -138,7 +101,7 @@ pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport
     }
     for (n, recipient) in options.recipients.iter().enumerate() {
         let name = format!("recipient-{}", n + 1);
-        slots.push(NewSlot::Recipient {
+        slots.push(NewKey::Recipient {
             name,
             recipient: *recipient,
         });
@@ -180,9 +143,7 @@ pub async fn list(repo: &Repository) -> Result<KeysReport> {
 /// Adds a key slot holding the current master key.
 pub async fn add(repo: &Repository, key: NewKey) -> Result<KeysReport> {
     change(repo, "add a key", move |config, keyring, random| {
-        config
-            .add_slot(random, keyring, key.slot())
-            .map(|()| Vec::new())
+        config.add_slot(random, keyring, key).map(|()| Vec::new())
     })
     .await
 }
@@ -212,7 +173,7 @@ pub async fn passwd(
         repo,
         "change a passphrase",
         move |config, keyring, random| {
-            let slot = NewSlot::Passphrase {
+            let slot = NewKey::Passphrase {
                 name,
                 passphrase,
                 kdf,
@@ -254,7 +215,7 @@ pub async fn rotate(repo: &Repository, remove_other_passphrases: bool) -> Result
     let passphrase = match find_slot(&config, &slot) {
         Some(Slot::Passphrase { kdf, .. }) => {
             let passphrase = repo.passphrase()?;
-            passphrase.map(|passphrase| NewSlot::Passphrase {
+            passphrase.map(|passphrase| NewKey::Passphrase {
                 name: slot,
                 passphrase,
                 kdf,
@@ -275,9 +236,9 @@ pub async fn write_key(repo: &Repository) -> Result<WriteKey> {
     repo.check_marker(None).await?;
     repo.require_full_key("making a write key")?;
     let crypt = repo.crypt().ok_or_else(|| not_encrypted(repo))?;
-    let keyring = crypt.keyring.as_ref().expect("a full key");
+    let keyring = crypt.keys.keyring.as_ref().expect("a full key");
     Ok(WriteKey {
-        repo: crypt.repo,
+        repo: crypt.keys.repo,
         naming: keyring.naming.clone(),
     })
 }
@@ -311,7 +272,7 @@ async fn change(
             .read_config()
             .await?
             .ok_or_else(|| not_encrypted(repo))?;
-        let known = crypt.keyring.as_ref().expect("a full key");
+        let known = crypt.keys.keyring.as_ref().expect("a full key");
         let mut keyring = config.reopen(known).map_err(Error::Usage)?;
         let removed =
             edit(&mut config, &mut keyring, crypt.random.as_ref()).map_err(Error::Usage)?;
@@ -326,7 +287,11 @@ async fn unlocking_slot(repo: &Repository) -> Result<String> {
     repo.check_marker(None).await?;
     repo.require_full_key("changing keys")?;
     let crypt = repo.crypt().ok_or_else(|| not_encrypted(repo))?;
-    Ok(crypt.slot.clone().expect("a full key came from a slot"))
+    Ok(crypt
+        .keys
+        .slot
+        .clone()
+        .expect("a full key came from a slot"))
 }
 
 fn find_slot(config: &Config, name: &str) -> Option<Slot> {

@@ -153,11 +153,11 @@ impl HostCache {
     /// The cache of `source` in `repo`, where this host holds only a write
     /// key (`None` otherwise: manifests are read instead).
     pub fn of(repo: &Repository, source: &str, options: &BackupOptions) -> Option<Self> {
-        let crypt = repo.crypt().filter(|c| c.keyring.is_none())?;
+        let crypt = repo.crypt().filter(|c| c.keys.keyring.is_none())?;
         let base = options.cache_dir.clone().or_else(default_cache_dir)?;
         let file = format!("{}.ndjson.zst", Sha256::of(source.as_bytes()));
         Some(Self {
-            path: base.join(crypt.repo.to_string()).join(file),
+            path: base.join(crypt.keys.repo.to_string()).join(file),
         })
     }
 

@@ -156,23 +156,31 @@ pub struct Config {
     pub encryption: Encryption,
 }
 
-/// A new key slot's secret.
-pub enum NewSlot {
+/// A new key slot.
+#[non_exhaustive]
+pub enum NewKey {
+    /// A passphrase, with these Argon2id parameters.
     Passphrase {
+        /// The slot's name, unique in the repository.
         name: String,
+        /// The passphrase itself.
         passphrase: Zeroizing<String>,
+        /// How hard the passphrase is stretched.
         kdf: KdfParams,
     },
+    /// An X25519 recipient (its identity opens the slot).
     Recipient {
+        /// The slot's name, unique in the repository.
         name: String,
+        /// The public key the slot is wrapped for.
         recipient: Recipient,
     },
 }
 
-impl NewSlot {
+impl NewKey {
     fn name(&self) -> &str {
         match self {
-            NewSlot::Passphrase { name, .. } | NewSlot::Recipient { name, .. } => name,
+            NewKey::Passphrase { name, .. } | NewKey::Recipient { name, .. } => name,
         }
     }
 }
@@ -181,9 +189,13 @@ impl NewSlot {
 pub struct Unlocked {
     pub repo: RepoId,
     pub naming: Naming,
+    /// The current generation, and its public key (what sessions are
+    /// wrapped for).
     pub generation: u32,
     pub public_key: [u8; 32],
+    /// Every generation's master key; `None` on a write-only host.
     pub keyring: Option<Keyring>,
+    /// The slot that unlocked it.
     pub slot: Option<String>,
 }
 
@@ -253,7 +265,7 @@ struct KeyringText {
 
 impl Config {
     /// A new repository's config and keyring, with one slot.
-    pub fn create(random: &dyn Random, slot: NewSlot) -> Result<(Self, Keyring), String> {
+    pub fn create(random: &dyn Random, slot: NewKey) -> Result<(Self, Keyring), String> {
         let repo = RepoId::random(random);
         let keyring = Keyring {
             naming: SecretKey::random(random),
@@ -566,7 +578,7 @@ impl Config {
         &mut self,
         random: &dyn Random,
         keyring: &Keyring,
-        slot: NewSlot,
+        slot: NewKey,
     ) -> Result<(), String> {
         check_name(slot.name())?;
         if self
@@ -589,13 +601,13 @@ impl Config {
         &self,
         random: &dyn Random,
         keyring: &Keyring,
-        slot: NewSlot,
+        slot: NewKey,
     ) -> Result<Slot, String> {
         let repo = self.repo()?;
         let (generation, master) = keyring.current();
         let context = slot_context(&repo, slot.name(), generation);
         Ok(match slot {
-            NewSlot::Passphrase {
+            NewKey::Passphrase {
                 name,
                 passphrase,
                 kdf,
@@ -619,7 +631,7 @@ impl Config {
                     wrapped,
                 }
             }
-            NewSlot::Recipient { name, recipient } => {
+            NewKey::Recipient { name, recipient } => {
                 let (ephemeral, wrapped) = wrap_for(random, &recipient.0, &context, master);
                 Slot::Recipient {
                     name,
@@ -653,7 +665,7 @@ impl Config {
         &mut self,
         random: &dyn Random,
         keyring: &Keyring,
-        slot: NewSlot,
+        slot: NewKey,
     ) -> Result<(), String> {
         let at = self
             .encryption
@@ -674,7 +686,7 @@ impl Config {
         &mut self,
         random: &dyn Random,
         keyring: &mut Keyring,
-        keep: Option<NewSlot>,
+        keep: Option<NewKey>,
     ) -> Result<Vec<String>, String> {
         let (generation, _) = keyring.current();
         keyring
@@ -691,7 +703,7 @@ impl Config {
                 } => {
                     let recipient = recipient.parse()?;
                     let slot =
-                        self.make_slot(random, keyring, NewSlot::Recipient { name, recipient })?;
+                        self.make_slot(random, keyring, NewKey::Recipient { name, recipient })?;
                     self.encryption.slots.push(slot);
                 }
                 Slot::Passphrase { name, .. } if Some(&name) == keep_name.as_ref() => {}
@@ -747,8 +759,8 @@ mod tests {
     use super::*;
     use crate::repo::crypto::primitives::SystemRandom;
 
-    fn passphrase(name: &str, text: &str) -> NewSlot {
-        NewSlot::Passphrase {
+    fn passphrase(name: &str, text: &str) -> NewKey {
+        NewKey::Passphrase {
             name: name.into(),
             passphrase: Zeroizing::new(text.into()),
             kdf: KdfParams::MIN,
@@ -774,7 +786,7 @@ mod tests {
             Err(UnlockError::WrongKey(_))
         ));
         let identity = Identity::generate();
-        let recipient = NewSlot::Recipient {
+        let recipient = NewKey::Recipient {
             name: "restore".into(),
             recipient: identity.recipient(),
         };

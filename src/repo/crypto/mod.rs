@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 pub use config::KdfParams;
 pub use encoding::{Identity, Recipient, WriteKey};
-use keys::{ContentName, Keyring, Naming, RepoId, SessionId};
+use keys::{ContentName, SessionId};
 use primitives::{Random, SecretKey};
 use sealed::Session;
 
@@ -99,14 +99,8 @@ impl Credentials {
 
 /// An unlocked encrypted repository's keys.
 pub struct Crypt {
-    pub repo: RepoId,
-    pub naming: Naming,
-    pub generation: u32,
-    pub public_key: [u8; 32],
-    /// Every generation's master key; `None` on a write-only host.
-    pub keyring: Option<Keyring>,
-    /// The slot that unlocked it.
-    pub slot: Option<String>,
+    /// What the config gave up to the handle's credentials.
+    pub keys: config::Unlocked,
     /// This process's writing session, once it wrote.
     pub session: tokio::sync::OnceCell<Arc<Session>>,
     /// Session keys opened so far.
@@ -117,12 +111,7 @@ pub struct Crypt {
 impl Crypt {
     pub fn new(unlocked: config::Unlocked, random: Arc<dyn Random>) -> Self {
         Self {
-            repo: unlocked.repo,
-            naming: unlocked.naming,
-            generation: unlocked.generation,
-            public_key: unlocked.public_key,
-            keyring: unlocked.keyring,
-            slot: unlocked.slot,
+            keys: unlocked,
             session: tokio::sync::OnceCell::new(),
             sessions: Mutex::default(),
             random,
@@ -131,7 +120,7 @@ impl Crypt {
 
     /// The name of content with this hash.
     pub fn content_name(&self, sha256: &Sha256) -> ContentName {
-        self.naming.content(sha256)
+        self.keys.naming.content(sha256)
     }
 
     /// A session key opened before.

@@ -44,7 +44,10 @@ pub async fn encode(repo: &Repository, index: &PackIndex) -> Result<Bytes> {
         .iter()
         .flat_map(|e| crypt.content_name(&e.sha256).0)
         .collect();
-    let mac = crypt.naming.index_names_mac(&index.pack.to_bytes(), &names);
+    let mac = crypt
+        .keys
+        .naming
+        .index_names_mac(&index.pack.to_bytes(), &names);
     let key = layout::pack_index(index.pack);
     let sealed = repo.seal((Kind::Index, key.as_ref()), json).await?;
     let count = (index.entries.len() as u32).to_be_bytes();
@@ -68,12 +71,16 @@ pub async fn decode(
     };
     let mac = &bytes[8 + names.len() * 32..][..32];
     let flat: Vec<u8> = names.iter().flat_map(|n| n.0).collect();
-    if !crypt.naming.verify_index_names(&id.to_bytes(), &flat, mac) {
+    if !crypt
+        .keys
+        .naming
+        .verify_index_names(&id.to_bytes(), &flat, mac)
+    {
         return Ok(Err(
             "its content names do not authenticate (forged, or another pack's)".into(),
         ));
     }
-    if crypt.keyring.is_none() {
+    if crypt.keys.keyring.is_none() {
         return Ok(Ok(IndexRead::Names(names)));
     }
     let key = layout::pack_index(id);

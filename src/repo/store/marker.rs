@@ -119,7 +119,8 @@ impl Repository {
     /// Whether the handle unlocked an encrypted repository with a write key
     /// only.
     pub(crate) fn is_write_only(&self) -> bool {
-        self.crypt().is_some_and(|crypt| crypt.keyring.is_none())
+        self.crypt()
+            .is_some_and(|crypt| crypt.keys.keyring.is_none())
     }
 
     /// Unlocks the config in `bytes` with this handle's credentials: an

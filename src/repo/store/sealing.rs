@@ -39,8 +39,8 @@ impl Repository {
                 let (id, key) = (SessionId::random(random), SecretKey::random(random));
                 let wrapped = wrap_session(
                     random,
-                    (&crypt.repo, &id),
-                    (crypt.generation, &crypt.public_key),
+                    (&crypt.keys.repo, &id),
+                    (crypt.keys.generation, &crypt.keys.public_key),
                     &key,
                 );
                 let object = layout::session(&id);
@@ -57,7 +57,7 @@ impl Repository {
                     return Err(repeated());
                 }
                 match self.create(&object, Bytes::from(wrapped)).await {
-                    Ok(_) => Ok(Arc::new(Session::new(id, key, crypt.repo))),
+                    Ok(_) => Ok(Arc::new(Session::new(id, key, crypt.keys.repo))),
                     Err(Error::Conflict { .. }) => Err(repeated()),
                     Err(e) => Err(e),
                 }
@@ -75,7 +75,7 @@ impl Repository {
         let crypt = self
             .crypt()
             .expect("only encrypted repositories hold sealed objects");
-        let Some(keyring) = &crypt.keyring else {
+        let Some(keyring) = &crypt.keys.keyring else {
             return Err(Error::WriteOnly {
                 operation: "reading a sealed object",
             });
@@ -96,7 +96,7 @@ impl Repository {
                 let master = keyring.masters.get(&generation).ok_or_else(|| {
                     damaged("is wrapped for a generation this keyring does not hold")
                 })?;
-                let key = unwrap_session((&crypt.repo, &header.session), master, &wrapped)
+                let key = unwrap_session((&crypt.keys.repo, &header.session), master, &wrapped)
                     .ok_or_else(|| {
                         damaged("does not open (damaged, forged, or another repository's)")
                     })?;
@@ -104,7 +104,12 @@ impl Repository {
                 key
             }
         };
-        Ok(ObjectKey::derive(&session_key, &crypt.repo, header, what))
+        Ok(ObjectKey::derive(
+            &session_key,
+            &crypt.keys.repo,
+            header,
+            what,
+        ))
     }
 
     /// `bytes` sealed as `what` (unchanged in a plaintext repository).
@@ -203,7 +208,7 @@ impl Repository {
             .strip_prefix(layout::TABLES)
             .and_then(|r| r.strip_prefix('/'));
         match (self.crypt(), unique) {
-            (Some(crypt), Some(unique)) => layout::table(&crypt.naming.table(unique)),
+            (Some(crypt), Some(unique)) => layout::table(&crypt.keys.naming.table(unique)),
             _ => logical.clone(),
         }
     }
@@ -213,7 +218,12 @@ impl Repository {
         match self.crypt() {
             Some(crypt) => {
                 let random = crypt.random.as_ref();
-                Bytes::from(crypt.naming.seal_lock(random, key.as_ref(), &plaintext))
+                Bytes::from(
+                    crypt
+                        .keys
+                        .naming
+                        .seal_lock(random, key.as_ref(), &plaintext),
+                )
             }
             None => Bytes::from(plaintext),
         }
@@ -223,6 +233,7 @@ impl Repository {
     pub(crate) fn open_lock(&self, key: &Path, stored: Bytes) -> Option<Bytes> {
         match self.crypt() {
             Some(crypt) => crypt
+                .keys
                 .naming
                 .open_lock(key.as_ref(), &stored)
                 .map(Bytes::from),
