@@ -80,6 +80,14 @@ pub struct KeysReport {
 /// with its first slots.
 pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport> {
     if !options.encryption {
+        if repo.names_a_key() {
+            return Err(Error::Usage(
+                "--no-encryption, but a key was given (passphrase, identity or write key): \
+                 a plaintext repository is used without any key; unset ROCKUP_PASSWORD* \
+                 and the key flags, or leave out --no-encryption"
+                    .into(),
+            ));
+        }
         repo.create_plain(Format::NEWEST).await?;
         return Ok(KeysReport {
             repository_id: None,

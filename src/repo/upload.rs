@@ -216,8 +216,11 @@ impl Uploader {
 
     /// Sends the file's content as parts, each as soon as it is read (a part
     /// never waits for the next one, so that uploads holding budget never
-    /// wait on each other); the part that reaches the size the file had when
-    /// it was measured carries the end of a sealed object.
+    /// wait on each other). Sealed, the object ends at the size the file had
+    /// when it was measured: the part that reaches it carries the sealed end
+    /// (or, if the file ended early, one last small part does), and what
+    /// the hash and the caller's checks make of a file that changed is as
+    /// for plaintext.
     async fn send_parts(
         &self,
         (path, size): (&Path, u64),
@@ -231,15 +234,15 @@ impl Uploader {
         // loop waits for budget; dropping the set on an error cancels them.
         let mut in_flight = JoinSet::new();
         loop {
+            let want = sealer.next_read(chunk, size - size.min(reader.read));
+            if want == 0 {
+                break;
+            }
             let permit = self.reserve(chunk).await;
-            let Some(bytes) = reader.next(chunk).await? else {
+            let Some(bytes) = reader.next(want).await? else {
                 break;
             };
-            let last = reader.read >= size;
-            let part = sealer
-                .piece(bytes, last)
-                .await
-                .map_err(|why| Error::io(path, why))?;
+            let part = sealer.piece(bytes, reader.read >= size).await?;
             let part = upload.put_part(PutPayload::from(part));
             in_flight.spawn(async move {
                 let result = part.await;
@@ -250,9 +253,9 @@ impl Uploader {
                 self.part_done(in_flight.join_next().await.expect("non-empty"))?;
             }
         }
-        sealer
-            .finished(reader.read)
-            .map_err(|why| Error::io(path, why))?;
+        if let Some(end) = sealer.end() {
+            in_flight.spawn(upload.put_part(PutPayload::from(end)));
+        }
         while let Some(done) = in_flight.join_next().await {
             self.part_done(done)?;
         }
@@ -290,7 +293,7 @@ pub(crate) fn check_expected(path: &Path, actual: &Sha256, expect: Option<&Sha25
 enum PartSealer {
     Plain,
     Sealing(SealStream),
-    /// The sealed object's end was sent: nothing may follow.
+    /// The sealed object's end was sent: nothing more is read.
     Ended,
 }
 
@@ -299,44 +302,46 @@ impl PartSealer {
         stream.map_or(PartSealer::Plain, PartSealer::Sealing)
     }
 
-    /// The next part's bytes; `last` seals the object's end into it.
-    async fn piece(&mut self, bytes: Bytes, last: bool) -> std::io::Result<Bytes> {
-        match std::mem::replace(self, PartSealer::Ended) {
-            PartSealer::Plain => {
-                *self = PartSealer::Plain;
-                Ok(bytes)
-            }
-            PartSealer::Sealing(mut stream) => {
-                let (stream, sealed) = blocking(move || {
-                    let mut sealed = stream.push(&bytes);
-                    Ok(match last {
-                        true => {
-                            sealed.extend(stream.finish());
-                            (None, sealed)
-                        }
-                        false => (Some(stream), sealed),
-                    })
-                })
-                .await
-                .map_err(std::io::Error::other)?;
-                *self = stream.map_or(PartSealer::Ended, PartSealer::Sealing);
-                Ok(Bytes::from(sealed))
-            }
-            PartSealer::Ended => Err(std::io::Error::other("the file grew while it was read")),
+    /// How much to read next: a chunk, but sealed never past the measured
+    /// size (`left` of it unread).
+    fn next_read(&self, chunk: u64, left: u64) -> u64 {
+        match self {
+            PartSealer::Plain => chunk,
+            PartSealer::Sealing(_) => chunk.min(left),
+            PartSealer::Ended => 0,
         }
     }
 
-    /// Fails unless every byte read went out (a sealed object must end
-    /// where the file did when it was measured).
-    fn finished(&self, read: u64) -> std::io::Result<()> {
+    /// The next part's bytes; `last` seals the object's end into it.
+    async fn piece(&mut self, bytes: Bytes, last: bool) -> Result<Bytes> {
+        let mut stream = match std::mem::replace(self, PartSealer::Ended) {
+            PartSealer::Sealing(stream) => stream,
+            other => {
+                *self = other;
+                return Ok(bytes);
+            }
+        };
+        let (stream, sealed) = blocking(move || {
+            let mut sealed = stream.push(&bytes);
+            Ok(match last {
+                true => {
+                    sealed.extend(stream.finish());
+                    (None, sealed)
+                }
+                false => (Some(stream), sealed),
+            })
+        })
+        .await?;
+        *self = stream.map_or(PartSealer::Ended, PartSealer::Sealing);
+        Ok(Bytes::from(sealed))
+    }
+
+    /// The sealed end not sent yet (the file ended before its measured
+    /// size): a last part of its own.
+    fn end(self) -> Option<Vec<u8>> {
         match self {
-            PartSealer::Sealing(_) => Err(std::io::Error::other(format!(
-                "the file shrank to {read} bytes while it was read"
-            ))),
-            PartSealer::Plain if read == 0 => Err(std::io::Error::other(
-                "the file was emptied while it was read",
-            )),
-            _ => Ok(()),
+            PartSealer::Sealing(stream) => Some(stream.finish()),
+            _ => None,
         }
     }
 }
@@ -405,6 +410,7 @@ impl ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::Fetched;
     use object_store::memory::InMemory;
 
     #[test]
@@ -483,6 +489,76 @@ mod tests {
         let done = tokio::time::timeout(std::time::Duration::from_secs(120), all).await;
         for (stored, expected) in done.expect("the uploads deadlocked") {
             assert_eq!(stored, expected);
+        }
+    }
+
+    /// An uploader on an encrypted in-memory repository, unlocked.
+    async fn sealing_uploader() -> (Repository, Uploader) {
+        let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://")
+            .with_credentials(crate::Credentials::passphrase("sealed uploads"));
+        let init = crate::ops::keys::InitOptions {
+            kdf: crate::repo::crypto::config::KdfParams::MIN,
+            ..Default::default()
+        };
+        crate::ops::keys::init(&repo, &init).await.unwrap();
+        repo.check_marker(Some(crate::repo::ids::Format::V2))
+            .await
+            .unwrap();
+        let uploader = Uploader::new(repo.clone(), 64 << 20);
+        (repo, uploader)
+    }
+
+    /// Reads `key` back as a sealed content object of `content`.
+    async fn opens_as(repo: &Repository, key: &ObjectPath, content: &[u8]) {
+        let mut out = Vec::new();
+        let expected = (content.len() as u64, &Sha256::of(content));
+        let read = repo.read_verified((Kind::Content, key), expected, &mut out, Path::new("-"));
+        assert!(matches!(read.await.unwrap(), Fetched::Intact), "{key}");
+        assert_eq!(out, content);
+    }
+
+    /// Sealed multipart uploads of sizes at and around part boundaries open
+    /// whole.
+    #[tokio::test]
+    async fn sealed_uploads_end_where_the_file_does() {
+        let (repo, uploader) = sealing_uploader().await;
+        let dir = tempfile::tempdir().unwrap();
+        for size in [MIN_CHUNK + 1, MIN_CHUNK * 2, MIN_CHUNK * 3 - 5] {
+            let path = dir.path().join(format!("f-{size}"));
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let key = ObjectPath::from(format!("content/f-{size}"));
+            uploader
+                .upload_file(&path, (Kind::Content, &key), None)
+                .await
+                .unwrap();
+            opens_as(&repo, &key, &data).await;
+        }
+    }
+
+    /// A file shorter or longer than it was measured: the sealed object ends
+    /// with what was read up to the measured size, and says how much that
+    /// was (the caller's checks decide what a changed file means).
+    #[tokio::test]
+    async fn a_sealed_upload_of_a_file_that_changed_is_still_whole() {
+        let (repo, uploader) = sealing_uploader().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changing");
+        let data: Vec<u8> = (0..MIN_CHUNK * 2 + 7).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let measured = [data.len() as u64 + MIN_CHUNK, data.len() as u64 - 3];
+        for (n, size) in measured.into_iter().enumerate() {
+            let key = ObjectPath::from(format!("content/changed-{n}"));
+            let session = repo.session().await.unwrap().unwrap();
+            let sealer = PartSealer::new(Some(session.stream((Kind::Content, key.as_ref()))));
+            let mut upload = repo.store().put_multipart(&key).await.unwrap();
+            let sent = uploader
+                .send_parts((&path, size), &mut upload, sealer, None)
+                .await;
+            upload.complete().await.unwrap();
+            let read = size.min(data.len() as u64) as usize;
+            assert_eq!(sent.unwrap(), (Sha256::of(&data[..read]), read as u64));
+            opens_as(&repo, &key, &data[..read]).await;
         }
     }
 }

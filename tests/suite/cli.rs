@@ -8,11 +8,7 @@ use serde_json::Value;
 use super::fixture::*;
 
 fn rockup(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rockup"))
-        .args(args)
-        .env_remove("ROCKUP_REPO")
-        .output()
-        .unwrap()
+    rockup_command().args(args).output().unwrap()
 }
 
 fn json_of(out: &Output) -> Value {
@@ -212,7 +208,7 @@ fn signal_mid_backup(signal: i32) {
     let fx = Fixture::new(3000);
     let work = fx.path("work");
     let repo = fx.path("repo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rockup"))
+    let mut child = rockup_command()
         .args([
             "backup",
             "--repo",
@@ -326,7 +322,7 @@ async fn prune_and_unlock() {
 
 #[test]
 fn help_never_shows_environment_values() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rockup"))
+    let out = rockup_command()
         .args(["list", "--help"])
         .env("ROCKUP_REPO", "az://c/p?sv=2024&sig=SECRET-TOKEN")
         .output()

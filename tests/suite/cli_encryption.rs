@@ -5,31 +5,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use super::fixture::*;
 
-/// The variables that carry secrets, all removed unless a test sets them.
-const SECRET_VARIABLES: [&str; 6] = [
-    "ROCKUP_PASSWORD",
-    "ROCKUP_PASSWORD_FILE",
-    "ROCKUP_PASSWORD_COMMAND",
-    "ROCKUP_IDENTITY_FILE",
-    "ROCKUP_WRITE_KEY_FILE",
-    "ROCKUP_NEW_PASSWORD_FILE",
-];
-
 /// Runs rockup with `env` as the only secret variables (stdin not a terminal).
 fn rockup(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rockup"));
-    command.args(args).env_remove("ROCKUP_REPO");
-    for variable in SECRET_VARIABLES {
-        command.env_remove(variable);
-    }
-    command.envs(env.iter().copied());
-    command.stdin(std::process::Stdio::null()).output().unwrap()
+    let mut command = rockup_command();
+    command.args(args).envs(env.iter().copied());
+    command.output().unwrap()
 }
 
 /// `out` succeeded (or exited with `code`) and never showed `secret`.

@@ -282,3 +282,16 @@ async fn a_host_given_a_key_never_takes_the_repository_for_plaintext() {
         assert_eq!(before, all_objects(&full).await, "nothing was written");
     }
 }
+
+/// A passphrase that would only be asked for (a prompt on a terminal) is
+/// not a key: plaintext repositories work as without one, and the prompt is
+/// never shown.
+#[tokio::test]
+async fn a_passphrase_prompt_alone_leaves_plaintext_repositories_usable() {
+    let fx = Fixture::new(5);
+    let never_asked = Credentials::default()
+        .with_passphrase_prompt(|| panic!("a plaintext repository never asks for a passphrase"));
+    let repo = reopened(&memory_repo(), never_asked);
+    back_up(&repo, &fx).await;
+    restores(&repo, &fx, "latest", &read_all(&fx.db)).await;
+}

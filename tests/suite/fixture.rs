@@ -443,3 +443,31 @@ pub async fn all_objects(repo: &Repository) -> BTreeMap<String, Bytes> {
     }
     objects
 }
+
+/// The variables that carry keys: removed from every rockup the tests run,
+/// so that a developer's own (the README suggests exporting them) never
+/// changes a test.
+pub const SECRET_VARIABLES: [&str; 10] = [
+    "ROCKUP_PASSWORD",
+    "ROCKUP_PASSWORD_FILE",
+    "ROCKUP_PASSWORD_COMMAND",
+    "ROCKUP_IDENTITY_FILE",
+    "ROCKUP_WRITE_KEY_FILE",
+    "ROCKUP_NEW_PASSWORD_FILE",
+    "ROCKUP_TO_PASSWORD",
+    "ROCKUP_TO_PASSWORD_FILE",
+    "ROCKUP_TO_PASSWORD_COMMAND",
+    "ROCKUP_TO_IDENTITY_FILE",
+];
+
+/// The rockup binary with no repository and no key from the environment,
+/// and stdin not a terminal (so it never prompts).
+pub fn rockup_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rockup"));
+    command.env_remove("ROCKUP_REPO");
+    for variable in SECRET_VARIABLES {
+        command.env_remove(variable);
+    }
+    command.stdin(std::process::Stdio::null());
+    command
+}

@@ -384,7 +384,7 @@ fn the_cli_backs_up_a_database_another_process_writes() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Writer::start(dir.path());
     let repo = dir.path().join("repo");
-    let out = Command::new(env!("CARGO_BIN_EXE_rockup"))
+    let out = rockup_command()
         .args(["backup", "--repo", repo.to_str().unwrap(), "--db"])
         .arg(&writer.db)
         .args(blob_args(&writer.files))

@@ -29,7 +29,7 @@ fn fixture_with_many_files() -> Fixture {
 }
 
 fn backup(fx: &Fixture, work: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rockup"));
+    let mut command = rockup_command();
     command
         .args(["backup", "--repo", fx.path("repo").to_str().unwrap()])
         .args(["--db", fx.db.to_str().unwrap()])

@@ -15,7 +15,7 @@ use rockup::{keys, Identity, InitOptions, KeysReport, NewKey, Result};
 pub async fn init(args: InitArgs) -> Result<(Value, i32)> {
     // With recipients only, no passphrase is asked for (one from a file,
     // command or ROCKUP_PASSWORD still makes a slot).
-    let prompt = match args.recipients.is_empty() {
+    let prompt = match args.recipients.is_empty() && !args.no_encryption {
         true => Prompt::Twice,
         false => Prompt::Never,
     };

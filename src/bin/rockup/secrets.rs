@@ -53,15 +53,18 @@ impl Secrets<'_> {
             credentials = credentials.with_write_key(key);
         }
         let keyless = self.identity.is_none() && self.write_key.is_none();
-        if let Some(source) = self.passphrase_source(prompt, keyless) {
+        if let Some(source) = self.passphrase_source() {
             credentials = credentials.with_passphrase_from(source);
+        } else if keyless && prompt != Prompt::Never && std::io::stdin().is_terminal() {
+            let label = format!("passphrase for {}", self.repo);
+            credentials = credentials.with_passphrase_prompt(move || ask(&label, prompt));
         }
         Ok(credentials)
     }
 
-    /// Where the passphrase comes from, if anywhere: the prompt only on a
-    /// terminal and when no other key was given.
-    fn passphrase_source(&self, prompt: Prompt, keyless: bool) -> Option<PassphraseFn> {
+    /// Where the passphrase comes from, if it was given (a file, a command,
+    /// the environment).
+    fn passphrase_source(&self) -> Option<PassphraseFn> {
         if let Some(path) = self.password_file {
             let path = path.to_path_buf();
             return Some(Box::new(move || passphrase_from_file(&path)));
@@ -76,11 +79,7 @@ impl Secrets<'_> {
                 non_empty(value.clone(), "ROCKUP_PASSWORD")
             }));
         }
-        if !keyless || prompt == Prompt::Never || !std::io::stdin().is_terminal() {
-            return None;
-        }
-        let label = format!("passphrase for {}", self.repo);
-        Some(Box::new(move || ask(&label, prompt)))
+        None
     }
 }
 

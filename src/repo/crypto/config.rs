@@ -199,8 +199,9 @@ pub struct Unlocked {
     pub slot: Option<String>,
 }
 
-/// What may unlock a config, tried in this order: an identity, a
-/// passphrase, a write key (write-only).
+/// What may unlock a config: a write key (write-only) if one is given,
+/// else an identity, then a passphrase. (`Repository` passes one at a
+/// time: an identity, then a passphrase, then a write key.)
 pub struct Secrets<'a> {
     pub write_key: Option<&'a WriteKey>,
     pub identity: Option<&'a Identity>,
@@ -332,6 +333,7 @@ impl Config {
         }
         hex32(&e.mac, "the MAC")?;
         hex_of_len(&e.keyring.salt, 16, "the keyring's salt")?;
+        lowercase_hex(&e.keyring.sealed, "the keyring")?;
         let sealed = hex::decode(&e.keyring.sealed).map_err(|_| "the keyring is not hex")?;
         if sealed.len() > 1 << 20 {
             return Err("the keyring is larger than 1 MiB".into());

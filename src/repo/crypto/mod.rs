@@ -38,6 +38,9 @@ pub type PassphraseSource = Arc<dyn Fn() -> Result<Zeroizing<String>, String> + 
 #[derive(Clone, Default)]
 pub struct Credentials {
     pub(crate) passphrase: Option<PassphraseSource>,
+    /// The passphrase would only be asked for (a prompt on a terminal): no
+    /// key was named, so a plaintext repository is fine.
+    pub(crate) prompt_only: bool,
     pub(crate) identity: Option<Identity>,
     pub(crate) write_key: Option<WriteKey>,
 }
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Credentials {
             .field("passphrase", &self.passphrase.as_ref().map(|_| "…"))
             .field("identity", &self.identity)
             .field("write_key", &self.write_key)
+            .field("prompt_only", &self.prompt_only)
             .finish()
     }
 }
@@ -78,6 +82,18 @@ impl Credentials {
         self
     }
 
+    /// A passphrase asked for only if an encrypted repository needs one (a
+    /// prompt): unlike a passphrase given, it does not make the handle refuse
+    /// plaintext repositories.
+    pub fn with_passphrase_prompt(
+        self,
+        ask: impl Fn() -> Result<Zeroizing<String>, String> + Send + Sync + 'static,
+    ) -> Self {
+        let mut credentials = self.with_passphrase_from(ask);
+        credentials.prompt_only = true;
+        credentials
+    }
+
     /// Also an X25519 identity.
     pub fn with_identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
@@ -94,6 +110,14 @@ impl Credentials {
     /// Whether any secret was given.
     pub fn is_empty(&self) -> bool {
         self.passphrase.is_none() && self.identity.is_none() && self.write_key.is_none()
+    }
+
+    /// Whether a key was named (not merely a prompt): such a handle works on
+    /// encrypted repositories only.
+    pub fn names_a_key(&self) -> bool {
+        self.identity.is_some()
+            || self.write_key.is_some()
+            || self.passphrase.is_some() && !self.prompt_only
     }
 }
 

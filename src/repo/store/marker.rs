@@ -32,7 +32,8 @@ impl Repository {
     /// Checks the repository marker and returns the format of its objects;
     /// an encrypted repository is unlocked (its objects are format 2,
     /// sealed). With `write = Some(f)`, a writer of format `f`: the marker
-    /// is created in a new repository (plaintext), and raised to `f` in an
+    /// is created in a new repository (plaintext, by a handle given no key),
+    /// and raised to `f` in an
     /// older one — so that older rockups, which do not know format `f`,
     /// refuse the repository instead of misreading it. A repository of a
     /// newer format is refused.
@@ -114,6 +115,12 @@ impl Repository {
             true => Err(Error::WriteOnly { operation }),
             false => Ok(()),
         }
+    }
+
+    /// Whether the handle was given a key (not merely a prompt): it then
+    /// works on encrypted repositories only.
+    pub(crate) fn names_a_key(&self) -> bool {
+        self.credentials.names_a_key()
     }
 
     /// Whether the handle unlocked an encrypted repository with a write key
@@ -269,7 +276,7 @@ impl Repository {
     /// removed by whoever can write the bucket) must not make it write, or
     /// believe, plaintext.
     fn refuse_plaintext_with_a_key(&self, what: &str) -> Result<()> {
-        if self.credentials.is_empty() {
+        if !self.names_a_key() {
             return Ok(());
         }
         Err(Error::WrongKey {

@@ -98,7 +98,8 @@ impl Repository {
     }
 
     /// What unlocks the repository if it is encrypted (a passphrase, an
-    /// identity, a write key); plaintext repositories ignore it. The handle
+    /// identity, a write key). A handle given a key refuses plaintext
+    /// repositories (a passphrase prompt alone is not a key). The handle
     /// forgets keys it had unlocked (its clones keep theirs).
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
