@@ -26,6 +26,7 @@ pub fn measure(script: &str, env: &[(String, String)]) -> Cost {
         .arg(script)
         .envs(env.iter().cloned());
     command.stdout(std::process::Stdio::null());
+    command.stdin(std::process::Stdio::null());
     let start = Instant::now();
     let child = command.spawn().expect("spawn sh");
     let (status, usage) = wait4(child.id() as libc::pid_t);
@@ -46,6 +47,7 @@ pub fn run(script: &str, env: &[(String, String)]) {
         .arg("-c")
         .arg(script)
         .envs(env.iter().cloned())
+        .stdin(std::process::Stdio::null())
         .status()
         .expect("spawn sh");
     assert!(status.success(), "failed: {script}");
