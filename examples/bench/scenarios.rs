@@ -16,8 +16,9 @@ struct Contender {
     script: String,
 }
 
-/// The name of rockup working on an encrypted repository (passphrase from
-/// `$PASSWORD_FILE`, default Argon2id cost paid by every command).
+/// The name of rockup working on an encrypted repository, opened with the
+/// X25519 identity in `$IDENTITY_FILE` (as a backup host would be, or with a
+/// write key: no Argon2id run per command, unlike a passphrase).
 const ROCKUP_ENCRYPTED: &str = "rockup encrypted";
 
 impl Contender {
@@ -27,7 +28,7 @@ impl Contender {
         // The key goes to the encrypted runs only: a handle given a key
         // refuses plaintext repositories.
         let swap = |script: &str| {
-            let key = r#"export ROCKUP_PASSWORD_FILE="$PASSWORD_FILE"; "#;
+            let key = r#"export ROCKUP_IDENTITY_FILE="$IDENTITY_FILE"; "#;
             key.to_string()
                 + &script
                     .replace("$W/rockup-repo", "$W/rockup-sealed")
@@ -41,7 +42,9 @@ impl Contender {
         };
         let mut setup = swap(&self.setup);
         if phase.starts_with("full backup") {
-            setup += &format!(r#"; "$ROCKUP" init --repo {repo} >/dev/null"#);
+            let recipient = r#""$(grep -o 'age1[0-9a-z]*' "$IDENTITY_FILE")""#;
+            setup +=
+                &format!(r#"; "$ROCKUP" init --repo {repo} --recipient {recipient} >/dev/null"#);
         }
         Contender {
             name: ROCKUP_ENCRYPTED,
@@ -236,7 +239,6 @@ pub fn run(settings: Settings) {
     let work = &settings.work;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).expect("work directory");
-    std::fs::write(work.join("password"), "the benchmark's passphrase\n").expect("password");
     let bench = std::env::current_exe().expect("own path");
     let shape_args = shape_args(&settings);
     let mut env = vec![
@@ -247,10 +249,14 @@ pub fn run(settings: Settings) {
         ("RESOLVER".into(), dataset::RESOLVER.into()),
         ("S3ROOT".into(), path(&work.join("s3"))),
         ("SHAPE".into(), shape_args.clone()),
-        ("PASSWORD_FILE".into(), path(&work.join("password"))),
+        ("IDENTITY_FILE".into(), path(&work.join("identity.txt"))),
     ];
     eprintln!("generating {:?} in {}", settings.shape, work.display());
     measure::run(&format!(r#""$BENCH" generate "$SRC" {shape_args}"#), &env);
+    measure::run(
+        r#""$ROCKUP" key new-identity --out "$IDENTITY_FILE" 2>/dev/null >&2"#,
+        &env,
+    );
     let server = start_server(&settings, &mut env);
     let aws = has_command("aws");
     let mut results: BTreeMap<(usize, &'static str), Vec<Cost>> = BTreeMap::new();

@@ -115,6 +115,21 @@ impl Aead {
             .expect("AES-GCM seals any length rockup uses");
     }
 
+    /// Encrypts `in_out` in place; returns the tag that follows it.
+    pub fn seal_separate(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        ad: &[u8],
+        in_out: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce, Aad::from(ad), in_out)
+            .expect("AES-GCM seals any length rockup uses");
+        tag.as_ref().try_into().expect("a 16-byte tag")
+    }
+
     /// Decrypts `in_out` (ciphertext and tag) in place; the plaintext's
     /// length, or `None` when it does not authenticate.
     pub fn open(&self, nonce: [u8; NONCE_LEN], ad: &[u8], in_out: &mut [u8]) -> Option<usize> {

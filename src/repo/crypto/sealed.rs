@@ -157,8 +157,13 @@ impl ObjectKey {
     }
 
     /// Seals chunk `index` (the last one when `last`) in place.
-    pub fn seal_chunk(&self, index: u64, last: bool, chunk: &mut Vec<u8>) {
-        self.aead.seal(Self::nonce(index, last), &self.ad, chunk);
+    pub fn seal_chunk(&self, index: u64, last: bool, plaintext: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .aead
+            .seal_separate(Self::nonce(index, last), &self.ad, &mut out[start..]);
+        out.extend_from_slice(&tag);
     }
 
     /// Opens sealed chunk `index` in place; its plaintext, or `Err` when it
@@ -242,13 +247,26 @@ impl SealStream {
     /// The sealed bytes ready after `plaintext` (the header before the first).
     pub fn push(&mut self, plaintext: &[u8]) -> Vec<u8> {
         let mut out = self.header.take().unwrap_or_default();
-        self.pending.extend_from_slice(plaintext);
-        let ready = self.pending.len().saturating_sub(1) / CHUNK as usize * CHUNK as usize;
-        let held = self.pending.split_off(ready);
-        let complete = std::mem::replace(&mut self.pending, held);
-        for chunk in complete.chunks(CHUNK as usize) {
-            out.extend(self.seal(chunk, false));
+        let chunk = CHUNK as usize;
+        // Everything but the last chunk (full or not) is sealed now, straight
+        // from `plaintext`: only a held-back chunk is ever copied aside.
+        let ready = (self.pending.len() + plaintext.len()).saturating_sub(1) / chunk * chunk;
+        out.reserve(ready / chunk * (chunk + TAG_LEN));
+        let (mut rest, mut sealed) = (plaintext, 0);
+        if !self.pending.is_empty() && ready > 0 {
+            let mut first = std::mem::take(&mut self.pending);
+            let fill = chunk - first.len();
+            first.extend_from_slice(&rest[..fill]);
+            rest = &rest[fill..];
+            self.seal(&first, false, &mut out);
+            sealed = chunk;
         }
+        while sealed < ready {
+            self.seal(&rest[..chunk], false, &mut out);
+            rest = &rest[chunk..];
+            sealed += chunk;
+        }
+        self.pending.extend_from_slice(rest);
         out
     }
 
@@ -256,15 +274,13 @@ impl SealStream {
     pub fn finish(mut self) -> Vec<u8> {
         let mut out = self.header.take().unwrap_or_default();
         let last = std::mem::take(&mut self.pending);
-        out.extend(self.seal(&last, true));
+        self.seal(&last, true, &mut out);
         out
     }
 
-    fn seal(&mut self, plaintext: &[u8], last: bool) -> Vec<u8> {
-        let mut chunk = plaintext.to_vec();
-        self.key.seal_chunk(self.index, last, &mut chunk);
+    fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) {
+        self.key.seal_chunk(self.index, last, plaintext, out);
         self.index += 1;
-        chunk
     }
 }
 
@@ -371,6 +387,32 @@ mod tests {
             numbers,
             [1, 2, 3],
             "every object its own number, so its own key"
+        );
+    }
+
+    /// Pieces of every awkward length — one byte, a chunk less or more one,
+    /// several chunks, exact multiples, nothing — seal to an object that
+    /// opens as the whole and is as long as `sealed_len` says.
+    #[test]
+    fn pieces_of_any_length_seal_to_one_object() {
+        let session = session();
+        let what = (Kind::Content, "content/x");
+        let c = CHUNK as usize;
+        let pieces = [1, c - 1, 0, c + 1, 3 * c, 2, c, 5];
+        let plaintext: Vec<u8> = (0..pieces.iter().sum::<usize>())
+            .map(|i| (i * 13) as u8)
+            .collect();
+        let mut stream = session.stream(what);
+        let (mut sealed, mut at) = (Vec::new(), 0);
+        for piece in pieces {
+            sealed.extend(stream.push(&plaintext[at..at + piece]));
+            at += piece;
+        }
+        sealed.extend(stream.finish());
+        assert_eq!(sealed.len() as u64, sealed_len(plaintext.len() as u64));
+        assert_eq!(
+            open(&key_of(&session, &sealed, what), &sealed).unwrap(),
+            plaintext
         );
     }
 }
