@@ -496,14 +496,7 @@ mod tests {
     async fn sealing_uploader() -> (Repository, Uploader) {
         let repo = Repository::from_store(Arc::new(InMemory::new()), "memory://")
             .with_credentials(crate::Credentials::passphrase("sealed uploads"));
-        let init = crate::ops::keys::InitOptions {
-            kdf: crate::repo::crypto::config::KdfParams::MIN,
-            ..Default::default()
-        };
-        crate::ops::keys::init(&repo, &init).await.unwrap();
-        repo.check_marker(Some(crate::repo::ids::Format::V2))
-            .await
-            .unwrap();
+        repo.encrypt_for_tests("sealed uploads").await;
         let uploader = Uploader::new(repo.clone(), 64 << 20);
         (repo, uploader)
     }

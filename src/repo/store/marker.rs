@@ -247,6 +247,22 @@ impl Repository {
         }
     }
 
+    /// Makes this an encrypted repository with one passphrase slot
+    /// (cheapest Argon2id), then unlocks it with the handle's credentials:
+    /// what the repository layer's own tests start from.
+    #[cfg(test)]
+    pub(crate) async fn encrypt_for_tests(&self, passphrase: &str) {
+        use crate::repo::crypto::config::{KdfParams, NewKey};
+        let slot = NewKey::Passphrase {
+            name: "default".into(),
+            passphrase: zeroize::Zeroizing::new(passphrase.into()),
+            kdf: KdfParams::MIN,
+        };
+        let (config, _) = Config::create(self.random(), slot).unwrap();
+        self.create_config(&config).await.unwrap();
+        self.check_marker(Some(Format::V2)).await.unwrap();
+    }
+
     /// Replaces the config (key management, under an exclusive lock), and
     /// reads it back.
     pub(crate) async fn replace_config(&self, config: &Config) -> Result<()> {

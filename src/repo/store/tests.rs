@@ -305,12 +305,7 @@ async fn a_random_number_generator_that_repeats_itself_is_caught_before_sealing(
             .with_random(Arc::new(Repeating))
     };
     let first = handle(&credentials);
-    let options = crate::ops::keys::InitOptions {
-        kdf: crate::repo::crypto::config::KdfParams::MIN,
-        ..Default::default()
-    };
-    crate::ops::keys::init(&first, &options).await.unwrap();
-    first.check_marker(Some(Format::V2)).await.unwrap();
+    first.encrypt_for_tests("correct horse").await;
     let sealed = first
         .seal((Kind::Part, "one"), Bytes::from_static(b"one"))
         .await;
