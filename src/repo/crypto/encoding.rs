@@ -32,11 +32,7 @@ impl Identity {
     /// Reads an identity from the text of an identity file: the first line
     /// that is not a comment (`#`), as `age-keygen` writes them.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .ok_or("the identity file holds no key")?;
+        let line = key_line(text, "identity")?;
         let bytes = decode32(line, IDENTITY_HRP)
             .ok_or("not an X25519 identity (AGE-SECRET-KEY-1…, as age-keygen writes it)")?;
         Ok(Self(SecretKey::from_bytes(*bytes)))
@@ -98,11 +94,7 @@ impl std::fmt::Debug for WriteKey {
 impl WriteKey {
     /// Reads a write key from the text of its file.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .ok_or("the write key file holds no key")?;
+        let line = key_line(text, "write key")?;
         let (hrp, data) = bech32::decode(line).map_err(|_| "not a rockup write key")?;
         let hrp_ok = hrp.to_lowercase() == WRITE_KEY_HRP;
         let data: Zeroizing<Vec<u8>> = Zeroizing::new(data);
@@ -131,6 +123,15 @@ fn decode32(text: &str, hrp: &str) -> Option<Zeroizing<[u8; 32]>> {
     }
     let bytes: [u8; 32] = data.as_slice().try_into().ok()?;
     Some(Zeroizing::new(bytes))
+}
+
+/// The key in a key file's text: its first line that is not empty or a
+/// comment (`#`), as `age-keygen` writes them.
+fn key_line<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| format!("the {what} file holds no key"))
 }
 
 #[cfg(test)]

@@ -45,14 +45,12 @@ pub enum Kind {
     Part = 2,
     /// A pack's index.
     Index = 3,
-    /// A content object (`blobs/…`).
+    /// A content object (`content/…`).
     Content = 4,
     /// A table file (`sst/…`).
     Table = 5,
     /// One entry of a pack, bound to its content name rather than the pack.
     Entry = 6,
-    /// The contents of a lock.
-    Lock = 7,
 }
 
 /// Chunks of an object of `plain` bytes.
