@@ -65,16 +65,15 @@ pub async fn decode(
     let Some(crypt) = repo.crypt() else {
         return Ok(PackIndex::parse(id, &bytes).map(IndexRead::Full));
     };
-    let (names, sealed) = match names_section(&bytes) {
-        Ok(parts) => parts,
+    let section = match names_section(&bytes) {
+        Ok(section) => section,
         Err(why) => return Ok(Err(why)),
     };
-    let mac = &bytes[8 + names.len() * 32..][..32];
-    let flat: Vec<u8> = names.iter().flat_map(|n| n.0).collect();
+    let (names, sealed) = (section.names, section.sealed);
     if !crypt
         .keys
         .naming
-        .verify_index_names(&id.to_bytes(), &flat, mac)
+        .verify_index_names(&id.to_bytes(), section.listed, section.mac)
     {
         return Ok(Err(
             "its content names do not authenticate (forged, or another pack's)".into(),
@@ -100,8 +99,16 @@ pub async fn decode(
     }
 }
 
-/// The names, and the sealed JSON after them.
-fn names_section(bytes: &Bytes) -> std::result::Result<(Vec<ContentName>, Bytes), String> {
+/// A stored index's parts: its names (parsed, and as listed), their MAC,
+/// and the sealed JSON after them.
+struct NamesSection<'a> {
+    names: Vec<ContentName>,
+    listed: &'a [u8],
+    mac: &'a [u8],
+    sealed: Bytes,
+}
+
+fn names_section(bytes: &Bytes) -> std::result::Result<NamesSection<'_>, String> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         return Err("not a sealed pack index (no RKN1 header)".into());
     }
@@ -118,9 +125,15 @@ fn names_section(bytes: &Bytes) -> std::result::Result<(Vec<ContentName>, Bytes)
             bytes.len()
         ));
     }
-    let names = bytes[8..end]
+    let listed = &bytes[8..end];
+    let names = listed
         .chunks_exact(32)
         .map(|name| ContentName(name.try_into().expect("32 bytes")))
         .collect();
-    Ok((names, bytes.slice(end + 32..)))
+    Ok(NamesSection {
+        names,
+        listed,
+        mac: &bytes[end..end + 32],
+        sealed: bytes.slice(end + 32..),
+    })
 }

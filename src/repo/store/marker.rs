@@ -48,9 +48,7 @@ impl Repository {
                 None => Err(self.not_a_repository().await),
             };
         };
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
-        })?;
+        let marker = parse_marker(&bytes)?;
         if marker.format != REPOSITORY_FORMAT {
             return Err(Error::manifest(
                 layout::MARKER,
@@ -136,9 +134,7 @@ impl Repository {
         if self.crypt.get().is_some() {
             return Ok(());
         }
-        let config: Config = serde_json::from_slice(bytes).map_err(|e| {
-            Error::manifest(layout::MARKER, format!("unreadable repository config: {e}"))
-        })?;
+        let config = parse_config(bytes)?;
         let credentials = &self.credentials;
         if credentials.is_empty() {
             return Err(Error::KeyNeeded {
@@ -222,15 +218,11 @@ impl Repository {
         let Some(bytes) = self.get_if_exists(&layout::marker(), MARKER_LIMIT).await? else {
             return Err(self.not_a_repository().await);
         };
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}"))
-        })?;
+        let marker = parse_marker(&bytes)?;
         if marker.version != ENCRYPTED_VERSION {
             return Ok(None);
         }
-        let config: Config = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::manifest(layout::MARKER, format!("unreadable repository config: {e}"))
-        })?;
+        let config = parse_config(&bytes)?;
         config
             .check()
             .map_err(|why| Error::manifest(layout::MARKER, why))?;
@@ -239,12 +231,7 @@ impl Repository {
 
     /// Creates the config of a new encrypted repository (write-once).
     pub(crate) async fn create_config(&self, config: &Config) -> Result<()> {
-        let bytes = Bytes::from(serde_json::to_vec_pretty(config).expect("config serializes"));
-        match self.create(&layout::marker(), bytes).await {
-            Ok(_) => Ok(()),
-            Err(Error::Conflict { .. }) => Err(self.already_a_repository()),
-            Err(e) => Err(e),
-        }
+        self.create_repository(config_bytes(config)).await
     }
 
     /// Makes this an encrypted repository with one passphrase slot
@@ -267,7 +254,7 @@ impl Repository {
     /// reads it back.
     pub(crate) async fn replace_config(&self, config: &Config) -> Result<()> {
         let key = layout::marker();
-        let bytes = Bytes::from(serde_json::to_vec_pretty(config).expect("config serializes"));
+        let bytes = config_bytes(config);
         self.put(&key, bytes.clone()).await?;
         match self.get_if_exists(&key, MARKER_LIMIT).await? {
             Some(stored) if stored == bytes => Ok(()),
@@ -280,7 +267,13 @@ impl Repository {
 
     /// Creates a plaintext repository's marker (write-once).
     pub(crate) async fn create_plain(&self, format: Format) -> Result<()> {
-        match self.create(&layout::marker(), marker_bytes(format)).await {
+        self.create_repository(marker_bytes(format)).await
+    }
+
+    /// Writes `bytes` as the marker (or config) of a new repository; one that
+    /// exists already is refused.
+    async fn create_repository(&self, bytes: Bytes) -> Result<()> {
+        match self.create(&layout::marker(), bytes).await {
             Ok(_) => Ok(()),
             Err(Error::Conflict { .. }) => Err(self.already_a_repository()),
             Err(e) => Err(e),
@@ -336,6 +329,20 @@ impl Repository {
             layout::MARKER
         ))
     }
+}
+
+fn parse_marker(bytes: &[u8]) -> Result<Marker> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::manifest(layout::MARKER, format!("unreadable repository marker: {e}")))
+}
+
+fn parse_config(bytes: &[u8]) -> Result<Config> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::manifest(layout::MARKER, format!("unreadable repository config: {e}")))
+}
+
+fn config_bytes(config: &Config) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(config).expect("config serializes"))
 }
 
 fn marker_bytes(format: Format) -> Bytes {
