@@ -89,13 +89,7 @@ pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport
             ));
         }
         repo.create_plain(Format::NEWEST).await?;
-        return Ok(KeysReport {
-            repository_id: None,
-            encrypted: false,
-            generation: None,
-            slots: Vec::new(),
-            removed: Vec::new(),
-        });
+        return Ok(PLAINTEXT);
     }
     let random = repo.random();
     let mut slots = Vec::new();
@@ -138,13 +132,7 @@ pub async fn init(repo: &Repository, options: &InitOptions) -> Result<KeysReport
 pub async fn list(repo: &Repository) -> Result<KeysReport> {
     match repo.read_config().await? {
         Some(config) => Ok(report(&config, Vec::new())),
-        None => Ok(KeysReport {
-            repository_id: None,
-            encrypted: false,
-            generation: None,
-            slots: Vec::new(),
-            removed: Vec::new(),
-        }),
+        None => Ok(PLAINTEXT),
     }
 }
 
@@ -314,6 +302,15 @@ fn find_slot(config: &Config, name: &str) -> Option<Slot> {
 fn not_encrypted(repo: &Repository) -> Error {
     Error::Usage(format!("{} is not encrypted: it has no keys", repo.name()))
 }
+
+/// The report on a plaintext repository: no id, no keys.
+const PLAINTEXT: KeysReport = KeysReport {
+    repository_id: None,
+    encrypted: false,
+    generation: None,
+    slots: Vec::new(),
+    removed: Vec::new(),
+};
 
 fn report(config: &Config, removed: Vec<String>) -> KeysReport {
     let slots = config

@@ -145,7 +145,8 @@ impl Dedup {
     ) -> Result<(String, Sha256)> {
         let naming = TableNaming::Session(session);
         let logical = layout::table(&layout::unique_table_name(name, size, &naming));
-        let present = self.holds_table(&logical, size);
+        let key = self.repo().object_key_of(&logical);
+        let present = self.holds_table(&key, size);
         if let Some((known_size, sha256)) = self.known_tables.get(logical.as_ref()) {
             if present && *known_size == size {
                 return Ok((logical.to_string(), *sha256));
@@ -154,7 +155,6 @@ impl Dedup {
         let sha256 = if present {
             self.uploader().load(path, size).await?.sha256()
         } else {
-            let key = self.repo().object_key_of(&logical);
             self.uploader()
                 .upload_file(path, (Kind::Table, &key), None)
                 .await?
@@ -169,19 +169,17 @@ impl Dedup {
         let content = self.uploader().load(path, size).await?;
         let naming = TableNaming::Content(content.sha256());
         let logical = layout::table(&layout::unique_table_name(name, size, &naming));
-        if !self.holds_table(&logical, size) {
-            let key = self.repo().object_key_of(&logical);
+        let key = self.repo().object_key_of(&logical);
+        if !self.holds_table(&key, size) {
             self.store_content(path, &key, &content).await?;
         }
         Ok((logical.to_string(), content.sha256()))
     }
 
-    /// Whether the repository holds the table `logical` (as its manifests
-    /// name it) of `size` bytes.
-    fn holds_table(&self, logical: &object_store::path::Path, size: u64) -> bool {
-        let repo = self.repo();
-        let key = repo.object_key_of(logical);
-        self.existing_tables.get(key.as_ref()) == Some(&repo.stored_len(size))
+    /// Whether the repository holds a table of `size` bytes at `key` (its
+    /// key in the store, `Repository::object_key_of` its logical name).
+    fn holds_table(&self, key: &object_store::path::Path, size: u64) -> bool {
+        self.existing_tables.get(key.as_ref()) == Some(&self.repo().stored_len(size))
     }
 
     fn repo(&self) -> &Repository {

@@ -153,7 +153,10 @@ impl HostCache {
     /// The cache of `source` in `repo`, where this host holds only a write
     /// key (`None` otherwise: manifests are read instead).
     pub fn of(repo: &Repository, source: &str, options: &BackupOptions) -> Option<Self> {
-        let crypt = repo.crypt().filter(|c| c.keys.keyring.is_none())?;
+        if !repo.is_write_only() {
+            return None;
+        }
+        let crypt = repo.crypt()?;
         let base = options.cache_dir.clone().or_else(default_cache_dir)?;
         let file = format!("{}.ndjson.zst", Sha256::of(source.as_bytes()));
         Some(Self {
