@@ -9,7 +9,7 @@
 //!
 //! | layer | owns |
 //! |---|---|
-//! | `ops` | the operations: [`backup()`], [`restore()`], [`verify()`], [`prune()`] |
+//! | `ops` | the operations: [`backup()`], [`follow()`], [`restore()`], [`verify()`], [`prune()`] |
 //! | `source` | the database being backed up and its external files: checkpoints, WAL copies, references, pinning, the [`DeletionGuard`] — RocksDB and the filesystem, nothing of object storage |
 //! | `repo` | the repository: [`Repository`], key layout, [`manifest`], locks, uploads — object storage and the format, nothing of RocksDB |
 //! | `common` | helpers both sides share: file-name and path rules, [`ReferenceExtractor`], read-only opening, typed scratch spools, [`Jobs`] |
@@ -114,11 +114,12 @@ pub use error::{
 };
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::copy::{copy, CopyOptions, CopyReport};
+pub use ops::follow::{follow, FollowOptions, FollowStatus};
 pub use ops::keys::{init, InitOptions, KeysReport, NewKey, SlotInfo};
 pub use ops::prune::{
     prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
 };
-pub use ops::restore::{restore, RestoreOptions, RestoreReport, RESTORE_JOBS};
+pub use ops::restore::{restore, PointInTime, RestoreOptions, RestoreReport, RESTORE_JOBS};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;
 pub use repo::crypto::{Credentials, Identity, KdfParams, Recipient, WriteKey};

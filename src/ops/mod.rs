@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `backup` | checkpoint → pin → transfer (dedup + upload) → commit |
+//! | `follow` | continuous protection: base backups, then WAL segments and new files as they are written; merging; lag |
 //! | `restore` | verified parallel download into staging, placement, post-restore checks |
 //! | `verify` | existence and size by LIST; `--deep` re-hashing |
 //! | `prune` | retention per policy, garbage collection with a grace period |
@@ -13,6 +14,7 @@
 
 pub mod backup;
 pub mod copy;
+pub mod follow;
 pub mod keys;
 pub mod prune;
 pub mod restore;

@@ -14,6 +14,7 @@
 //! locks/<kind>-<id>.json             locks of running backups and prunes
 //! locks/<kind>-<id>.lease            their leases, rewritten while they run
 //! keys/session-<id>                  encrypted: a writing run's key, wrapped (never deleted)
+//! segments/<backup-id>/<level>/<first>-<last>  `follow`: WAL batches after a base backup
 //! ```
 
 use object_store::path::Path;
@@ -41,6 +42,8 @@ pub const PACKS: &str = "packs";
 pub const INDEX: &str = "index";
 /// Prefix of the locks of running backups and prunes.
 pub const LOCKS: &str = "locks";
+/// Prefix of `follow`'s WAL segments, by generation (base backup).
+pub const SEGMENTS: &str = "segments";
 
 /// `rockup.json`
 pub fn marker() -> Path {
@@ -166,6 +169,30 @@ pub fn parse_manifest_key(key: &str) -> Option<BackupId> {
     }
 }
 
+/// `segments/<generation>/<level>/<first:020>-<last:020>`
+pub fn segment(generation: &BackupId, level: u8, first: u64, last: u64) -> Path {
+    Path::from(format!(
+        "{SEGMENTS}/{generation}/{level}/{first:020}-{last:020}"
+    ))
+}
+
+/// What a segment key names — generation, level, first and last sequence
+/// number — if it is one (spelled exactly as [`segment`] spells it).
+pub fn parse_segment_key(key: &str) -> Option<(BackupId, u8, u64, u64)> {
+    let [SEGMENTS, generation, level, range] = key.split('/').collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let (first, last) = range.split_once('-')?;
+    let number = |text: &str| {
+        (text.len() == 20 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    let level: u8 = level.parse().ok().filter(|l: &u8| l.to_string() == level)?;
+    let (first, last) = (number(first)?, number(last)?);
+    (first <= last).then_some((generation.parse().ok()?, level, first, last))
+}
+
 /// A name that is neither empty nor hidden.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains('/')
@@ -193,6 +220,7 @@ pub fn is_rockup_key(key: &str) -> bool {
                 || is_session_key(key)
                 || parse_pack_key(key).is_some()
                 || parse_index_key(key).is_some()
+                || parse_segment_key(key).is_some()
         }
     }
 }
@@ -247,6 +275,7 @@ mod tests {
             content_object(&sha).to_string(),
             pack(pack_id).to_string(),
             pack_index(pack_id).to_string(),
+            segment(&id, 1, 7, 9).to_string(),
         ] {
             assert!(is_rockup_key(&ours), "{ours}");
         }
@@ -263,6 +292,9 @@ mod tests {
             "packs/0f/0f0f",
             &format!("packs/aa/{pack_id}"),
             &format!("index/{pack_id}/x"),
+            &format!("segments/{id}/0/7-9"),
+            &format!("segments/{id}/00/{:020}-{:020}", 7, 9),
+            &format!("segments/{id}/0/{:020}-{:020}", 9, 7),
         ] {
             assert!(!is_rockup_key(foreign), "{foreign}");
         }

@@ -14,6 +14,7 @@
 //! | `upload` | streaming upload of local files with hashing, multipart and a memory budget |
 //! | `pack` | packs of small files' content: frames and codecs, indexes, writing, coalesced reading |
 //! | `content` | content by SHA-256 for a writer: deduplicated, a pack entry when small, a content object when large |
+//! | `segment` | `follow`'s WAL segments: format, checks, listing, restore plans |
 
 pub mod content;
 pub mod crypto;
@@ -22,6 +23,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod segment;
 mod store;
 pub mod upload;
 

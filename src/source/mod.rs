@@ -7,7 +7,10 @@
 //! |---|---|
 //! | `checkpoint` | the three ways in ([`Source`]), one read-only checkpoint at a known sequence number |
 //! | `held` | checkpoints of a database another process holds and writes: WAL pins, attempts |
-//! | `wal` | WAL files copied up to their last complete record, sequence-number gap checks |
+//! | `wal` | WAL files copied up to their last complete record, sequence-number gap checks, read batch by batch |
+//! | `tail` | a database's WAL followed as it is written (`follow`): batches handed on once, in order, gaps refused |
+//! | `watch` | new files under the blob root hard-linked the moment they appear (`follow`) |
+//! | `changes` | the references a write batch's puts make |
 //! | `sst` | the session id in an SST's properties block |
 //! | `scan` | records → references ([`ExternalFiles`]) |
 //! | `pin` | references → captured files, by the blob root's rules |
@@ -15,6 +18,7 @@
 //! | `guard` | the [`DeletionGuard`] of library mode |
 //! | `workdir` | rockup's run directory and where it may be |
 
+mod changes;
 mod checkpoint;
 mod guard;
 mod held;
@@ -23,9 +27,12 @@ mod pin;
 mod prelink;
 mod scan;
 pub mod sst;
+mod tail;
 mod wal;
+mod watch;
 mod workdir;
 
+pub use changes::{column_family_id, references};
 pub use checkpoint::{
     permission_bits, prepare, CheckpointStats, Origin, Prepared, Snapshot, Source,
 };
@@ -33,4 +40,7 @@ pub use guard::{DeletionGuard, GuardHold};
 pub use pin::{file_stamp, Pin, Pinned, Pinner};
 pub use prelink::Prelinks;
 pub use scan::{for_each_reference, ExternalFiles};
+pub use tail::WalTail;
+pub use wal::Batch;
+pub use watch::NewFiles;
 pub use workdir::{check_work_base, default_work_base, WorkDir};

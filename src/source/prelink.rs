@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// moment: every regular file, reached without following symlinks.
 pub struct Prelinks {
     dir: PathBuf,
-    /// Files linked.
+    /// Files linked (`u64::MAX`: unknown, kept by somebody else).
     pub files: u64,
     /// Links proved impossible (another filesystem, EPERM): nothing more is tried.
     unlinkable: bool,
@@ -28,6 +28,16 @@ impl Prelinks {
             files: 0,
             unlinkable: false,
         })
+    }
+
+    /// The links another part of rockup keeps in `dir` (`follow`'s links of
+    /// new files): looked up for every reference.
+    pub fn kept_in(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            files: u64::MAX,
+            unlinkable: false,
+        }
     }
 
     /// Where the tree is linked.

@@ -3,7 +3,8 @@
 //! checksummed record (a record the writer was still appending is cut off, so the
 //! copy opens in every recovery mode, also `kAbsoluteConsistency`), and the
 //! sequence numbers it covers are reported so that a set of copies can be checked
-//! for gaps.
+//! for gaps; and read batch by batch ([`read_batches`]) from where an earlier
+//! read ended, for `follow`.
 //!
 //! The format (RocksDB's `db/log_format.h`): 32 KiB blocks of physical records,
 //! each `crc32c (4, masked) | length (2) | type (1) [| log number (4) for the
@@ -43,6 +44,66 @@ pub struct WalSummary {
     pub copied_bytes: u64,
     /// Bytes after that (a record being appended, or a torn tail), left out.
     pub cut_bytes: u64,
+}
+
+/// One write batch as its WAL holds it: its first sequence number, how many
+/// sequence numbers it uses, and its bytes (RocksDB's `WriteBatch` rep).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The sequence number of its first operation.
+    pub sequence: u64,
+    /// How many sequence numbers it uses.
+    pub count: u32,
+    /// The batch, header included.
+    pub data: Vec<u8>,
+}
+
+impl Batch {
+    /// One past the last sequence number it uses.
+    pub fn end(&self) -> u64 {
+        self.sequence + u64::from(self.count)
+    }
+}
+
+/// What [`read_batches`] found.
+pub struct BatchesRead {
+    /// The complete batches after the starting offset, in order.
+    pub batches: Vec<Batch>,
+    /// Where the next read starts: just past the last complete record.
+    pub end: u64,
+}
+
+/// Reads the complete, checksummed write batches of WAL `number` that end
+/// after `from` (the `end` of an earlier read, or 0), stopping once about
+/// `budget` bytes of batches are read. A record being appended, a torn tail or
+/// a left-over of the file's previous life (recycling) ends the read.
+pub fn read_batches(source: &File, number: u64, from: u64, budget: usize) -> Result<BatchesRead> {
+    let mut parser = Parser::new(number);
+    parser.keep_batches(from);
+    parser.block_start = from - from % BLOCK_SIZE as u64;
+    parser.valid_end = from;
+    let mut block = vec![0u8; BLOCK_SIZE];
+    loop {
+        let offset = parser.block_start;
+        let len =
+            read_block(source, offset, &mut block).map_err(|e| Error::io(wal_name(number), e))?;
+        let more = parser
+            .block(&block[..len])
+            .map_err(|reason| unsupported(&wal_name(number), reason))?;
+        let kept = parser.kept.as_ref().map_or(0, |k| k.bytes);
+        if !more || len < BLOCK_SIZE || kept >= budget {
+            break;
+        }
+    }
+    let batches = parser.kept.take().map(|k| k.batches).unwrap_or_default();
+    Ok(BatchesRead {
+        batches,
+        end: parser.valid_end,
+    })
+}
+
+fn wal_name(number: u64) -> std::path::PathBuf {
+    format!("{number:06}.log").into()
 }
 
 /// Copies the WAL `number` from `source` (read by offset, so an open descriptor
@@ -128,6 +189,16 @@ struct Parser {
     in_fragmented_record: bool,
     first_sequence: Option<u64>,
     end_sequence: Option<u64>,
+    /// Whole batches, when they are wanted.
+    kept: Option<Kept>,
+}
+
+/// The batches a parser keeps: those ending after `after`.
+struct Kept {
+    after: u64,
+    record: Vec<u8>,
+    batches: Vec<Batch>,
+    bytes: usize,
 }
 
 impl Parser {
@@ -140,7 +211,19 @@ impl Parser {
             in_fragmented_record: false,
             first_sequence: None,
             end_sequence: None,
+            kept: None,
         }
+    }
+
+    /// Keeps every whole batch that ends after file offset `after`; records
+    /// ending before it are passed over unparsed.
+    fn keep_batches(&mut self, after: u64) {
+        self.kept = Some(Kept {
+            after,
+            record: Vec::new(),
+            batches: Vec::new(),
+            bytes: 0,
+        });
     }
 
     /// Parses one block (shorter only at the end of the file). Returns false once
@@ -177,14 +260,17 @@ impl Parser {
             let payload = &block[at + header_size..at + header_size + length];
             at += header_size + length;
             let record_end = self.block_start + at as u64;
+            if self.kept.as_ref().is_some_and(|k| record_end <= k.after) {
+                continue; // read before
+            }
             match kind {
                 1 | 5 => {
-                    self.batch_header.clear();
+                    self.start_record();
                     self.take_header(payload);
                     self.finish_batch(record_end)?;
                 }
                 2 | 6 => {
-                    self.batch_header.clear();
+                    self.start_record();
                     self.take_header(payload);
                     self.in_fragmented_record = true;
                 }
@@ -215,6 +301,17 @@ impl Parser {
         let wanted = 12 - self.batch_header.len().min(12);
         self.batch_header
             .extend_from_slice(&payload[..wanted.min(payload.len())]);
+        if let Some(kept) = &mut self.kept {
+            kept.record.extend_from_slice(payload);
+        }
+    }
+
+    /// A logical record begins (a FULL or FIRST fragment).
+    fn start_record(&mut self) {
+        self.batch_header.clear();
+        if let Some(kept) = &mut self.kept {
+            kept.record.clear();
+        }
     }
 
     fn finish_batch(&mut self, record_end: u64) -> std::result::Result<(), String> {
@@ -226,6 +323,15 @@ impl Parser {
         self.first_sequence.get_or_insert(sequence);
         self.end_sequence = Some(sequence + u64::from(count));
         self.valid_end = record_end;
+        if let Some(kept) = &mut self.kept {
+            let data = std::mem::take(&mut kept.record);
+            kept.bytes += data.len();
+            kept.batches.push(Batch {
+                sequence,
+                count,
+                data,
+            });
+        }
         Ok(())
     }
 }

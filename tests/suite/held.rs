@@ -23,7 +23,7 @@ use super::fixture::*;
 /// Live files: the record of step `i - WINDOW` is deleted at step `i`.
 const WINDOW: u64 = 100;
 
-fn file_path(step: u64) -> String {
+pub fn file_path(step: u64) -> String {
     format!("d{}/f-{step}.bin", step % 16)
 }
 
@@ -124,12 +124,19 @@ impl Writer {
     /// Starts a writer on a new database under `dir` and waits until it has
     /// written a few thousand steps.
     pub fn start(dir: &Path) -> Writer {
+        let variant = std::env::var("ROCKUP_WRITER_VARIANT").unwrap_or_default();
+        Self::start_variant(dir, &variant)
+    }
+
+    /// Starts a writer with `ROCKUP_WRITER_VARIANT` set to `variant`.
+    pub fn start_variant(dir: &Path, variant: &str) -> Writer {
         let (db, files) = (dir.join("db"), dir.join("files"));
         std::fs::create_dir_all(&files).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "suite::held::writer_process", "--ignored"])
             .env("ROCKUP_WRITER_DB", &db)
             .env("ROCKUP_WRITER_FILES", &files)
+            .env("ROCKUP_WRITER_VARIANT", variant)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -174,7 +181,7 @@ pub struct PointInTime {
 pub fn check_point_in_time(
     db: &Path,
     files: &Path,
-    report: &BackupReport,
+    problems: &[rockup::Problem],
 ) -> Result<PointInTime, String> {
     let records = read_all(db);
     let key = |k: &[u8]| String::from_utf8(k.to_vec()).unwrap();
@@ -205,17 +212,12 @@ pub fn check_point_in_time(
             expected.len()
         ));
     }
-    let reported: BTreeSet<&str> = report
-        .problems
+    let reported: BTreeSet<&str> = problems
         .iter()
         .filter(|p| p.kind == ProblemKind::Missing)
         .map(|p| p.path.as_str())
         .collect();
-    if let Some(other) = report
-        .problems
-        .iter()
-        .find(|p| p.kind != ProblemKind::Missing)
-    {
+    if let Some(other) = problems.iter().find(|p| p.kind != ProblemKind::Missing) {
         return Err(format!("unexpected problem: {other}"));
     }
     let (mut intact, mut missing) = (0, 0);
@@ -261,7 +263,7 @@ pub async fn trial(
     if let Err(e) = rockup::restore(repo, &restore).await {
         panic!("backup {id} does not restore: {e}");
     }
-    let point = check_point_in_time(&target.join("db"), &target.join("files"), &report)
+    let point = check_point_in_time(&target.join("db"), &target.join("files"), &report.problems)
         .unwrap_or_else(|why| panic!("backup {id} is not one point in time: {why}"));
     std::fs::remove_dir_all(&target).unwrap();
     Ok(Trial {

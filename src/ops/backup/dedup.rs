@@ -215,25 +215,10 @@ impl Dedup {
                 _ => Outcome::External(external_entry(&pinned, previous)),
             });
         }
-        let stored = match self.store_external(&pinned).await {
-            Ok(sha256) => sha256,
-            Err(Error::HashMismatch { actual, .. }) => {
-                let problem = match &pinned.expected_sha256 {
-                    Some(expected) => Problem::mismatch(
-                        &pinned.path,
-                        format!("record says SHA-256 {expected}, file has {actual}"),
-                    ),
-                    None => Problem::changed(&pinned.path, "changed while it was read"),
-                };
-                return Ok(Outcome::Problem(pinned.problem(problem)));
-            }
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                let problem = Problem::missing(&pinned.path, "vanished before it was read");
-                return Ok(Outcome::Problem(pinned.problem(problem)));
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(unchanged_while_read(&pinned, stored))
+        Ok(match store_pinned(&self.content, &pinned).await? {
+            Ok(entry) => Outcome::External(entry),
+            Err(problem) => Outcome::Problem(problem),
+        })
     }
 
     /// The previous backup's hash of this file, if path, size and mtime are unchanged.
@@ -249,14 +234,38 @@ impl Dedup {
                 .then_some(previous.sha256),
         )
     }
+}
 
-    /// Puts the file's content in the repository unless it is there; returns its hash.
-    async fn store_external(&self, pinned: &Pinned) -> Result<Sha256> {
-        let expected = pinned.expected_sha256.as_ref();
-        self.content
-            .store_file(&pinned.read_from, pinned.size, expected)
-            .await
-    }
+/// Stores a pinned file's content unless the repository holds it (backup and
+/// `follow`): its entry, or the problem that kept it out — a hash other than
+/// the record says, a file changed or gone while it was read.
+pub(crate) async fn store_pinned(
+    content: &ContentStore,
+    pinned: &Pinned,
+) -> Result<std::result::Result<ExternalEntry, Problem>> {
+    let expected = pinned.expected_sha256.as_ref();
+    let stored = match content
+        .store_file(&pinned.read_from, pinned.size, expected)
+        .await
+    {
+        Ok(sha256) => sha256,
+        Err(Error::HashMismatch { actual, .. }) => {
+            let problem = match &pinned.expected_sha256 {
+                Some(expected) => Problem::mismatch(
+                    &pinned.path,
+                    format!("record says SHA-256 {expected}, file has {actual}"),
+                ),
+                None => Problem::changed(&pinned.path, "changed while it was read"),
+            };
+            return Ok(Err(pinned.problem(problem)));
+        }
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let problem = Problem::missing(&pinned.path, "vanished before it was read");
+            return Ok(Err(pinned.problem(problem)));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(unchanged_while_read(pinned, stored))
 }
 
 fn external_entry(pinned: &Pinned, sha256: Sha256) -> ExternalEntry {
@@ -270,18 +279,19 @@ fn external_entry(pinned: &Pinned, sha256: Sha256) -> ExternalEntry {
 }
 
 /// The stored file, if size and mtime after reading are what was pinned.
-fn unchanged_while_read(pinned: &Pinned, sha256: Sha256) -> Outcome {
+fn unchanged_while_read(
+    pinned: &Pinned,
+    sha256: Sha256,
+) -> std::result::Result<ExternalEntry, Problem> {
     match std::fs::metadata(&pinned.read_from).map(|m| file_stamp(&m)) {
         Ok((size, mtime_ns, _)) if size == pinned.size && mtime_ns == pinned.mtime_ns => {
-            Outcome::External(external_entry(pinned, sha256))
+            Ok(external_entry(pinned, sha256))
         }
-        Ok(_) => Outcome::Problem(pinned.problem(Problem::changed(
+        Ok(_) => Err(pinned.problem(Problem::changed(
             &pinned.path,
             "size or mtime changed while it was read",
         ))),
-        Err(_) => Outcome::Problem(
-            pinned.problem(Problem::missing(&pinned.path, "vanished while it was read")),
-        ),
+        Err(_) => Err(pinned.problem(Problem::missing(&pinned.path, "vanished while it was read"))),
     }
 }
 

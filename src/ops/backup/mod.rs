@@ -40,6 +40,7 @@ use crate::source::{
     check_work_base, default_work_base, CheckpointStats, DeletionGuard, ExternalFiles, Prepared,
     Source, WorkDir,
 };
+pub(crate) use dedup::store_pinned;
 use dedup::Dedup;
 
 /// How to run a backup: [`BackupOptions::default`], then the fields that

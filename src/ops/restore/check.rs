@@ -15,27 +15,45 @@ use crate::repo::manifest::Header;
 use crate::repo::Repository;
 use crate::source::{for_each_reference, ExternalFiles};
 
+use super::point::Replayed;
 use super::{RestoreOptions, RestoreReport};
+
+/// What a restore is checked against: the backup, where its files went, and
+/// the segments replayed after it.
+pub(super) struct Checks<'a> {
+    pub header: &'a Header,
+    pub blob_root: Option<&'a Path>,
+    pub replayed: Option<&'a Replayed>,
+}
 
 /// Opens the restored database and checks its sequence number and references.
 pub(super) async fn check_restored(
     repo: &Repository,
-    header: &Header,
+    checks: Checks<'_>,
     options: &RestoreOptions,
-    blob_root: Option<&Path>,
     report: &mut RestoreReport,
 ) -> Result<Vec<Problem>> {
-    let known: HashSet<String> = header
+    let Checks {
+        header,
+        blob_root,
+        replayed,
+    } = checks;
+    let mut known: HashSet<String> = header
         .entries::<Problem>(repo)
         .await?
         .into_iter()
         .map(|p| p.path)
         .collect();
+    known.extend(
+        replayed
+            .iter()
+            .flat_map(|r| r.problems.iter().map(|p| p.path.clone())),
+    );
     let files = external_files(header, options, blob_root);
     let db_dir = options.db_dir.clone();
     let open_options = options.open_options.clone();
-    let expected = header.sequence_number;
-    let (problems, checked) = blocking(move || {
+    let expected = replayed.map_or(header.sequence_number, |r| r.reached);
+    let found = blocking(move || {
         let (db, _) = open_checkpoint(&db_dir, open_options)?;
         let mut problems = Vec::new();
         let reached = db.latest_sequence_number();
@@ -47,20 +65,25 @@ pub(super) async fn check_restored(
                 ),
             ));
         }
-        let checked = match files {
-            Some(files) => check_references(&db, &files, &known, &mut problems)?,
-            None => 0,
+        let mut found = Found {
+            problems,
+            checked: 0,
+            unrestorable: Vec::new(),
         };
-        Ok((problems, checked))
+        if let Some(files) = files {
+            check_references(&db, &files, &known, &mut found)?;
+        }
+        Ok(found)
     })
     .await?;
-    report.references_checked = checked;
-    Ok(problems)
+    report.references_checked = found.checked;
+    report.unrestorable = found.unrestorable;
+    Ok(found.problems)
 }
 
 /// How to find the restored records' references: the caller's extractor, or
 /// the built-in one the manifest recorded.
-fn external_files(
+pub(super) fn external_files(
     header: &Header,
     options: &RestoreOptions,
     blob_root: Option<&Path>,
@@ -77,30 +100,46 @@ fn external_files(
     })
 }
 
+/// What the checks found.
+struct Found {
+    problems: Vec<Problem>,
+    checked: u64,
+    unrestorable: Vec<Problem>,
+}
+
 /// Checks that every reference resolves to a restored regular file, except
-/// those the backup recorded as problems (`known`); returns how many it checked.
+/// those the backup recorded as problems (`known`), which are listed as
+/// unrestorable.
 fn check_references(
     db: &rocksdb::DB,
     files: &ExternalFiles,
     known: &HashSet<String>,
-    problems: &mut Vec<Problem>,
-) -> Result<u64> {
-    let mut checked = 0;
+    found: &mut Found,
+) -> Result<()> {
     for_each_reference(db, files, |key, item| {
         let Ok(reference) = item else {
             return true; // recorded as invalid at backup time
         };
-        checked += 1;
+        found.checked += 1;
         let Ok(path) = normalize_relative_path(&reference.path) else {
             return true;
         };
         let restored = std::fs::symlink_metadata(files.blob_root.join(&path));
-        if !known.contains(&path) && !restored.is_ok_and(|m| m.is_file()) {
-            let problem =
-                Problem::missing(path, "referenced by a restored record but not restored");
-            problems.push(problem.in_record(display_key(key)));
+        if restored.is_ok_and(|m| m.is_file()) {
+            return true;
         }
+        let (list, why) = match known.contains(&path) {
+            true => (
+                &mut found.unrestorable,
+                "the backup could not capture it (see its problems)",
+            ),
+            false => (
+                &mut found.problems,
+                "referenced by a restored record but not restored",
+            ),
+        };
+        list.push(Problem::missing(path, why).in_record(display_key(key)));
         true
     })?;
-    Ok(checked)
+    Ok(())
 }

@@ -17,20 +17,24 @@
 mod check;
 mod download;
 mod packed;
+mod point;
 mod stage;
+
+pub use point::PointInTime;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::common::references::ReferenceExtractor;
 use crate::common::spool::scratch_dir;
 use crate::common::tasks::Jobs;
 use crate::error::{Error, Problem, Result};
+use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::BackupId;
 use crate::repo::manifest::{self, Entry, Header, Referenced, Stored};
 use crate::repo::pack::{ContentIndex, Located};
@@ -62,6 +66,10 @@ pub struct RestoreOptions {
     pub open_options: Option<rocksdb::Options>,
     /// Whose `latest`: needed where the repository holds several sources.
     pub source: Option<String>,
+    /// A point in time to restore to from a base backup and the segments
+    /// `follow` shipped after it (`--to-sequence`, `--to-time`, `--to
+    /// latest`); `backup` is then ignored.
+    pub to: Option<PointInTime>,
 }
 
 impl Default for RestoreOptions {
@@ -76,6 +84,7 @@ impl Default for RestoreOptions {
             extractor: None,
             open_options: None,
             source: None,
+            to: None,
         }
     }
 }
@@ -100,6 +109,9 @@ pub struct RestoreReport {
     pub references_checked: u64,
     /// Problems the backup itself recorded (references it could not capture).
     pub known_problems: u64,
+    /// References of the restored records whose file is not restored
+    /// because the backup (or a segment) could not capture it.
+    pub unrestorable: Vec<Problem>,
     /// Requests and bytes this run asked of the store.
     pub traffic: Traffic,
 }
@@ -114,7 +126,14 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     }
     repo.check_marker(None).await?;
     repo.require_full_key("restore")?;
-    let header = manifest::load(repo, &options.backup, options.source.as_deref()).await?;
+    let plan = match options.to {
+        Some(to) => Some(point::plan(repo, options.source.as_deref(), to).await?),
+        None => None,
+    };
+    let header = match &plan {
+        Some(plan) => plan.base.clone(),
+        None => manifest::load(repo, &options.backup, options.source.as_deref()).await?,
+    };
     let blob_root = blob_root(&header, options)?;
     require_empty(&options.db_dir)?;
     if let Some(root) = &blob_root {
@@ -133,18 +152,20 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     let total_files = stats.db_files.saturating_add(stats.external_files);
     let total_bytes = stats.db_bytes.saturating_add(stats.external_bytes);
     repo.progress().start(Some(total_files), Some(total_bytes));
-    let downloads = header
-        .referenced(repo)
-        .try_filter_map(|needed| async { stages.download(repo, &header, needed) })
-        .try_filter_map(|(stored, download)| {
-            futures::future::ready(content.route(&stored, download))
-        });
-    let mut problems = Downloader::new(repo, options.jobs).run(downloads).await?;
-    problems.extend(content.packed.run(repo, options.jobs).await?);
-    if !problems.is_empty() {
-        // Content an unusable index held is looked for elsewhere: name the cause.
-        problems.extend(content.index.problems());
-    }
+    let fetch = Fetch {
+        repo,
+        header: &header,
+        stages: &stages,
+        content: &content,
+        jobs: options.jobs,
+    };
+    let (problems, replayed) = match &plan {
+        None => (fetch.run(|_| true, Vec::new(), 0).await?, None),
+        Some(plan) => {
+            let (problems, replayed) = fetch.to_point(plan, options).await?;
+            (problems, Some(replayed))
+        }
+    };
     fail_on(problems, |count| {
         format!(
             "restore of {} failed: {count} corrupt or missing object(s); nothing was placed",
@@ -163,8 +184,16 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         std::fs::set_permissions(&options.db_dir, permissions)
             .map_err(|e| Error::io(&options.db_dir, e))?;
     }
-    let problems =
-        check::check_restored(repo, &header, options, blob_root.as_deref(), &mut report).await?;
+    if let Some(replayed) = &replayed {
+        report.sequence_number = replayed.reached;
+        report.known_problems += replayed.problems.len() as u64;
+    }
+    let checks = check::Checks {
+        header: &header,
+        blob_root: blob_root.as_deref(),
+        replayed: replayed.as_ref(),
+    };
+    let problems = check::check_restored(repo, checks, options, &mut report).await?;
     fail_on(problems, |count| {
         format!(
             "restored backup {} failed its checks ({count} problem(s))",
@@ -203,12 +232,11 @@ fn fail_on(problems: Vec<Problem>, summary: impl FnOnce(usize) -> String) -> Res
     })
 }
 
-/// Where the content of a restore's files is: pack indexes, and the files
-/// queued for reading from packs; a scratch directory holds both.
+/// Where the content of a restore's files is: pack indexes (and, in a
+/// scratch directory, the queues of files to read from packs).
 struct Content {
     index: ContentIndex,
-    packed: PackedFiles,
-    _scratch: tempfile::TempDir,
+    scratch: tempfile::TempDir,
 }
 
 impl Content {
@@ -216,21 +244,97 @@ impl Content {
         let scratch = scratch_dir("restore")?;
         Ok(Self {
             index: ContentIndex::load(repo, &scratch.path().join("index"), false).await?,
-            packed: PackedFiles::create(&scratch.path().join("packed"))?,
-            _scratch: scratch,
+            scratch,
         })
+    }
+
+    /// A new queue of files to read from packs (one per round of fetching).
+    fn queue(&self, round: usize) -> Result<PackedFiles> {
+        PackedFiles::create(&self.scratch.path().join(format!("packed-{round}")))
     }
 
     /// Content by hash that is in a pack goes to its pack's queue; every
     /// other file is downloaded from its object.
-    fn route(&self, stored: &Stored, download: Download) -> Result<Option<Download>> {
+    fn route(
+        &self,
+        stored: &Stored,
+        download: Download,
+        queue: &PackedFiles,
+    ) -> Result<Option<Download>> {
         if *stored != Stored::Content {
             return Ok(Some(download));
         }
         match self.index.locate(&download.sha256)? {
-            Located::Packed(location) => self.packed.push(location, download).map(|()| None),
+            Located::Packed(location) => queue.push(location, download).map(|()| None),
             Located::Object => Ok(Some(download)),
         }
+    }
+}
+
+/// One round of downloads: the backup's files that `select` picks, and
+/// `extra` files (content by hash), each checked.
+struct Fetch<'a> {
+    repo: &'a Repository,
+    header: &'a Header,
+    stages: &'a Stages,
+    content: &'a Content,
+    jobs: Jobs,
+}
+
+impl Fetch<'_> {
+    async fn run(
+        &self,
+        select: impl Fn(&Entry) -> bool,
+        extra: Vec<Download>,
+        round: usize,
+    ) -> Result<Vec<Problem>> {
+        let (repo, header) = (self.repo, self.header);
+        let queue = self.content.queue(round)?;
+        let extra = extra.into_iter().map(|d| Ok((Stored::Content, d)));
+        let downloads = header
+            .referenced(repo)
+            .try_filter(|needed| futures::future::ready(select(&needed.entry)))
+            .try_filter_map(|needed| async { self.stages.download(repo, header, needed) })
+            .chain(futures::stream::iter(extra))
+            .try_filter_map(|(stored, download)| {
+                futures::future::ready(self.content.route(&stored, download, &queue))
+            });
+        let mut problems = Downloader::new(repo, self.jobs).run(downloads).await?;
+        problems.extend(queue.run(repo, self.jobs).await?);
+        if !problems.is_empty() {
+            // Content an unusable index held is looked for elsewhere: name the cause.
+            problems.extend(self.content.index.problems());
+        }
+        Ok(problems)
+    }
+
+    /// The base's database files, the segments replayed into them, then the
+    /// external files the records alive at the point reference.
+    async fn to_point(
+        &self,
+        plan: &point::Plan,
+        options: &RestoreOptions,
+    ) -> Result<(Vec<Problem>, point::Replayed)> {
+        let is_db = |entry: &Entry| matches!(entry, Entry::Db(_));
+        let db_problems = self.run(is_db, Vec::new(), 0).await?;
+        fail_on(db_problems, |count| {
+            format!(
+                "restore of {} failed: {count} corrupt or missing database file(s); nothing was placed",
+                self.header.backup_id
+            )
+        })?;
+        let stage_root = self.stages.external.as_ref().map(|s| s.path.clone());
+        let files = check::external_files(self.header, options, stage_root.as_deref());
+        let db_dir = &self.stages.db.path;
+        let replayed =
+            point::replay(self.repo, plan, db_dir, files, options.open_options.clone()).await?;
+        let from_segments = self
+            .stages
+            .segment_downloads(self.repo, self.header, &replayed)?;
+        let wanted = &replayed.wanted;
+        let from_base = |entry: &Entry| matches!(entry, Entry::External(e) if matches!(wanted.get(&e.path), Some(None)));
+        let problems = self.run(from_base, from_segments, 1).await?;
+        Ok((problems, replayed))
     }
 }
 
@@ -301,6 +405,41 @@ impl Stages {
         Ok(Some((stored, download)))
     }
 
+    /// The downloads of the files the replayed segments hold for the point.
+    fn segment_downloads(
+        &self,
+        repo: &Repository,
+        header: &Header,
+        replayed: &point::Replayed,
+    ) -> Result<Vec<Download>> {
+        let from_segments = replayed
+            .wanted
+            .iter()
+            .filter_map(|(p, f)| Some((p, f.as_ref()?)));
+        let mut downloads = Vec::new();
+        for (path, file) in from_segments {
+            let stage = self
+                .external
+                .as_ref()
+                .ok_or_else(|| needs_blob_root(header))?;
+            count(
+                &self.tally.external_files,
+                &self.tally.external_bytes,
+                file.size,
+            );
+            downloads.push(Download {
+                key: repo.content_key(&file.sha256),
+                kind: Kind::Content,
+                dest: stage.mkdir_for(path)?,
+                sha256: file.sha256,
+                size: file.size,
+                mode: Some(file.mode),
+                mtime_ns: Some(file.mtime_ns),
+            });
+        }
+        Ok(downloads)
+    }
+
     /// The report of what was staged.
     fn report(&self, header: &Header) -> RestoreReport {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -313,6 +452,7 @@ impl Stages {
             external_bytes: read(&self.tally.external_bytes),
             references_checked: 0,
             known_problems: header.problem_count,
+            unrestorable: Vec::new(),
             traffic: Traffic::default(),
         }
     }

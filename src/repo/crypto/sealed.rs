@@ -51,6 +51,8 @@ pub enum Kind {
     Table = 5,
     /// One entry of a pack, bound to its content name rather than the pack.
     Entry = 6,
+    /// A WAL segment (`segments/…`).
+    Segment = 7,
 }
 
 /// Chunks of an object of `plain` bytes.

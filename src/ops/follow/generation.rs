@@ -1,0 +1,159 @@
+//! A generation: the base backup segments continue, and how far they reach.
+//! At the start `follow` resumes the newest backup of its source, continued
+//! from the last sequence number its segments reach (one LIST); when that
+//! cannot be continued — no backup yet, or the WAL has a gap — it takes a new
+//! base backup; the tail, opened before it, holds every WAL that appears
+//! meanwhile, so the batches after the base's point in time are still there
+//! to ship.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::common::rocks::{open_read_only, read_options_file, WalSource};
+use crate::common::tasks::blocking;
+use crate::error::Result;
+use crate::ops::backup::backup;
+use crate::repo::ids::BackupId;
+use crate::repo::manifest::{self, Header};
+use crate::repo::segment::{self, SegmentRef};
+use crate::repo::Repository;
+use crate::source::{column_family_id, Source, WalTail};
+
+use super::merge::covers;
+use super::{FollowOptions, Run};
+
+/// The generation being followed.
+pub(super) struct Generation {
+    /// Its base backup.
+    pub id: BackupId,
+    /// The last sequence number shipped (the base's, then each segment's).
+    pub shipped: u64,
+    /// When the shipped state was the newest read.
+    pub shipped_at: DateTime<Utc>,
+    /// Level-0 segments (and higher) not merged yet, oldest first.
+    pub unmerged: Vec<SegmentRef>,
+    /// The id of the external-files column family in write batches.
+    pub files_cf: Option<u32>,
+    started: Instant,
+}
+
+impl Generation {
+    /// Resumes the newest backup of the source, or (with none, or `fresh`)
+    /// takes a new base; `tail` then hands on the batches after it.
+    pub async fn start(
+        repo: &Repository,
+        db_dir: &Path,
+        options: &FollowOptions,
+        tail: &mut WalTail,
+        run: &mut Run<'_>,
+    ) -> Result<Self> {
+        // Resumed once, at the start; a gap later needs a new base.
+        run.generations += 1;
+        let resumed = match run.generations == 1 && !repo.is_write_only() {
+            true => resume(repo, db_dir, options).await?,
+            false => None,
+        };
+        let mut generation = match resumed {
+            Some(generation) => generation,
+            None => {
+                run.bases += 1;
+                take_base(repo, db_dir, options).await?
+            }
+        };
+        generation.files_cf = files_cf(db_dir, options).await?;
+        tail.start_at(generation.shipped + 1);
+        tracing::info!(generation = %generation.id, from = generation.shipped + 1, "following");
+        Ok(generation)
+    }
+
+    fn new(header: &Header, segments: &[SegmentRef]) -> Self {
+        let shipped = segment::reach(segments, header.sequence_number + 1);
+        let unmerged = segments
+            .iter()
+            .filter(|s| s.last <= shipped && !segments.iter().any(|o| covers(o, s)))
+            .cloned()
+            .collect();
+        Self {
+            id: header.backup_id.clone(),
+            shipped,
+            shipped_at: Utc::now(),
+            unmerged,
+            files_cf: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Everything read up to `at` is shipped.
+    pub fn caught_up(&mut self, at: DateTime<Utc>) {
+        self.shipped_at = at;
+    }
+
+    /// Whether a new base backup is due.
+    pub fn base_is_due(&self, every: Option<Duration>) -> bool {
+        every.is_some_and(|every| self.started.elapsed() >= every)
+    }
+}
+
+/// The WAL directory of the database at `db_dir` (its `wal_dir`, if set).
+pub(super) fn wal_dir(db_dir: &Path) -> Result<PathBuf> {
+    Ok(read_options_file(db_dir)?
+        .wal_dir
+        .map_or_else(|| db_dir.to_path_buf(), PathBuf::from))
+}
+
+/// The source `follow` writes: its name, else the database's IDENTITY.
+fn source_id(db_dir: &Path, options: &FollowOptions) -> Option<String> {
+    options.backup.source.clone().or_else(|| {
+        std::fs::read_to_string(db_dir.join("IDENTITY"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+}
+
+/// The newest backup of the source and the segments continuing it.
+async fn resume(
+    repo: &Repository,
+    db_dir: &Path,
+    options: &FollowOptions,
+) -> Result<Option<Generation>> {
+    let Some(source) = source_id(db_dir, options) else {
+        return Ok(None);
+    };
+    let newest = manifest::list(repo)
+        .await?
+        .into_iter()
+        .filter_map(|listed| listed.header)
+        .filter(|header| header.source.id() == source)
+        .max_by_key(|header| header.sequence_number);
+    let Some(header) = newest else {
+        return Ok(None);
+    };
+    let segments = segment::list(repo, Some(&header.backup_id)).await?;
+    Ok(Some(Generation::new(&header, &segments)))
+}
+
+/// A new base backup (the tail holds every WAL that appears while it runs).
+async fn take_base(
+    repo: &Repository,
+    db_dir: &Path,
+    options: &FollowOptions,
+) -> Result<Generation> {
+    let report = backup(repo, Source::Db(db_dir.to_path_buf()), &options.backup).await?;
+    tracing::info!(base = %report.header.backup_id, sequence = report.header.sequence_number, "base backup taken");
+    Ok(Generation::new(&report.header, &[]))
+}
+
+/// The id of the external-files column family, read from the database.
+async fn files_cf(db_dir: &Path, options: &FollowOptions) -> Result<Option<u32>> {
+    let Some(external) = options.backup.external.clone() else {
+        return Ok(None);
+    };
+    let db_dir = db_dir.to_path_buf();
+    blocking(move || {
+        let (db, _) = open_read_only(&db_dir, None, WalSource::Live)?;
+        column_family_id(&db, &external.column_family).map(Some)
+    })
+    .await
+}

@@ -1,0 +1,406 @@
+//! Continuous protection: `follow` ships a database's WAL, and the external
+//! files its new records reference, as they are written.
+//!
+//! ```text
+//! generation ──► every interval: poll the WAL ──► capture ──► ship ──► merge
+//! (base backup)   (tail: contiguous batches)      (pins)      (content, then the segment)
+//! ```
+//!
+//! A *generation* is a base backup and the segments that continue it
+//! (`generation`: resumed from the newest backup of the source where the WAL
+//! still continues it, else a new base). `capture` pins the files the new
+//! batches reference the moment they are read, from the links the watcher made
+//! as the files appeared (`source::NewFiles`) or the live tree; `ship` stores
+//! their content, then the segment — a segment is committed only once every
+//! file it names is in the repository. A store that fails keeps the batches
+//! pending (with their pinned files) and they are shipped once it answers; a
+//! gap in the WAL (batches never seen) starts a new generation, never a silent
+//! hole. `merge` folds level-0 segments into larger ones so that a restore to
+//! any point reads few objects. Lag is reported after every poll
+//! ([`FollowStatus`]), and written as Prometheus metrics (`metrics`).
+
+mod capture;
+mod generation;
+mod merge;
+mod metrics;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ops::backup::BackupOptions;
+use crate::repo::content::{ContentOptions, ContentStore};
+use crate::repo::ids::BackupId;
+use crate::repo::upload::Uploader;
+use crate::repo::{Repository, Traffic};
+use crate::source::{default_work_base, NewFiles, WalTail, WorkDir};
+use capture::Pending;
+use generation::Generation;
+
+/// Bytes of batches in one level-0 segment at most (a busy poll is cut into
+/// several segments).
+const SEGMENT_BYTES: usize = 8 << 20;
+/// Pending (unshipped) batches held in memory at most while the store fails;
+/// beyond it the WAL is left where it is and read later.
+const PENDING_BYTES: usize = 64 << 20;
+
+/// How to follow: [`FollowOptions::default`], then the fields that differ.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct FollowOptions {
+    /// How base backups are taken (external files, work directory, source
+    /// name, lease…); its `external` also says which new files to capture.
+    pub backup: BackupOptions,
+    /// How often the WAL is read (`--interval`).
+    pub interval: Duration,
+    /// A new base backup after this long (`--base-every`); `None`: only
+    /// when the WAL cannot be continued.
+    pub base_every: Option<Duration>,
+    /// Lag beyond which a warning is logged (`--lag-warning`).
+    pub lag_warning: Duration,
+    /// Where Prometheus metrics are written after every poll (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
+    /// How long links of new files are kept for records not read yet
+    /// (`--keep-new-files`); at least three intervals.
+    pub keep_new_files: Duration,
+    /// Level-0 segments merged into one level-1 segment, and so on up.
+    pub merge_fan_in: usize,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        Self {
+            backup: BackupOptions::default(),
+            interval: Duration::from_secs(1),
+            base_every: Some(Duration::from_secs(24 * 3600)),
+            lag_warning: Duration::from_secs(60),
+            metrics_file: None,
+            keep_new_files: Duration::from_secs(60),
+            merge_fan_in: 60,
+        }
+    }
+}
+
+/// Where `follow` stands, after every poll.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct FollowStatus {
+    /// The base backup the segments continue.
+    pub generation: BackupId,
+    /// The last sequence number shipped (committed in a segment or the base).
+    pub shipped_sequence: u64,
+    /// The last sequence number read from the WAL.
+    pub read_sequence: u64,
+    /// Sequence numbers read but not shipped yet.
+    pub lag_sequences: u64,
+    /// Seconds since the shipped state was the newest `follow` had read.
+    pub lag_seconds: f64,
+    /// When everything up to `shipped_sequence` had been read.
+    pub shipped_at: DateTime<Utc>,
+    /// Segments stored by this run.
+    pub segments: u64,
+    /// External files captured by this run.
+    pub files: u64,
+    /// References this run could not capture.
+    pub problems: u64,
+    /// Base backups this run took.
+    pub bases: u64,
+    /// New files the watcher linked, and those gone before it could.
+    pub new_files_linked: u64,
+    /// New files deleted before the watcher could link them.
+    pub new_files_missed: u64,
+    /// The last store failure, while batches wait for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Requests and bytes this run asked of the store.
+    pub traffic: Traffic,
+}
+
+/// Follows the database at `db_dir` into `repo` until `stop` completes,
+/// calling `status` after every poll. Returns the last status; stopping
+/// ships what was read first (once).
+pub async fn follow(
+    repo: &Repository,
+    db_dir: &std::path::Path,
+    options: &FollowOptions,
+    mut status: impl FnMut(&FollowStatus),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<FollowStatus> {
+    repo.check_marker(Some(options.backup.format)).await?;
+    let before = repo.traffic();
+    let mut stop = std::pin::pin!(stop);
+    let work = follow_work_dir(db_dir, options)?;
+    let new_files = match &options.backup.external {
+        Some(external) => Some(NewFiles::start(
+            &external.blob_root,
+            work.path().join("new-files"),
+        )?),
+        None => None,
+    };
+    let content = content_store(repo, options, &work).await?;
+    let mut run = Run::new(repo, options, &work, new_files.as_ref(), content);
+    loop {
+        let mut tail = WalTail::open(&generation::wal_dir(db_dir)?)?;
+        let generation = Generation::start(repo, db_dir, options, &mut tail, &mut run).await?;
+        match run
+            .follow_generation(generation, &mut tail, &mut stop, &mut status, before)
+            .await?
+        {
+            Ended::Stopped(last) => return Ok(last),
+            Ended::NewGeneration => continue,
+        }
+    }
+}
+
+/// How following one generation ended.
+enum Ended {
+    Stopped(FollowStatus),
+    NewGeneration,
+}
+
+/// One `follow` process's state across generations.
+struct Run<'a> {
+    repo: &'a Repository,
+    options: &'a FollowOptions,
+    work: &'a WorkDir,
+    new_files: Option<&'a NewFiles>,
+    /// Where the content of captured files goes (the repository's index,
+    /// loaded once).
+    content: ContentStore,
+    status: Option<FollowStatus>,
+    pins: u64,
+    generations: u64,
+    bases: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        repo: &'a Repository,
+        options: &'a FollowOptions,
+        work: &'a WorkDir,
+        new_files: Option<&'a NewFiles>,
+        content: ContentStore,
+    ) -> Self {
+        Self {
+            repo,
+            options,
+            work,
+            new_files,
+            content,
+            status: None,
+            pins: 0,
+            generations: 0,
+            bases: 0,
+        }
+    }
+
+    async fn follow_generation(
+        &mut self,
+        mut generation: Generation,
+        tail: &mut WalTail,
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        status: &mut impl FnMut(&FollowStatus),
+        before: Traffic,
+    ) -> Result<Ended> {
+        let mut pending = Pending::default();
+        let mut stopping = false;
+        loop {
+            let polled_at = Instant::now();
+            let read_at = Utc::now();
+            if pending.bytes() < PENDING_BYTES {
+                match tail.poll(SEGMENT_BYTES)? {
+                    Ok(batches) if !batches.is_empty() => {
+                        let capture = self.capture(&generation, batches, read_at).await?;
+                        pending.append(capture);
+                    }
+                    Ok(_) => {}
+                    Err(gap) => {
+                        tracing::warn!(%gap, generation = %generation.id, "starting a new base backup");
+                        self.ship_all(&mut generation, &mut pending).await?;
+                        return Ok(Ended::NewGeneration);
+                    }
+                }
+            }
+            let shipped = self.ship_all(&mut generation, &mut pending).await;
+            let waiting = match shipped {
+                Ok(()) => None,
+                Err(e) if e.retryable() && !stopping => Some(e.to_string()),
+                Err(e) => return Err(e),
+            };
+            if waiting.is_none() && pending.is_empty() {
+                generation.caught_up(read_at);
+            }
+            merge::maybe_merge(self.repo, &mut generation, self.options.merge_fan_in).await;
+            let current = self.report(&generation, tail, waiting, before);
+            self.publish(&current, status);
+            if let Some(links) = self.new_files {
+                links.expire(polled_at - self.keep_new_files());
+            }
+            if stopping {
+                return Ok(Ended::Stopped(current));
+            }
+            if generation.base_is_due(self.options.base_every) && pending.is_empty() {
+                return Ok(Ended::NewGeneration);
+            }
+            let wait = self.options.interval.saturating_sub(polled_at.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.as_mut() => stopping = true,
+            }
+        }
+    }
+
+    fn keep_new_files(&self) -> Duration {
+        self.options.keep_new_files.max(self.options.interval * 3)
+    }
+
+    /// Pins the files `batches` reference, at once.
+    async fn capture(
+        &mut self,
+        generation: &Generation,
+        batches: Vec<crate::source::Batch>,
+        read_at: DateTime<Utc>,
+    ) -> Result<Pending> {
+        self.pins += 1;
+        let pins = self.work.path().join(format!("pins-{}", self.pins));
+        let links = self.new_files.map(|n| n.dir().to_path_buf());
+        capture::capture(
+            generation,
+            batches,
+            read_at,
+            &self.options.backup,
+            pins,
+            links,
+        )
+        .await
+    }
+
+    /// Ships every pending batch, a segment at a time.
+    async fn ship_all(&mut self, generation: &mut Generation, pending: &mut Pending) -> Result<()> {
+        while !pending.is_empty() {
+            let jobs = self.options.backup.jobs.get();
+            let shipped =
+                capture::ship(self.repo, &self.content, generation, pending, jobs).await?;
+            let totals = self
+                .status
+                .get_or_insert_with(|| FollowStatus::empty(generation));
+            totals.segments += 1;
+            totals.files += shipped.files;
+            totals.problems += shipped.problems;
+        }
+        Ok(())
+    }
+
+    fn report(
+        &mut self,
+        generation: &Generation,
+        tail: &WalTail,
+        waiting: Option<String>,
+        before: Traffic,
+    ) -> FollowStatus {
+        let mut status = self
+            .status
+            .clone()
+            .unwrap_or_else(|| FollowStatus::empty(generation));
+        let read = tail.next_sequence() - 1;
+        let lag = (Utc::now() - generation.shipped_at)
+            .num_milliseconds()
+            .max(0);
+        status.generation = generation.id.clone();
+        status.shipped_sequence = generation.shipped;
+        status.read_sequence = read;
+        status.lag_sequences = read.saturating_sub(generation.shipped);
+        status.lag_seconds = lag as f64 / 1000.0;
+        status.shipped_at = generation.shipped_at;
+        status.bases = self.bases;
+        if let Some(links) = self.new_files {
+            let watched = links.stats();
+            status.new_files_linked = watched.linked;
+            status.new_files_missed = watched.missed;
+        }
+        status.waiting = waiting;
+        status.traffic = self.repo.traffic().since(before);
+        self.status = Some(status.clone());
+        status
+    }
+
+    fn publish(&self, status: &FollowStatus, callback: &mut impl FnMut(&FollowStatus)) {
+        if status.lag_seconds > self.options.lag_warning.as_secs_f64() {
+            tracing::warn!(
+                lag_seconds = status.lag_seconds,
+                lag_sequences = status.lag_sequences,
+                waiting = status.waiting.as_deref().unwrap_or(""),
+                "follow is behind the database by more than --lag-warning"
+            );
+        }
+        if let Some(path) = &self.options.metrics_file {
+            if let Err(e) = metrics::write(path, status) {
+                tracing::warn!(error = %e, "the metrics file could not be written");
+            }
+        }
+        callback(status);
+    }
+}
+
+impl FollowStatus {
+    fn empty(generation: &Generation) -> Self {
+        Self {
+            generation: generation.id.clone(),
+            shipped_sequence: generation.shipped,
+            read_sequence: generation.shipped,
+            lag_sequences: 0,
+            lag_seconds: 0.0,
+            shipped_at: generation.shipped_at,
+            segments: 0,
+            files: 0,
+            problems: 0,
+            bases: 0,
+            new_files_linked: 0,
+            new_files_missed: 0,
+            waiting: None,
+            traffic: Traffic::default(),
+        }
+    }
+}
+
+/// The content writer of the run: packs small files as a backup does.
+async fn content_store(
+    repo: &Repository,
+    options: &FollowOptions,
+    work: &WorkDir,
+) -> Result<ContentStore> {
+    let backup = &options.backup;
+    let content_options = ContentOptions {
+        compression_level: backup.compression_level,
+        pack: backup.format.packs(),
+    };
+    let uploader = Uploader::new(repo.clone(), backup.memory_budget);
+    let index = work.path().join("content-index");
+    ContentStore::open(repo, uploader, &index, content_options).await
+}
+
+/// The process's work directory: links of new files and pins, on the blob
+/// root's filesystem by default.
+fn follow_work_dir(db_dir: &std::path::Path, options: &FollowOptions) -> Result<WorkDir> {
+    let blob_root = options
+        .backup
+        .external
+        .as_ref()
+        .map(|e| e.blob_root.as_path());
+    if let Some(root) = blob_root.filter(|root| !root.is_dir()) {
+        return Err(Error::Usage(format!(
+            "blob root {} is not a directory; check --blob-root",
+            root.display()
+        )));
+    }
+    let base = options
+        .backup
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_base(db_dir, blob_root));
+    crate::source::check_work_base(&base, db_dir, blob_root)?;
+    WorkDir::create(&base, &format!("follow-{}", BackupId::new(Utc::now())))
+}

@@ -1,0 +1,208 @@
+//! `follow` beside a writer process (the held tests' writer: one batch per
+//! step across three column families, each adding a record that references a
+//! new file and deleting the record — and the file — 100 steps back). Every
+//! restore to a point must be exactly the writer's state at the last batch at
+//! or before it, with every live record's file present and byte-identical and
+//! no other file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::Rng;
+use rockup::{FollowOptions, FollowStatus, PointInTime, Repository};
+
+use super::fixture::*;
+use super::held::{check_point_in_time, Writer};
+
+/// The last sequence number of writer step `step`: three operations per
+/// batch for the first 100 steps, four (a deletion too) after.
+fn last_sequence_of(step: u64) -> u64 {
+    match step {
+        0..100 => 3 * (step + 1),
+        _ => 300 + 4 * (step - 99),
+    }
+}
+
+/// The step the writer was at when its WAL reached sequence number `n`.
+fn step_at(n: u64) -> u64 {
+    (0..)
+        .take_while(|&s| last_sequence_of(s) <= n)
+        .last()
+        .expect("past the first step")
+}
+
+/// Runs `follow` on the writer's database until `stop` fires.
+fn start_follow(repo: &Repository, writer: &Writer, work: &Path) -> Following {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let repo = repo.clone();
+    let db = writer.db.clone();
+    let options = with(FollowOptions::default(), |o| {
+        o.backup = writer.options(work.to_path_buf());
+        o.interval = Duration::from_millis(200);
+        o.merge_fan_in = 8;
+    });
+    let task = tokio::spawn(async move {
+        rockup::follow(&repo, &db, &options, |_| {}, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, task)
+}
+
+/// Stops `follow` and returns its last status (panics with its error).
+async fn stop_follow(
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<rockup::Result<FollowStatus>>,
+) -> FollowStatus {
+    let _ = stop.send(());
+    task.await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("follow failed: {e}"))
+}
+
+/// Restores `to` into a new directory under `dir` and checks it is the
+/// writer's state at the sequence number reached, each live record's file
+/// restored or (at most `uncaptured` of them) reported as not captured;
+/// returns the sequence number reached.
+async fn restore_and_check(
+    repo: &Repository,
+    dir: &Path,
+    to: PointInTime,
+    uncaptured: usize,
+) -> u64 {
+    let target = dir.join("restored");
+    let mut restore = restoring("latest", target.join("db"), Some(target.join("files")));
+    restore.to = Some(to);
+    let report = rockup::restore(repo, &restore)
+        .await
+        .unwrap_or_else(|e| panic!("restore to {to:?}: {e}"));
+    let reached = report.sequence_number;
+    let point = check_point_in_time(
+        &target.join("db"),
+        &target.join("files"),
+        &report.unrestorable,
+    )
+    .unwrap_or_else(|why| panic!("restore to {to:?} (sequence {reached}): {why}"));
+    assert_eq!(point.step, step_at(reached), "restore to {to:?}");
+    if let PointInTime::Sequence(n) = to {
+        assert!(
+            reached <= n && step_at(reached) == step_at(n),
+            "{reached} for {n}"
+        );
+    }
+    let restored_files = tree(&target.join("files")).len();
+    assert_eq!(
+        restored_files, point.files_intact,
+        "no file beyond the live records'"
+    );
+    assert!(
+        point.files_reported <= uncaptured,
+        "{} files not captured (and reported) at {to:?}",
+        point.files_reported
+    );
+    std::fs::remove_dir_all(&target).unwrap();
+    reached
+}
+
+/// The writer's last step, read from its database as RocksDB recovers it.
+fn last_step(db: &Path) -> u64 {
+    read_all(db)["meta"]
+        .iter()
+        .find(|(k, _)| k == b"step")
+        .map(|(_, v)| String::from_utf8_lossy(v).parse::<u64>().unwrap())
+        .unwrap()
+}
+
+/// Kills the writer (SIGKILL), lets `follow` ship what it wrote, stops it,
+/// deletes the database, and checks restores to the last batch, to random
+/// sequence numbers and to a time (at most `uncaptured` files per point
+/// reported as not captured: the files created and deleted while no
+/// `follow` ran).
+async fn kill_and_check(
+    repo: &Repository,
+    dir: &Path,
+    writer: Writer,
+    (stop, task): Following,
+    uncaptured: usize,
+) -> FollowStatus {
+    let db = writer.db.clone();
+    drop(writer);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let last = stop_follow(stop, task).await;
+    assert_eq!(last.lag_sequences, 0, "{last:?}");
+    let written = last_step(&db);
+    std::fs::remove_dir_all(&db).unwrap();
+
+    let latest = restore_and_check(repo, dir, PointInTime::Latest, 0).await;
+    assert_eq!(
+        step_at(latest),
+        written,
+        "latest is the writer's last batch"
+    );
+    let listed = rockup::list(repo).await.unwrap();
+    let base = listed
+        .iter()
+        .filter_map(|b| b.header.as_ref())
+        .find(|h| h.backup_id == last.generation)
+        .unwrap()
+        .sequence_number;
+    let mut random = rand::rng();
+    for _ in 0..6 {
+        let n = random.random_range(base..=latest);
+        restore_and_check(repo, dir, PointInTime::Sequence(n), uncaptured).await;
+    }
+    let at = last.shipped_at - chrono::Duration::milliseconds(2500);
+    let reached = restore_and_check(repo, dir, PointInTime::Time(at), uncaptured).await;
+    assert!(
+        reached > base && reached < latest,
+        "{base} < {reached} < {latest}"
+    );
+    let beyond = with(restoring("latest", dir.join("x/db"), None), |o| {
+        o.to = Some(PointInTime::Sequence(latest + 10))
+    });
+    let refused = rockup::restore(repo, &beyond).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("restorable ranges"),
+        "{refused}"
+    );
+    last
+}
+
+type Following = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<rockup::Result<FollowStatus>>,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_restores_the_database_and_its_files_to_any_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Writer::start_variant(dir.path(), "");
+    let repo = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
+    let following = start_follow(&repo, &writer, &dir.path().join("work"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let last = kill_and_check(&repo, dir.path(), writer, following, 5).await;
+    assert_eq!(last.bases, 1, "one base, no gap: {last:?}");
+    assert!(last.segments > 5, "{last:?}");
+}
+
+/// With the WAL kept (`WAL_ttl_seconds`), `follow` stopped and started again
+/// resumes its generation where its last segment ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Writer::start_variant(dir.path(), "wal-archive");
+    let repo = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
+    let work = dir.path().join("work");
+    let (stop, task) = start_follow(&repo, &writer, &work);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let first = stop_follow(stop, task).await;
+    assert_eq!(first.bases, 1);
+    // Down for a moment while the writer goes on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let following = start_follow(&repo, &writer, &work);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = kill_and_check(&repo, dir.path(), writer, following, 100).await;
+    assert_eq!(second.bases, 0, "resumed, not a new base: {second:?}");
+    assert_eq!(second.generation, first.generation);
+}
