@@ -119,7 +119,9 @@ pub use ops::keys::{init, InitOptions, KeysReport, NewKey, SlotInfo};
 pub use ops::prune::{
     prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
 };
-pub use ops::restore::{restore, PointInTime, RestoreOptions, RestoreReport, RESTORE_JOBS};
+pub use ops::restore::{
+    restorable, restore, PointInTime, Restorable, RestoreOptions, RestoreReport, RESTORE_JOBS,
+};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;
 pub use repo::crypto::{Credentials, Identity, KdfParams, Recipient, WriteKey};

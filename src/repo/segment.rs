@@ -374,6 +374,14 @@ pub fn plan(
     Ok(chosen)
 }
 
+/// Whether `outer` (of a higher level) holds every batch of `inner`.
+pub fn covers(outer: &SegmentRef, inner: &SegmentRef) -> bool {
+    outer.generation == inner.generation
+        && outer.level > inner.level
+        && outer.first <= inner.first
+        && outer.last >= inner.last
+}
+
 /// The furthest sequence number the segments of a generation reach
 /// contiguously from `from` (`from - 1` when none continues it).
 pub fn reach(segments: &[SegmentRef], from: u64) -> u64 {

@@ -58,6 +58,9 @@ fn writer_process() {
         "unordered" => opts.set_unordered_write(true),
         "wal-archive" => opts.set_wal_ttl_seconds(3600),
         "manual-wal-flush" => opts.set_manual_wal_flush(true),
+        // Files are deleted only once `follow`'s safepoint has passed the
+        // batch that deleted their record (the README's protocol).
+        "safepoint" => {}
         other => panic!("unknown ROCKUP_WRITER_VARIANT {other}"),
     }
     let cf = |name: &str| {
@@ -74,6 +77,8 @@ fn writer_process() {
         db.cf_handle("meta").unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(300);
+    let safepoint = (variant == "safepoint").then(|| format!("{db_path}.safepoint"));
+    let mut deferred = std::collections::VecDeque::new();
     for step in 0u64.. {
         let data = file_content(step);
         let path = files.join(file_path(step));
@@ -93,7 +98,24 @@ fn writer_process() {
         }
         db.write(batch).unwrap();
         if step >= WINDOW {
-            std::fs::remove_file(files.join(file_path(step - WINDOW))).unwrap();
+            deferred.push_back((
+                db.latest_sequence_number(),
+                files.join(file_path(step - WINDOW)),
+            ));
+        }
+        let shipped = match &safepoint {
+            Some(file) => std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
+            None => u64::MAX,
+        };
+        while deferred
+            .front()
+            .is_some_and(|(sequence, _)| *sequence <= shipped)
+        {
+            let (_, path) = deferred.pop_front().unwrap();
+            std::fs::remove_file(path).unwrap();
         }
         if variant == "manual-wal-flush" && step % 10 == 0 {
             db.flush_wal(false).unwrap();

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, CopyOptions, Error, ExternalFiles, Format, Jobs, KdfParams, PruneOptions,
-    Recipient, RefSource, ResolverConfig, RestoreOptions, Result, VerifyOptions,
+    BackupOptions, CopyOptions, Error, ExternalFiles, FollowOptions, Format, Jobs, KdfParams,
+    PointInTime, PruneOptions, Recipient, RefSource, ResolverConfig, RestoreOptions, Result,
+    VerifyOptions,
 };
 
 use crate::secrets::Secrets;
@@ -36,6 +37,10 @@ pub enum Command {
     Key(KeyArgs),
     /// Back up a database (and the external files its records reference).
     Backup(BackupArgs),
+    /// Protect a database continuously: a base backup, then its WAL and the
+    /// files new records reference, shipped every --interval (runs until
+    /// stopped; SIGINT/SIGTERM ship what was read, then exit 0).
+    Follow(FollowArgs),
     /// List the backups in a repository, by source.
     List(ListArgs),
     /// Restore a backup into fresh directories, verified.
@@ -400,6 +405,64 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Base backups: every backup flag applies (--db is required).
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// How often the WAL is read and shipped.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// A new base backup after this long ("never": only when the WAL cannot be continued).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_optional_duration)]
+    pub base_every: OptionalDuration,
+    /// Warn when the shipped state is older than this.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lag_warning: std::time::Duration,
+    /// Write Prometheus metrics (node_exporter textfile format) here after every poll.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Publish the last shipped sequence number here after every poll, for
+    /// an application that defers deleting files until it is shipped.
+    #[arg(long, value_name = "FILE")]
+    pub safepoint_file: Option<PathBuf>,
+    /// How long links of new files under --blob-root are kept for records
+    /// not read yet (at least three intervals).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keep_new_files: std::time::Duration,
+}
+
+/// A duration, or "never".
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalDuration(pub Option<std::time::Duration>);
+
+fn parse_optional_duration(text: &str) -> std::result::Result<OptionalDuration, String> {
+    match text {
+        "never" => Ok(OptionalDuration(None)),
+        _ => humantime::parse_duration(text)
+            .map(|d| OptionalDuration(Some(d)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+impl FollowArgs {
+    /// The library's follow options and the database followed.
+    pub fn options(&self) -> Result<(FollowOptions, PathBuf)> {
+        let db = self.backup.db.clone().ok_or_else(|| {
+            Error::Usage("follow needs --db DIR (a checkpoint cannot be followed)".into())
+        })?;
+        let mut options = FollowOptions::default();
+        options.backup = self.backup.options()?;
+        options.interval = self.interval;
+        options.base_every = self.base_every.0;
+        options.lag_warning = self.lag_warning;
+        options.metrics_file = self.metrics_file.clone();
+        options.safepoint_file = self.safepoint_file.clone();
+        options.keep_new_files = self.keep_new_files;
+        Ok((options, db))
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct LeaseArg {
     /// How long this run's lock stays live if it stops renewing it (it renews
     /// every third of that); a lock not renewed for its lease is taken for a
@@ -442,6 +505,40 @@ pub struct ExternalArgs {
     pub blob_size: Option<String>,
 }
 
+/// A point in time to restore to, from a base backup and the segments
+/// `rockup follow` shipped after it (instead of --backup).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ToArgs {
+    /// The last write batch at or before this sequence number.
+    #[arg(long, value_name = "N")]
+    pub to_sequence: Option<u64>,
+    /// The last write batch follow had read by this time (RFC 3339, e.g.
+    /// 2026-12-03T14:03:07Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last write batch follow shipped.
+    #[arg(long)]
+    pub to_latest: bool,
+}
+
+impl ToArgs {
+    fn point(&self) -> Option<PointInTime> {
+        match (self.to_sequence, self.to_time, self.to_latest) {
+            (Some(n), _, _) => Some(PointInTime::Sequence(n)),
+            (_, Some(t), _) => Some(PointInTime::Time(t)),
+            (_, _, true) => Some(PointInTime::Latest),
+            _ => None,
+        }
+    }
+}
+
+fn parse_time(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e}: give a UTC time like 2026-12-03T14:03:07Z"))?;
+    Ok(time.into())
+}
+
 /// Which backup a command reads.
 #[derive(Debug, Args)]
 pub struct Which {
@@ -462,6 +559,8 @@ pub struct RestoreArgs {
     /// Where to put the database (missing or empty).
     #[arg(long)]
     pub db_dir: PathBuf,
+    #[command(flatten)]
+    pub to: ToArgs,
     /// Where to put the external files (missing or empty).
     #[arg(long)]
     pub blob_root: Option<PathBuf>,
@@ -648,6 +747,7 @@ impl RestoreArgs {
         options.blob_root = self.blob_root.clone();
         options.jobs = Jobs::from(self.jobs);
         options.source = self.which.source.clone();
+        options.to = self.to.point();
         options
     }
 }

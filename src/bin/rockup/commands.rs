@@ -24,6 +24,7 @@ pub async fn run(command: Command, display: Display) -> Result<(Value, i32)> {
         Command::Init(args) => keys::init(args).await,
         Command::Key(args) => keys::key(args).await,
         Command::Backup(args) => backup(args, display).await,
+        Command::Follow(_) => unreachable!("main runs follow under its own signal handling"),
         Command::List(args) => list(args).await,
         Command::Restore(args) => restore(args, display).await,
         Command::Verify(args) => verify(args, display).await,
@@ -111,7 +112,26 @@ async fn list(args: ListArgs) -> Result<(Value, i32)> {
         }
         print_listed(row);
     }
-    Ok((json!({"backups": rows}), 0))
+    let mut ranges = rockup::restorable(&repo).await?;
+    if let Some(source) = &args.source {
+        ranges.retain(|range| range.source == *source);
+    }
+    if !ranges.is_empty() {
+        eprintln!("restorable to any point (rockup follow; restore --to-sequence/--to-time):");
+    }
+    for r in &ranges {
+        eprintln!(
+            "  source {}: sequence {}..={} ({} .. {}), base {}, {} segment(s)",
+            escape_controls(&r.source),
+            r.first_sequence,
+            r.last_sequence,
+            r.from_time.format("%Y-%m-%d %H:%M:%S"),
+            r.to_time.format("%Y-%m-%d %H:%M:%S%.3f"),
+            r.base,
+            r.segments
+        );
+    }
+    Ok((json!({"backups": rows, "restorable": ranges}), 0))
 }
 
 fn print_listed(row: &ListedBackup) {

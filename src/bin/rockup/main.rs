@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod demo;
+mod follow;
 mod keys;
 mod progress;
 mod secrets;
@@ -44,7 +45,11 @@ fn main() {
         .expect("tokio runtime starts");
     let json = cli.json;
     let display = progress::Display::choose(json);
-    let result = runtime.block_on(run_until_signal(cli.command, display));
+    let result = match cli.command {
+        // follow stops itself on a signal, after shipping what it read.
+        Command::Follow(args) => runtime.block_on(follow::follow(args, json)),
+        command => runtime.block_on(run_until_signal(command, display)),
+    };
     if matches!(result, Err(Error::Interrupted(_))) {
         // Let cancelled work clean up — lock removal and multipart aborts, with
         // their retries — within a bound, then blocking tasks that share the
@@ -57,7 +62,7 @@ fn main() {
     }
     let code = match result {
         Ok((value, code)) => {
-            if json {
+            if json && !value.is_null() {
                 print_json(&value);
             }
             code

@@ -17,11 +17,10 @@ use crate::error::Result;
 use crate::ops::backup::backup;
 use crate::repo::ids::BackupId;
 use crate::repo::manifest::{self, Header};
-use crate::repo::segment::{self, SegmentRef};
+use crate::repo::segment::{self, covers, SegmentRef};
 use crate::repo::Repository;
 use crate::source::{column_family_id, Source, WalTail};
 
-use super::merge::covers;
 use super::{FollowOptions, Run};
 
 /// The generation being followed.
@@ -145,6 +144,10 @@ async fn take_base(
     Ok(Generation::new(&report.header, &[]))
 }
 
+/// Times the database is opened read-only to read a column family's id: an
+/// open races the writer's compactions (a table deleted while it is opened).
+const OPEN_ATTEMPTS: usize = 10;
+
 /// The id of the external-files column family, read from the database.
 async fn files_cf(db_dir: &Path, options: &FollowOptions) -> Result<Option<u32>> {
     let Some(external) = options.backup.external.clone() else {
@@ -152,8 +155,18 @@ async fn files_cf(db_dir: &Path, options: &FollowOptions) -> Result<Option<u32>>
     };
     let db_dir = db_dir.to_path_buf();
     blocking(move || {
-        let (db, _) = open_read_only(&db_dir, None, WalSource::Live)?;
-        column_family_id(&db, &external.column_family).map(Some)
+        let mut attempt = 1;
+        loop {
+            match open_read_only(&db_dir, None, WalSource::Live) {
+                Ok((db, _)) => return column_family_id(&db, &external.column_family).map(Some),
+                Err(e) if attempt < OPEN_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "opening the database again");
+                    std::thread::sleep(Duration::from_millis(50));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     })
     .await
 }

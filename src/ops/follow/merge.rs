@@ -8,7 +8,7 @@
 //! cannot read segments back and does not merge.
 
 use crate::error::Result;
-use crate::repo::segment::{self, Segment, SegmentRef, MERGED_BELOW};
+use crate::repo::segment::{self, covers, Segment, SegmentRef, MERGED_BELOW};
 use crate::repo::Repository;
 
 use super::generation::Generation;
@@ -42,11 +42,6 @@ pub(super) async fn maybe_merge(repo: &Repository, generation: &mut Generation, 
             }
         }
     }
-}
-
-/// Whether `outer` holds every batch of `inner`.
-pub(crate) fn covers(outer: &SegmentRef, inner: &SegmentRef) -> bool {
-    outer.level > inner.level && outer.first <= inner.first && outer.last >= inner.last
 }
 
 /// Reads `segments` (contiguous, oldest first) and stores the longest run of

@@ -5,14 +5,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::common::durable::replace_file;
+
 use super::FollowStatus;
 
 /// Writes `status` to `path` atomically.
 pub(super) fn write(path: &Path, status: &FollowStatus) -> std::io::Result<()> {
-    let text = render(status);
-    let staged = path.with_extension("tmp");
-    std::fs::write(&staged, text)?;
-    std::fs::rename(&staged, path)
+    replace_file(path, render(status).as_bytes())
 }
 
 fn render(status: &FollowStatus) -> String {

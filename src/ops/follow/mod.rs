@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::common::durable::replace_file;
 use crate::error::{Error, Result};
 use crate::ops::backup::BackupOptions;
 use crate::repo::content::{ContentOptions, ContentStore};
@@ -63,6 +64,11 @@ pub struct FollowOptions {
     pub lag_warning: Duration,
     /// Where Prometheus metrics are written after every poll (`--metrics-file`).
     pub metrics_file: Option<PathBuf>,
+    /// Where the shipped sequence number is published after every poll
+    /// (`--safepoint-file`): an application that deletes an external file
+    /// only once the batch deleting its record is at or below this number
+    /// loses no file to the lag (see the README).
+    pub safepoint_file: Option<PathBuf>,
     /// How long links of new files are kept for records not read yet
     /// (`--keep-new-files`); at least three intervals.
     pub keep_new_files: Duration,
@@ -78,6 +84,7 @@ impl Default for FollowOptions {
             base_every: Some(Duration::from_secs(24 * 3600)),
             lag_warning: Duration::from_secs(60),
             metrics_file: None,
+            safepoint_file: None,
             keep_new_files: Duration::from_secs(60),
             merge_fan_in: 60,
         }
@@ -339,6 +346,12 @@ impl<'a> Run<'a> {
         if let Some(path) = &self.options.metrics_file {
             if let Err(e) = metrics::write(path, status) {
                 tracing::warn!(error = %e, "the metrics file could not be written");
+            }
+        }
+        if let Some(path) = &self.options.safepoint_file {
+            let line = format!("{}\n", status.shipped_sequence);
+            if let Err(e) = replace_file(path, line.as_bytes()) {
+                tracing::warn!(error = %e, "the safepoint file could not be written");
             }
         }
         callback(status);

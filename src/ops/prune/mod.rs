@@ -3,7 +3,8 @@
 //! run meanwhile, see `crate::repo::lock`; checked before every deletion):
 //! 1. deletes the manifests of the backups to forget (each disappears at once:
 //!    a backup exists if and only if its manifest does), then their own objects;
-//! 2. walks every kept backup ([`Header::referenced`]) into scratch spools —
+//! 2. walks every kept backup ([`Header::referenced`]) and the segments that
+//!    continue it (those no merged segment covers) into scratch spools —
 //!    objects by key, content by hash — so the set never has to fit in memory;
 //! 3. weighs every pack (`packs`: deleted, kept or repacked);
 //! 4. streams the repository listing and deletes every object nothing
@@ -32,6 +33,7 @@ use crate::repo::ids::BackupId;
 use crate::repo::layout;
 use crate::repo::lock::{self, locked, LockKind, LockRequest, RepoLock, DEFAULT_LEASE};
 use crate::repo::manifest::{self, Header, Stored};
+use crate::repo::segment::{self, covers, SegmentRef};
 use crate::repo::{Repository, Traffic};
 
 use packs::PackPlan;
@@ -156,7 +158,8 @@ async fn collect(
         false => lock::remove_stale(repo, now).await?,
     };
     let headers = readable_headers(repo).await?;
-    let kept = keep_per_source(&headers, options, now);
+    let segments = Segments::list(repo).await?;
+    let kept = keep_per_source(&headers, &segments, options, now);
     let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
         .into_iter()
         .map(|(header, _)| header)
@@ -180,6 +183,9 @@ async fn collect(
     let referenced = Marked::create(&scratch.path().join("referenced"))?;
     for header in &kept_headers {
         referenced.mark(repo, header).await?;
+        referenced
+            .mark_segments(repo, segments.live_of(&header.backup_id))
+            .await?;
     }
     let cutoff = now - chrono::Duration::from_std(options.grace).unwrap_or_default();
     let index_dir = scratch.path().join("index");
@@ -193,7 +199,9 @@ async fn collect(
         forgotten_manifests,
         forgotten_prefixes: forgotten
             .iter()
-            .map(|h| format!("{}/{}/", layout::BACKUPS, h.backup_id))
+            .flat_map(|h| {
+                [layout::BACKUPS, layout::SEGMENTS].map(|p| format!("{p}/{}/", h.backup_id))
+            })
             .collect(),
         locks: format!("{}/", layout::LOCKS),
         cutoff,
@@ -212,18 +220,22 @@ async fn collect(
 
 /// The backups to keep, by id with their reasons: the policy applied to each
 /// source's backups on their own (every source keeps its newest), and every
-/// backup of another source than `options.source`, when one is named.
+/// backup of another source than `options.source`, when one is named. A
+/// backup that `follow`'s segments continue is as new as its newest segment:
+/// what it is kept for is every point up to there.
 fn keep_per_source(
     headers: &[(Header, DateTime<Utc>)],
+    segments: &Segments,
     options: &PruneOptions,
     now: DateTime<Utc>,
 ) -> BTreeMap<BackupId, Vec<String>> {
     let mut by_source: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for (header, committed_at) in headers {
+        let newest = segments.newest_of(&header.backup_id).max(*committed_at);
         by_source
             .entry(header.source.id())
             .or_default()
-            .push(candidate(header, *committed_at));
+            .push(candidate(header, newest));
     }
     let mut kept = BTreeMap::new();
     for (source, candidates) in by_source {
@@ -342,12 +354,63 @@ impl Marked {
         Ok(())
     }
 
+    /// Marks `segments` and the content of the files they name.
+    async fn mark_segments(&self, repo: &Repository, segments: Vec<&SegmentRef>) -> Result<()> {
+        for at in segments {
+            self.objects.put(&at.key().to_string(), &())?;
+            for file in segment::read(repo, at).await?.header.files {
+                self.contents.put(&repo.content_name(&file.sha256), &())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a kept backup needs the object at `key`.
     fn holds(&self, repo: &Repository, key: &str) -> Result<bool> {
         match repo.parse_content_key(key) {
             Some(name) => self.contents.contains(&name),
             None => self.objects.contains(&key.to_string()),
         }
+    }
+}
+
+/// Every segment in the repository (one LIST), with when it was written.
+struct Segments(Vec<(SegmentRef, DateTime<Utc>)>);
+
+impl Segments {
+    async fn list(repo: &Repository) -> Result<Self> {
+        let listed = repo.list(layout::SEGMENTS).await?.into_iter();
+        let parsed = listed.filter_map(|meta| {
+            Some((
+                SegmentRef::parse_key(meta.location.as_ref())?,
+                meta.last_modified,
+            ))
+        });
+        Ok(Self(parsed.collect()))
+    }
+
+    /// When the newest segment of `generation` was written (the earliest time
+    /// when it has none).
+    fn newest_of(&self, generation: &BackupId) -> DateTime<Utc> {
+        let of = self.0.iter().filter(|(s, _)| s.generation == *generation);
+        of.map(|(_, at)| *at)
+            .max()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// The segments of `generation` a restore may read: those no segment of a
+    /// higher level covers (the covered ones go once the grace period is over).
+    fn live_of(&self, generation: &BackupId) -> Vec<&SegmentRef> {
+        let of: Vec<&SegmentRef> = self
+            .0
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| s.generation == *generation)
+            .collect();
+        of.iter()
+            .copied()
+            .filter(|s| !of.iter().any(|o| covers(o, s)))
+            .collect()
     }
 }
 

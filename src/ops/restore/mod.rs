@@ -20,7 +20,7 @@ mod packed;
 mod point;
 mod stage;
 
-pub use point::PointInTime;
+pub use point::{restorable, PointInTime, Restorable};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

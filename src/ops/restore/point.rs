@@ -22,6 +22,7 @@ use crate::common::names::normalize_relative_path;
 use crate::common::rocks::{open_checkpoint, read_options_file};
 use crate::common::tasks::blocking;
 use crate::error::{Error, Problem, Result};
+use crate::repo::ids::BackupId;
 use crate::repo::manifest::{self, Header};
 use crate::repo::segment::{self, SegmentFile, SegmentRef};
 use crate::repo::Repository;
@@ -46,6 +47,56 @@ pub(super) struct Plan {
     pub segments: Vec<SegmentRef>,
     /// The last sequence number to restore.
     pub target: u64,
+}
+
+/// One generation's restorable range: every write batch from its base's
+/// sequence number to the last its segments reach without a gap.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Restorable {
+    /// The source.
+    pub source: String,
+    /// The base backup.
+    pub base: BackupId,
+    /// The base's sequence number.
+    pub first_sequence: u64,
+    /// The last sequence number the segments reach.
+    pub last_sequence: u64,
+    /// When the base was taken.
+    pub from_time: DateTime<Utc>,
+    /// When `follow` had read the last batch.
+    pub to_time: DateTime<Utc>,
+    /// Segments a restore to the end reads.
+    pub segments: usize,
+}
+
+/// The restorable range of every backup that segments continue (one LIST,
+/// and one GET per range for its end time).
+pub async fn restorable(repo: &Repository) -> Result<Vec<Restorable>> {
+    let segments = segment::list(repo, None).await?;
+    let mut ranges = Vec::new();
+    for listed in manifest::list(repo).await? {
+        let Some(base) = listed.header else { continue };
+        let start = base.sequence_number + 1;
+        let of: Vec<SegmentRef> = segments
+            .iter()
+            .filter(|s| s.generation == base.backup_id)
+            .cloned()
+            .collect();
+        let chain = segment::plan(&of, start, segment::reach(&of, start)).unwrap_or_default();
+        let Some(last) = chain.last() else { continue };
+        let end = segment::read(repo, last).await?;
+        ranges.push(Restorable {
+            source: base.source.id(),
+            base: base.backup_id.clone(),
+            first_sequence: base.sequence_number,
+            last_sequence: last.last,
+            from_time: base.created_at,
+            to_time: end.header.marks.last().map_or(base.created_at, |m| m.at),
+            segments: chain.len(),
+        });
+    }
+    Ok(ranges)
 }
 
 /// Plans the restore of `source`'s database to `to`.

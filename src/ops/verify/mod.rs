@@ -1,5 +1,9 @@
 //! Verification of committed backups. Each backup is walked once
-//! ([`Header::referenced`]: its parts, database files and external files).
+//! ([`Header::referenced`]: its parts, database files and external files),
+//! and so are the segments `follow` shipped after it: each is read (its hash,
+//! range and batches checked), the content of its files recorded, and a gap
+//! in their sequence numbers reported — the continuity check of a source's
+//! restorable range.
 //! The quick check lists the repository once per prefix (LIST, not one HEAD
 //! per object) and checks that every object the walk names — directly, or as
 //! the pack its content is in, by the pack indexes — exists with the recorded
@@ -30,6 +34,7 @@ use crate::repo::ids::BackupId;
 use crate::repo::layout;
 use crate::repo::manifest::{self, Header, Referenced, Stored};
 use crate::repo::pack::{ContentIndex, Located};
+use crate::repo::segment::{self, Segment};
 use crate::repo::{Repository, Traffic};
 
 /// What to verify: [`VerifyOptions::default`] (the latest backup, quickly),
@@ -211,17 +216,35 @@ impl Scratch {
         let stored = needed.object_size(repo);
         match needed.stored {
             Stored::Object(key) => self.reference(key.as_ref(), stored, Some(holds)),
-            Stored::Content => match self.content.locate(&needed.sha256)? {
-                Located::Packed(location) => {
-                    let key = layout::pack(location.pack);
-                    self.reference(key.as_ref(), location.pack_size, None)
-                }
-                Located::Object => {
-                    let key = repo.content_key(&needed.sha256);
-                    self.reference(key.as_ref(), stored, Some(holds))
-                }
-            },
+            Stored::Content => self.reference_content(repo, holds, stored),
         }
+    }
+
+    /// Records the pack or content object (of `stored` bytes) holding content.
+    fn reference_content(&mut self, repo: &Repository, holds: Holds, stored: u64) -> Result<()> {
+        match self.content.locate(&holds.sha256)? {
+            Located::Packed(location) => {
+                let key = layout::pack(location.pack);
+                self.reference(key.as_ref(), location.pack_size, None)
+            }
+            Located::Object => {
+                let key = repo.content_key(&holds.sha256);
+                self.reference(key.as_ref(), stored, Some(holds))
+            }
+        }
+    }
+
+    /// Records the content of the files a segment names.
+    fn reference_segment(&mut self, repo: &Repository, segment: &Segment) -> Result<()> {
+        for file in &segment.header.files {
+            let holds = Holds {
+                kind: Kind::Content,
+                size: file.size,
+                sha256: file.sha256,
+            };
+            self.reference_content(repo, holds, repo.stored_len(file.size))?;
+        }
+        Ok(())
     }
 
     /// Records an object a manifest names, once.
@@ -301,6 +324,41 @@ async fn record_references(
         match needed {
             Ok(needed) => scratch.reference_needed(repo, needed)?,
             Err(e) => problems.push(failing.problem(&key, e)?),
+        }
+    }
+    record_segments(repo, &header, scratch, failing, problems).await
+}
+
+/// Reads (and so checks) every segment a restore of `header`'s generation
+/// may read, records the content its files need, and reports where the
+/// segments stop continuing each other.
+async fn record_segments(
+    repo: &Repository,
+    header: &Header,
+    scratch: &mut Scratch,
+    failing: &Failing,
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let segments = segment::list(repo, Some(&header.backup_id)).await?;
+    let start = header.sequence_number + 1;
+    let reach = segment::reach(&segments, start);
+    if let Some(beyond) = segments.iter().find(|s| s.first > reach + 1) {
+        problems.push(Problem::corrupt_object(
+            beyond.key().to_string(),
+            format!(
+                "no segment holds sequence number {} of base {}: restores stop at {reach}",
+                reach + 1,
+                header.backup_id
+            ),
+        ));
+    }
+    for at in segment::plan(&segments, start, reach).unwrap_or_default() {
+        if failing.exhausted() {
+            break;
+        }
+        match segment::read(repo, &at).await {
+            Ok(read) => scratch.reference_segment(repo, &read)?,
+            Err(e) => problems.push(failing.problem(at.key().as_ref(), e)?),
         }
     }
     Ok(())

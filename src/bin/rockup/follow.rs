@@ -1,0 +1,104 @@
+//! `rockup follow`: runs until SIGINT or SIGTERM, which let it ship what it
+//! has read and exit 0. After every poll its status goes out: with `--json`
+//! as one JSON line on stdout, else as a line on stderr (rewritten in place on
+//! a terminal, every [`LINE_EVERY`] otherwise).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::args::FollowArgs;
+use crate::commands::{document, repository};
+use crate::secrets::Prompt;
+use rockup::{FollowStatus, Result};
+
+/// How often a status line is written where stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
+    let repo = repository(&args.backup.repo, Prompt::Once)?;
+    let (options, db) = args.options()?;
+    let mut out = StatusOut::new(json);
+    let last = rockup::follow(&repo, &db, &options, |s| out.show(s), stopped()).await?;
+    out.finish();
+    eprintln!(
+        "follow stopped: generation {}, shipped through sequence {} ({} segments, {} files, {} problems this run)",
+        last.generation, last.shipped_sequence, last.segments, last.files, last.problems
+    );
+    // With --json the status lines were the output.
+    let document = if json { Value::Null } else { document(&last) };
+    Ok((document, 0))
+}
+
+/// Completes at the first SIGINT, SIGTERM or SIGHUP.
+async fn stopped() {
+    let handler = |kind| signal(kind).expect("a signal handler");
+    let (mut interrupt, mut terminate, mut hangup) = (
+        handler(SignalKind::interrupt()),
+        handler(SignalKind::terminate()),
+        handler(SignalKind::hangup()),
+    );
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+        _ = hangup.recv() => {}
+    }
+    tracing::info!("stopping: shipping what was read");
+}
+
+/// Where status lines go.
+struct StatusOut {
+    json: bool,
+    terminal: bool,
+    last_line: Option<Instant>,
+}
+
+impl StatusOut {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            terminal: std::io::stderr().is_terminal(),
+            last_line: None,
+        }
+    }
+
+    fn show(&mut self, status: &FollowStatus) {
+        if self.json {
+            let line = serde_json::to_string(status).expect("status serializes");
+            println!("{line}");
+            return;
+        }
+        let due = self.last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY);
+        if !self.terminal && !due {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let waiting = status
+            .waiting
+            .as_deref()
+            .map(|why| format!("; waiting for the store: {why}"))
+            .unwrap_or_default();
+        let line = format!(
+            "shipped {} (read {}): {} behind, {:.1} s lag; {} segments, {} files{waiting}",
+            status.shipped_sequence,
+            status.read_sequence,
+            status.lag_sequences,
+            status.lag_seconds,
+            status.segments,
+            status.files,
+        );
+        match self.terminal {
+            true => eprint!("\r\x1b[2K{line}"),
+            false => eprintln!("{line}"),
+        }
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.terminal && !self.json {
+            eprintln!();
+        }
+    }
+}
