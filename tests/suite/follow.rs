@@ -33,6 +33,16 @@ fn step_at(n: u64) -> u64 {
 
 /// Runs `follow` on the writer's database until `stop` fires.
 fn start_follow(repo: &Repository, writer: &Writer, work: &Path) -> Following {
+    start_follow_with(repo, writer, work, |_| {})
+}
+
+/// The same, with options changed by `change`.
+fn start_follow_with(
+    repo: &Repository,
+    writer: &Writer,
+    work: &Path,
+    change: impl FnOnce(&mut FollowOptions),
+) -> Following {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let repo = repo.clone();
     let db = writer.db.clone();
@@ -41,6 +51,7 @@ fn start_follow(repo: &Repository, writer: &Writer, work: &Path) -> Following {
         o.safepoint_file = Some(format!("{}.safepoint", writer.db.display()).into());
         o.interval = Duration::from_millis(200);
         o.merge_fan_in = 8;
+        change(o);
     });
     let task = tokio::spawn(async move {
         rockup::follow(&repo, &db, &options, |_| {}, async {
@@ -257,4 +268,110 @@ async fn follow_resumes_after_a_restart() {
         second.files
     );
     assert_eq!(second.generation, first.generation);
+}
+
+/// The store refuses segments for a while: `follow` keeps what it read
+/// (the metrics say it waits), catches up once the store answers, and loses
+/// nothing (the writer, honouring the safepoint, kept its files meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_waits_out_a_store_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Writer::start_variant(dir.path(), "safepoint");
+    let store = std::sync::Arc::new(super::stores::Faulty::default());
+    let repo = Repository::from_store(store.clone(), "faulty://");
+    let metrics = dir.path().join("follow.prom");
+    let following = start_follow_with(&repo, &writer, &dir.path().join("work"), |o| {
+        o.metrics_file = Some(metrics.clone())
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    use super::stores::{Fault, Op};
+    store.inject(Op::Put, "segments/", Fault::Error, usize::MAX);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = std::fs::read_to_string(&metrics).unwrap();
+    assert!(during.contains("rockup_follow_waiting{"), "{during}");
+    let waiting = during
+        .lines()
+        .find(|l| l.starts_with("rockup_follow_waiting{"))
+        .unwrap();
+    assert!(waiting.ends_with(" 1"), "{waiting}");
+    store.heal();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last = kill_and_check(&repo, dir.path(), writer, following, 0).await;
+    assert_eq!(last.bases, 1, "the outage is no gap: {last:?}");
+    assert!(last.waiting.is_none());
+}
+
+/// `rockup follow` as operators run it: a process beside the application,
+/// killed (SIGKILL) and started again, stopped with SIGTERM (exit 0, after
+/// shipping what it read); `restore --to-latest` and `list` from the CLI.
+#[test]
+fn the_cli_follows_restarts_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Writer::start_variant(dir.path(), "safepoint,wal-archive");
+    let repo = dir.path().join("repo");
+    let follow = || {
+        rockup_command()
+            .args(["follow", "--repo", repo.to_str().unwrap(), "--db"])
+            .arg(&writer.db)
+            .args(blob_args(&writer.files))
+            .args(["--allow-missing-blobs", "--interval", "200ms", "--json"])
+            .arg("--safepoint-file")
+            .arg(format!("{}.safepoint", writer.db.display()))
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = follow();
+    std::thread::sleep(Duration::from_secs(5));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let second = follow();
+    std::thread::sleep(Duration::from_secs(3));
+    let db = writer.db.clone();
+    drop(writer);
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "follow exits 0 on SIGTERM");
+    let statuses: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let last = statuses.last().expect("status lines");
+    assert_eq!(last["bases"], 0, "resumed after SIGKILL: {last}");
+    assert_eq!(last["lag_sequences"], 0, "{last}");
+    let written = last_step(&db);
+    std::fs::remove_dir_all(&db).unwrap();
+
+    let target = dir.path().join("restored");
+    let restored = rockup_command()
+        .args([
+            "restore",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to-latest",
+            "--db-dir",
+        ])
+        .arg(target.join("db"))
+        .arg("--blob-root")
+        .arg(target.join("files"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "{stderr}");
+    let point = check_point_in_time(&target.join("db"), &target.join("files"), &[]).unwrap();
+    assert_eq!(point.step, written);
+    let listed = rockup_command()
+        .args(["list", "--json", "--repo", repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed["restorable"][0]["last_sequence"],
+        last["shipped_sequence"]
+    );
 }

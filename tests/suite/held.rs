@@ -44,24 +44,28 @@ fn writer_process() {
     let files = PathBuf::from(files);
     let mut opts = db_options();
     opts.set_max_total_wal_size(512 << 10);
-    // Settings applications use that change how WALs are written and kept.
+    // Settings applications use that change how WALs are written and kept
+    // (several, comma-separated).
     let variant = std::env::var("ROCKUP_WRITER_VARIANT").unwrap_or_default();
-    match variant.as_str() {
-        "" => {}
-        "recycle" => {
-            opts.set_recycle_log_file_num(4);
-            opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+    let variants: Vec<&str> = variant.split(',').collect();
+    for variant in &variants {
+        match *variant {
+            "" => {}
+            "recycle" => {
+                opts.set_recycle_log_file_num(4);
+                opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+            }
+            "track-wals" => opts.set_track_and_verify_wals_in_manifest(true),
+            "atomic-flush" => opts.set_atomic_flush(true),
+            "pipelined" => opts.set_enable_pipelined_write(true),
+            "unordered" => opts.set_unordered_write(true),
+            "wal-archive" => opts.set_wal_ttl_seconds(3600),
+            "manual-wal-flush" => opts.set_manual_wal_flush(true),
+            // Files are deleted only once `follow`'s safepoint has passed the
+            // batch that deleted their record (the README's protocol).
+            "safepoint" => {}
+            other => panic!("unknown ROCKUP_WRITER_VARIANT {other}"),
         }
-        "track-wals" => opts.set_track_and_verify_wals_in_manifest(true),
-        "atomic-flush" => opts.set_atomic_flush(true),
-        "pipelined" => opts.set_enable_pipelined_write(true),
-        "unordered" => opts.set_unordered_write(true),
-        "wal-archive" => opts.set_wal_ttl_seconds(3600),
-        "manual-wal-flush" => opts.set_manual_wal_flush(true),
-        // Files are deleted only once `follow`'s safepoint has passed the
-        // batch that deleted their record (the README's protocol).
-        "safepoint" => {}
-        other => panic!("unknown ROCKUP_WRITER_VARIANT {other}"),
     }
     let cf = |name: &str| {
         let mut o = Options::default();
@@ -77,7 +81,9 @@ fn writer_process() {
         db.cf_handle("meta").unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(300);
-    let safepoint = (variant == "safepoint").then(|| format!("{db_path}.safepoint"));
+    let safepoint = variants
+        .contains(&"safepoint")
+        .then(|| format!("{db_path}.safepoint"));
     let mut deferred = std::collections::VecDeque::new();
     for step in 0u64.. {
         let data = file_content(step);
@@ -117,7 +123,7 @@ fn writer_process() {
             let (_, path) = deferred.pop_front().unwrap();
             std::fs::remove_file(path).unwrap();
         }
-        if variant == "manual-wal-flush" && step % 10 == 0 {
+        if variants.contains(&"manual-wal-flush") && step % 10 == 0 {
             db.flush_wal(false).unwrap();
         }
         if step % 700 == 0 {
