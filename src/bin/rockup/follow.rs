@@ -21,7 +21,8 @@ pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
     let repo = repository(&args.backup.repo, Prompt::Once)?;
     let (options, db) = args.options()?;
     let mut out = StatusOut::new(json);
-    let last = rockup::follow(&repo, &db, &options, |s| out.show(s), stopped()).await?;
+    let stop = stopped();
+    let last = rockup::follow(&repo, &db, &options, |s| out.show(s), stop).await?;
     out.finish();
     eprintln!(
         "follow stopped: generation {}, shipped through sequence {} ({} segments, {} files, {} problems this run)",
@@ -32,20 +33,23 @@ pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
     Ok((document, 0))
 }
 
-/// Completes at the first SIGINT, SIGTERM or SIGHUP.
-async fn stopped() {
+/// Completes at the first SIGINT, SIGTERM or SIGHUP (the handlers are in
+/// place from the moment this is called, before the future is first polled).
+fn stopped() -> impl std::future::Future<Output = ()> {
     let handler = |kind| signal(kind).expect("a signal handler");
     let (mut interrupt, mut terminate, mut hangup) = (
         handler(SignalKind::interrupt()),
         handler(SignalKind::terminate()),
         handler(SignalKind::hangup()),
     );
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-        _ = hangup.recv() => {}
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
+        tracing::info!("stopping: shipping what was read");
     }
-    tracing::info!("stopping: shipping what was read");
 }
 
 /// Where status lines go.

@@ -27,6 +27,8 @@ use super::{FollowOptions, Run};
 pub(super) struct Generation {
     /// Its base backup.
     pub id: BackupId,
+    /// The base's sequence number.
+    pub base: u64,
     /// The last sequence number shipped (the base's, then each segment's).
     pub shipped: u64,
     /// When the shipped state was the newest read.
@@ -54,16 +56,28 @@ impl Generation {
             true => resume(repo, db_dir, options).await?,
             false => None,
         };
-        let mut generation = match resumed {
-            Some(generation) => generation,
-            None => {
-                run.bases += 1;
-                take_base(repo, db_dir, options).await?
+        let generation = match resumed {
+            Some(mut generation) => {
+                generation.files_cf = files_cf(db_dir, options).await?;
+                generation
             }
+            None => Self::new_base(repo, db_dir, options, run).await?,
         };
-        generation.files_cf = files_cf(db_dir, options).await?;
         tail.start_at(generation.shipped + 1);
         tracing::info!(generation = %generation.id, from = generation.shipped + 1, "following");
+        Ok(generation)
+    }
+
+    /// A generation of a new base backup (its segments start after the base).
+    pub async fn new_base(
+        repo: &Repository,
+        db_dir: &Path,
+        options: &FollowOptions,
+        run: &mut Run<'_>,
+    ) -> Result<Self> {
+        run.bases += 1;
+        let mut generation = take_base(repo, db_dir, options).await?;
+        generation.files_cf = files_cf(db_dir, options).await?;
         Ok(generation)
     }
 
@@ -76,6 +90,7 @@ impl Generation {
             .collect();
         Self {
             id: header.backup_id.clone(),
+            base: header.sequence_number,
             shipped,
             shipped_at: Utc::now(),
             unmerged,

@@ -148,10 +148,15 @@ pub async fn follow(
         None => None,
     };
     let content = content_store(repo, options, &work).await?;
-    let mut run = Run::new(repo, options, &work, new_files.as_ref(), content);
+    let mut run = Run::new(repo, db_dir, options, &work, new_files.as_ref(), content);
     loop {
         let mut tail = WalTail::open(&generation::wal_dir(db_dir)?)?;
-        let generation = Generation::start(repo, db_dir, options, &mut tail, &mut run).await?;
+        // A base backup can take long: a stop meanwhile ends the run (the
+        // backup is cancelled and leaves nothing committed).
+        let generation = tokio::select! {
+            started = Generation::start(repo, db_dir, options, &mut tail, &mut run) => started?,
+            _ = stop.as_mut() => return Err(Error::Interrupted("a stop before the base backup was committed")),
+        };
         match run
             .follow_generation(generation, &mut tail, &mut stop, &mut status, before)
             .await?
@@ -171,6 +176,7 @@ enum Ended {
 /// One `follow` process's state across generations.
 struct Run<'a> {
     repo: &'a Repository,
+    db_dir: PathBuf,
     options: &'a FollowOptions,
     work: &'a WorkDir,
     new_files: Option<&'a NewFiles>,
@@ -186,6 +192,7 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(
         repo: &'a Repository,
+        db_dir: &std::path::Path,
         options: &'a FollowOptions,
         work: &'a WorkDir,
         new_files: Option<&'a NewFiles>,
@@ -193,6 +200,7 @@ impl<'a> Run<'a> {
     ) -> Self {
         Self {
             repo,
+            db_dir: db_dir.to_path_buf(),
             options,
             work,
             new_files,
@@ -204,6 +212,9 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Follows `generation` until stopped or a gap. When a new base is due it
+    /// is taken on the same tail, and the old generation continues up to the
+    /// new base's sequence number, so that no point between is lost.
     async fn follow_generation(
         &mut self,
         mut generation: Generation,
@@ -213,17 +224,17 @@ impl<'a> Run<'a> {
         before: Traffic,
     ) -> Result<Ended> {
         let mut pending = Pending::default();
+        let mut next: Option<(Generation, Pending)> = None;
         let mut stopping = false;
         loop {
             let polled_at = Instant::now();
             let read_at = Utc::now();
             if pending.bytes() < PENDING_BYTES {
                 match tail.poll(SEGMENT_BYTES)? {
-                    Ok(batches) if !batches.is_empty() => {
-                        let capture = self.capture(&generation, batches, read_at).await?;
-                        pending.append(capture);
+                    Ok(batches) => {
+                        let taken = (&generation, &mut pending, &mut next);
+                        self.take(taken, batches, read_at).await?
                     }
-                    Ok(_) => {}
                     Err(gap) => {
                         tracing::warn!(%gap, generation = %generation.id, "starting a new base backup");
                         self.ship_all(&mut generation, &mut pending).await?;
@@ -231,14 +242,20 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            let shipped = self.ship_all(&mut generation, &mut pending).await;
-            let waiting = match shipped {
+            let waiting = match self.ship_all(&mut generation, &mut pending).await {
                 Ok(()) => None,
                 Err(e) if e.retryable() && !stopping => Some(e.to_string()),
                 Err(e) => return Err(e),
             };
             if waiting.is_none() && pending.is_empty() {
                 generation.caught_up(read_at);
+                if let Some((successor, carried)) =
+                    next.take_if(|(s, _)| generation.shipped >= s.base)
+                {
+                    tracing::info!(ended = %generation.id, at = generation.shipped, next = %successor.id, "generation handed over");
+                    (generation, pending) = (successor, carried);
+                    continue;
+                }
             }
             merge::maybe_merge(self.repo, &mut generation, self.options.merge_fan_in).await;
             let current = self.report(&generation, tail, waiting, before);
@@ -249,8 +266,14 @@ impl<'a> Run<'a> {
             if stopping {
                 return Ok(Ended::Stopped(current));
             }
-            if generation.base_is_due(self.options.base_every) && pending.is_empty() {
-                return Ok(Ended::NewGeneration);
+            if next.is_none()
+                && pending.is_empty()
+                && generation.base_is_due(self.options.base_every)
+            {
+                let db_dir = self.db_dir.clone();
+                let base = Generation::new_base(self.repo, &db_dir, self.options, self).await?;
+                next = Some((base, Pending::default()));
+                continue;
             }
             let wait = self.options.interval.saturating_sub(polled_at.elapsed());
             tokio::select! {
@@ -258,6 +281,31 @@ impl<'a> Run<'a> {
                 _ = stop.as_mut() => stopping = true,
             }
         }
+    }
+
+    /// Captures polled batches: those up to the next generation's base
+    /// into the current one, the rest into the next.
+    async fn take(
+        &mut self,
+        (generation, pending, next): (
+            &Generation,
+            &mut Pending,
+            &mut Option<(Generation, Pending)>,
+        ),
+        batches: Vec<crate::source::Batch>,
+        read_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let boundary = next.as_ref().map(|(successor, _)| successor.base);
+        let (old, new): (Vec<_>, Vec<_>) = batches
+            .into_iter()
+            .partition(|b| boundary.is_none_or(|base| b.end() - 1 <= base));
+        if !old.is_empty() {
+            pending.append(self.capture(generation, old, read_at).await?);
+        }
+        if let (Some((successor, carried)), false) = (next.as_mut(), new.is_empty()) {
+            carried.append(self.capture(successor, new, read_at).await?);
+        }
+        Ok(())
     }
 
     fn keep_new_files(&self) -> Duration {
