@@ -42,7 +42,7 @@ pub const PACKS: &str = "packs";
 pub const INDEX: &str = "index";
 /// Prefix of the locks of running backups and prunes.
 pub const LOCKS: &str = "locks";
-/// Prefix of `follow`'s WAL segments, by generation (base backup).
+/// Prefix of `follow`'s WAL segments, by base (base backup).
 pub const SEGMENTS: &str = "segments";
 
 /// `rockup.json`
@@ -169,17 +169,15 @@ pub fn parse_manifest_key(key: &str) -> Option<BackupId> {
     }
 }
 
-/// `segments/<generation>/<level>/<first:020>-<last:020>`
-pub fn segment(generation: &BackupId, level: u8, first: u64, last: u64) -> Path {
-    Path::from(format!(
-        "{SEGMENTS}/{generation}/{level}/{first:020}-{last:020}"
-    ))
+/// `segments/<base>/<level>/<first:020>-<last:020>`
+pub fn segment(base: &BackupId, level: u8, first: u64, last: u64) -> Path {
+    Path::from(format!("{SEGMENTS}/{base}/{level}/{first:020}-{last:020}"))
 }
 
-/// What a segment key names — generation, level, first and last sequence
+/// What a segment key names — base, level, first and last sequence
 /// number — if it is one (spelled exactly as [`segment`] spells it).
 pub fn parse_segment_key(key: &str) -> Option<(BackupId, u8, u64, u64)> {
-    let [SEGMENTS, generation, level, range] = key.split('/').collect::<Vec<_>>()[..] else {
+    let [SEGMENTS, base, level, range] = key.split('/').collect::<Vec<_>>()[..] else {
         return None;
     };
     let (first, last) = range.split_once('-')?;
@@ -190,7 +188,7 @@ pub fn parse_segment_key(key: &str) -> Option<(BackupId, u8, u64, u64)> {
     };
     let level: u8 = level.parse().ok().filter(|l: &u8| l.to_string() == level)?;
     let (first, last) = (number(first)?, number(last)?);
-    (first <= last).then_some((generation.parse().ok()?, level, first, last))
+    (first <= last).then_some((base.parse().ok()?, level, first, last))
 }
 
 /// A name that is neither empty nor hidden.

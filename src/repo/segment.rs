@@ -2,7 +2,7 @@
 //! write-once object holding a contiguous run of write batches (RocksDB's own
 //! bytes, sequence numbers `first..=last`), the times `follow` read them, and
 //! the external files those batches newly reference (content stored by hash,
-//! like a backup's). Its key names the generation (the base backup it
+//! like a backup's). Its key names the base (the base backup it
 //! continues), its level and its range, so a restore plans from one listing:
 //!
 //! ```text
@@ -38,11 +38,11 @@ pub const MERGED_BELOW: u64 = 256 << 20;
 /// A batch holds at least its sequence number and count.
 const BATCH_HEADER: usize = 12;
 
-/// Where a segment is: its generation, level and range.
+/// Where a segment is: its base, level and range.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct SegmentRef {
     /// The base backup it continues.
-    pub generation: BackupId,
+    pub base: BackupId,
     /// 0 for one poll; higher for merged segments.
     pub level: u8,
     /// The sequence number of its first batch.
@@ -52,16 +52,16 @@ pub struct SegmentRef {
 }
 
 impl SegmentRef {
-    /// `segments/<generation>/<level>/<first>-<last>`
+    /// `segments/<base>/<level>/<first>-<last>`
     pub fn key(&self) -> object_store::path::Path {
-        layout::segment(&self.generation, self.level, self.first, self.last)
+        layout::segment(&self.base, self.level, self.first, self.last)
     }
 
     /// The segment a key names, if it is one.
     pub fn parse_key(key: &str) -> Option<Self> {
-        let (generation, level, first, last) = layout::parse_segment_key(key)?;
+        let (base, level, first, last) = layout::parse_segment_key(key)?;
         Some(Self {
-            generation,
+            base,
             level,
             first,
             last,
@@ -80,7 +80,7 @@ pub struct Mark {
 }
 
 /// An external file a segment's batches reference for the first time in
-/// their generation (or with other content than before).
+/// their base (or with other content than before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentFile {
     /// Normalized path relative to the blob root.
@@ -120,7 +120,7 @@ pub struct SegmentHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentInfo {
     /// The base backup it continues.
-    pub generation: BackupId,
+    pub base: BackupId,
     /// Its level.
     pub level: u8,
     /// First sequence number.
@@ -143,7 +143,7 @@ pub struct Segment {
 impl Segment {
     /// A new segment of `batches` (each continuing the one before).
     pub fn new(
-        generation: BackupId,
+        base: BackupId,
         level: u8,
         batches: Vec<Bytes>,
         marks: Vec<Mark>,
@@ -155,7 +155,7 @@ impl Segment {
             format: SEGMENT_FORMAT.into(),
             version: 1,
             at: SegmentInfo {
-                generation,
+                base,
                 level,
                 first,
                 last,
@@ -172,7 +172,7 @@ impl Segment {
     pub fn reference(&self) -> SegmentRef {
         let at = &self.header.at;
         SegmentRef {
-            generation: at.generation.clone(),
+            base: at.base.clone(),
             level: at.level,
             first: at.first,
             last: at.last,
@@ -231,7 +231,7 @@ fn check_header(at: &SegmentRef, header: &SegmentHeader) -> std::result::Result<
     }
     let named = SegmentInfo {
         batches: header.at.batches,
-        generation: at.generation.clone(),
+        base: at.base.clone(),
         level: at.level,
         first: at.first,
         last: at.last,
@@ -312,12 +312,25 @@ pub fn batch_sequence(batch: &[u8]) -> std::result::Result<(u64, u64), String> {
 }
 
 /// Stores `segment` once (sealed where the repository is encrypted).
+/// A segment already there with the same plaintext is ours: an earlier
+/// attempt whose response was lost, sealed then under another nonce.
 pub async fn store(repo: &Repository, segment: &Segment) -> Result<Created> {
     let key = segment.reference().key();
+    let plain = segment.encode();
     let sealed = repo
-        .seal((Kind::Segment, key.as_ref()), segment.encode())
+        .seal((Kind::Segment, key.as_ref()), plain.clone())
         .await?;
-    repo.create(&key, sealed).await
+    match repo.create(&key, sealed).await {
+        Err(Error::Conflict { .. }) if holds(repo, &key, &plain).await => Ok(Created::AlreadyOurs),
+        written => written,
+    }
+}
+
+/// Whether the segment at `key` opens to exactly `plain` (false when it
+/// cannot be read, as on a write-only host).
+async fn holds(repo: &Repository, key: &object_store::path::Path, plain: &Bytes) -> bool {
+    let limit = plain.len() as u64;
+    matches!(repo.get_opened(Kind::Segment, key, limit).await, Ok(Some(stored)) if stored == *plain)
 }
 
 /// Reads and checks the segment at `at`.
@@ -330,9 +343,9 @@ pub async fn read(repo: &Repository, at: &SegmentRef) -> Result<Segment> {
     Segment::decode(at, bytes).map_err(|reason| Error::manifest(key.as_ref(), reason))
 }
 
-/// Every segment of `generation` (one LIST), or of every generation.
-pub async fn list(repo: &Repository, generation: Option<&BackupId>) -> Result<Vec<SegmentRef>> {
-    let prefix = match generation {
+/// Every segment of `base` (one LIST), or of every base.
+pub async fn list(repo: &Repository, base: Option<&BackupId>) -> Result<Vec<SegmentRef>> {
+    let prefix = match base {
         Some(id) => format!("{}/{id}/", layout::SEGMENTS),
         None => format!("{}/", layout::SEGMENTS),
     };
@@ -346,7 +359,7 @@ pub async fn list(repo: &Repository, generation: Option<&BackupId>) -> Result<Ve
     Ok(segments)
 }
 
-/// The segments a restore of `generation` from sequence number `from` to
+/// The segments a restore of `base` from sequence number `from` to
 /// `to` reads, in order: each step takes the segment that starts at or before
 /// the next sequence number and reaches furthest (merged segments first), so
 /// the count stays small. `Err` names the first sequence number no segment
@@ -376,13 +389,13 @@ pub fn plan(
 
 /// Whether `outer` (of a higher level) holds every batch of `inner`.
 pub fn covers(outer: &SegmentRef, inner: &SegmentRef) -> bool {
-    outer.generation == inner.generation
+    outer.base == inner.base
         && outer.level > inner.level
         && outer.first <= inner.first
         && outer.last >= inner.last
 }
 
-/// The furthest sequence number the segments of a generation reach
+/// The furthest sequence number the segments of a base reach
 /// contiguously from `from` (`from - 1` when none continues it).
 pub fn reach(segments: &[SegmentRef], from: u64) -> u64 {
     let mut next = from;
@@ -408,7 +421,7 @@ mod tests {
         b.freeze()
     }
 
-    fn generation() -> BackupId {
+    fn base() -> BackupId {
         "20261203T120000.000Z-0000000a".parse().unwrap()
     }
 
@@ -418,7 +431,7 @@ mod tests {
             last: first + 4,
             at: Utc::now(),
         }];
-        Segment::new(generation(), 0, batches, marks, vec![], vec![]).unwrap()
+        Segment::new(base(), 0, batches, marks, vec![], vec![]).unwrap()
     }
 
     #[test]
@@ -441,16 +454,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_sealed_segment_stored_again_is_ours_and_another_under_its_key_conflicts() {
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let repo = Repository::from_store(memory, "memory://")
+            .with_credentials(crate::Credentials::passphrase("segments"));
+        repo.encrypt_for_tests("segments").await;
+        let written = segment(11);
+        assert!(matches!(store(&repo, &written).await, Ok(Created::New)));
+        let again = store(&repo, &written).await;
+        assert!(matches!(again, Ok(Created::AlreadyOurs)), "{again:?}");
+        let mut other = segment(11); // the same range, read at another time
+        other.header.marks[0].at -= chrono::Duration::hours(1);
+        let refused = store(&repo, &other).await;
+        assert!(
+            matches!(refused, Err(Error::Conflict { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            read(&repo, &written.reference()).await.unwrap().header,
+            written.header
+        );
+    }
+
     #[test]
     fn batches_must_continue_each_other() {
         let gap = vec![batch(1, 2), batch(4, 1)];
-        assert!(Segment::new(generation(), 0, gap, vec![], vec![], vec![]).is_err());
+        assert!(Segment::new(base(), 0, gap, vec![], vec![], vec![]).is_err());
     }
 
     #[test]
     fn plans_prefer_merged_segments_and_name_gaps() {
         let at = |level, first, last| SegmentRef {
-            generation: generation(),
+            base: base(),
             level,
             first,
             last,

@@ -157,21 +157,26 @@ async fn kill_and_check(
     for pair in ranges.windows(2) {
         assert!(
             pair[0].last_sequence >= pair[1].first_sequence,
-            "no hole between generations: {ranges:?}"
+            "no hole between timelines: {ranges:?}"
         );
     }
-    let base = ranges.last().unwrap().first_sequence;
     let mut random = rand::rng();
     for _ in 0..6 {
         let range = &ranges[random.random_range(0..ranges.len())];
         let n = random.random_range(range.first_sequence..=range.last_sequence);
         restore_and_check(repo, dir, PointInTime::Sequence(n), uncaptured).await;
     }
-    let at = last.shipped_at - chrono::Duration::milliseconds(2500);
+    // Halfway through the longest range: inside it, past its base.
+    let widest = ranges
+        .iter()
+        .max_by_key(|r| r.to_time - r.from_time)
+        .unwrap();
+    let at = widest.from_time + (widest.to_time - widest.from_time) / 2;
     let reached = restore_and_check(repo, dir, PointInTime::Time(at), uncaptured).await;
+    let (first, end) = (widest.first_sequence, widest.last_sequence);
     assert!(
-        reached > base && reached < latest,
-        "{base} < {reached} < {latest}"
+        first < reached && reached < end,
+        "{first} < {reached} < {end}"
     );
     let beyond = with(restoring("latest", dir.join("x/db"), None), |o| {
         o.to = Some(PointInTime::Sequence(latest + 10))
@@ -198,9 +203,11 @@ async fn follow_restores_the_database_and_its_files_to_any_point() {
     let writer = Writer::start_variant(dir.path(), "safepoint");
     let plain = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
     let repo = encrypted(plain).await;
-    // A new base every 3 s: the old generation continues up to it.
+    // A new base every 3 s: the old timeline continues up to it. Merging
+    // every 3 segments: a timeline has that many even on a loaded machine.
     let following = start_follow_with(&repo, &writer, &dir.path().join("work"), |o| {
-        o.base_every = Some(Duration::from_secs(3))
+        o.base_every = Some(Duration::from_secs(3));
+        o.merge_fan_in = 3;
     });
     tokio::time::sleep(Duration::from_secs(7)).await;
     // The writer honours the safepoint: no file is missed.
@@ -215,6 +222,47 @@ async fn follow_restores_the_database_and_its_files_to_any_point() {
     let verified = verify(&repo, "all", true).await;
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
 
+    // The first segment of the longest range goes missing (at every level):
+    // verify names the gap, the range shrinks to its base, and a restore
+    // past the base refuses rather than skipping records.
+    let ranges = rockup::restorable(&repo).await.unwrap();
+    let longest = ranges
+        .iter()
+        .max_by_key(|r| r.last_sequence - r.first_sequence)
+        .unwrap();
+    let (base, missing) = (&longest.base, longest.first_sequence + 1);
+    assert!(missing < longest.last_sequence, "{longest:?}");
+    let first = format!("segments/{base}/");
+    let starting = format!("/{missing:020}-");
+    for key in segments.iter().map(|k| k.as_ref()) {
+        if key.starts_with(&first) && key.contains(&starting) {
+            remove_object(&repo, key).await;
+        }
+    }
+    let damaged = verify(&repo, "all", true).await;
+    let named = format!("no segment holds sequence number {missing} of base {base}");
+    assert!(
+        damaged.problems.iter().any(|p| p.detail.contains(&named)),
+        "{:?}",
+        damaged.problems
+    );
+    let shrunk = rockup::restorable(&repo).await.unwrap();
+    let shrunk = shrunk.iter().find(|r| r.base == *base).unwrap();
+    assert_eq!(
+        (shrunk.last_sequence, shrunk.segments),
+        (longest.first_sequence, 0)
+    );
+    let past = with(restoring("latest", dir.path().join("x/db"), None), |o| {
+        o.to = Some(PointInTime::Sequence(missing))
+    });
+    let refused = rockup::restore(&repo, &past).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("restorable ranges"),
+        "{refused}"
+    );
+
+    // Prune keeps the newest base; the segments of the others go, and so
+    // do those merged segments cover.
     rockup::prune(&repo, &keep_last(1, Duration::ZERO, false))
         .await
         .unwrap();
@@ -224,29 +272,10 @@ async fn follow_restores_the_database_and_its_files_to_any_point() {
     assert_eq!(ranges.len(), 1, "one base kept: {ranges:?}");
     let latest = restore_and_check(&repo, dir.path(), PointInTime::Latest, 0).await;
     assert_eq!(latest, ranges[0].last_sequence);
-
-    // The newest segment goes missing: verify names it, and the range ends before it.
-    let newest = left
-        .iter()
-        .max_by_key(|k| k.as_ref().rsplit('/').next().unwrap().to_string())
-        .unwrap();
-    remove_object(&repo, newest.as_ref()).await;
-    let shortened = rockup::restorable(&repo).await.unwrap()[0].last_sequence;
-    assert!(shortened < latest);
-    let at_end = restore_and_check(&repo, dir.path(), PointInTime::Latest, 0).await;
-    assert_eq!(at_end, shortened);
-    let past = with(restoring("latest", dir.path().join("x/db"), None), |o| {
-        o.to = Some(PointInTime::Sequence(latest))
-    });
-    let refused = rockup::restore(&repo, &past).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("restorable ranges"),
-        "{refused}"
-    );
 }
 
 /// With the WAL kept (`WAL_ttl_seconds`), `follow` stopped and started again
-/// resumes its generation where its last segment ended.
+/// resumes its timeline where its last segment ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,7 +301,7 @@ async fn follow_resumes_after_a_restart() {
         second.new_files_missed,
         second.files
     );
-    assert_eq!(second.generation, first.generation);
+    assert_eq!(second.base, first.base);
 }
 
 /// The store refuses segments for a while: `follow` keeps what it read

@@ -80,7 +80,15 @@ fn writer_process() {
         db.cf_handle("files").unwrap(),
         db.cf_handle("meta").unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // `ROCKUP_WRITER_SECONDS` (default 300) of writing;
+    // `ROCKUP_WRITER_RATE=N`: at most N steps (batches) a second (benchmarks).
+    let seconds = std::env::var("ROCKUP_WRITER_SECONDS").ok();
+    let seconds = seconds.and_then(|s| s.parse().ok()).unwrap_or(300);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let rate: Option<f64> = std::env::var("ROCKUP_WRITER_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    let started = Instant::now();
     let safepoint = variants
         .contains(&"safepoint")
         .then(|| format!("{db_path}.safepoint"));
@@ -135,7 +143,11 @@ fn writer_process() {
         if step == 2000 {
             std::fs::write(format!("{db_path}.ready"), b"").unwrap();
         }
-        if Instant::now() > deadline {
+        if let Some(rate) = rate.filter(|_| step > 2000) {
+            let due = started + Duration::from_secs_f64(step as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        if Instant::now() > deadline && step >= 2000 {
             break;
         }
     }

@@ -113,9 +113,9 @@ async fn list(args: ListArgs) -> Result<(Value, i32)> {
         print_listed(row);
     }
     let mut ranges = rockup::restorable(&repo).await?;
-    if let Some(source) = &args.source {
-        ranges.retain(|range| range.source == *source);
-    }
+    ranges.retain(|range| {
+        range.segments > 0 && args.source.as_ref().is_none_or(|s| range.source == *s)
+    });
     if !ranges.is_empty() {
         eprintln!("restorable to any point (rockup follow; restore --to-sequence/--to-time):");
     }
@@ -176,6 +176,9 @@ async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
             "  the backup recorded {} reference(s) it could not capture",
             report.known_problems
         );
+    }
+    for problem in &report.unrestorable {
+        eprintln!("  not restored (the backup could not capture it): {problem}");
     }
     Ok((document(&report), 0))
 }

@@ -25,8 +25,8 @@ pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
     let last = rockup::follow(&repo, &db, &options, |s| out.show(s), stop).await?;
     out.finish();
     eprintln!(
-        "follow stopped: generation {}, shipped through sequence {} ({} segments, {} files, {} problems this run)",
-        last.generation, last.shipped_sequence, last.segments, last.files, last.problems
+        "follow stopped: base {}, shipped through sequence {} ({} segments, {} files, {} problems this run)",
+        last.base, last.shipped_sequence, last.segments, last.files, last.problems
     );
     // With --json the status lines were the output.
     let document = if json { Value::Null } else { document(&last) };

@@ -18,7 +18,7 @@ use crate::repo::segment::{self, Mark, Segment, SegmentFile};
 use crate::repo::Repository;
 use crate::source::{references, Batch, Pin, Pinned, Pinner, Prelinks};
 
-use super::generation::Generation;
+use super::timeline::Timeline;
 
 /// Batches read and captured, not shipped yet.
 #[derive(Default)]
@@ -54,7 +54,7 @@ impl Pending {
 
 /// Pins the files `batches` (read at `read_at`) reference into `pins`.
 pub(super) async fn capture(
-    generation: &Generation,
+    timeline: &Timeline,
     batches: Vec<Batch>,
     read_at: DateTime<Utc>,
     options: &BackupOptions,
@@ -67,7 +67,7 @@ pub(super) async fn capture(
         bytes: batches.iter().map(|b| b.data.len()).sum(),
         ..Pending::default()
     };
-    let (Some(external), Some(cf_id)) = (options.external.clone(), generation.files_cf) else {
+    let (Some(external), Some(cf_id)) = (options.external.clone(), timeline.files_cf) else {
         pending.batches = batches.into_iter().map(|b| b.data.into()).collect();
         return Ok(pending);
     };
@@ -132,12 +132,12 @@ pub(super) struct Shipped {
 }
 
 /// Stores the content of every pending file, then the segment of all pending
-/// batches; on success the pending batches are gone and the generation has
+/// batches; on success the pending batches are gone and the timeline has
 /// shipped them. On failure nothing pending is lost.
 pub(super) async fn ship(
     repo: &Repository,
     content: &ContentStore,
-    generation: &mut Generation,
+    timeline: &mut Timeline,
     pending: &mut Pending,
     jobs: usize,
 ) -> Result<Shipped> {
@@ -160,7 +160,7 @@ pub(super) async fn ship(
         problems: problems.len() as u64,
     };
     let segment = Segment::new(
-        generation.id.clone(),
+        timeline.base.clone(),
         0,
         pending.batches.clone(),
         pending.marks.clone(),
@@ -172,8 +172,8 @@ pub(super) async fn ship(
     }
     segment::store(repo, &segment).await?;
     let at = segment.reference();
-    generation.shipped = at.last;
-    generation.unmerged.push(at);
+    timeline.shipped = at.last;
+    timeline.unmerged.push(at);
     for pins in std::mem::take(&mut *pending).pins {
         let _ = std::fs::remove_dir_all(pins);
     }

@@ -11,18 +11,18 @@ use crate::error::Result;
 use crate::repo::segment::{self, covers, Segment, SegmentRef, MERGED_BELOW};
 use crate::repo::Repository;
 
-use super::generation::Generation;
+use super::timeline::Timeline;
 
 /// Levels above 0.
 const TOP_LEVEL: u8 = 2;
 
 /// Merges every level that has `fan_in` segments waiting.
-pub(super) async fn maybe_merge(repo: &Repository, generation: &mut Generation, fan_in: usize) {
+pub(super) async fn maybe_merge(repo: &Repository, timeline: &mut Timeline, fan_in: usize) {
     if repo.is_write_only() || fan_in < 2 {
         return;
     }
     for level in 0..TOP_LEVEL {
-        let waiting: Vec<SegmentRef> = generation
+        let waiting: Vec<SegmentRef> = timeline
             .unmerged
             .iter()
             .filter(|s| s.level == level)
@@ -33,9 +33,9 @@ pub(super) async fn maybe_merge(repo: &Repository, generation: &mut Generation, 
         }
         match merge(repo, &waiting, level + 1).await {
             Ok(merged) => {
-                generation.unmerged.retain(|s| !covers(&merged, s));
-                generation.unmerged.push(merged);
-                generation.unmerged.sort_by_key(|s| s.first);
+                timeline.unmerged.retain(|s| !covers(&merged, s));
+                timeline.unmerged.push(merged);
+                timeline.unmerged.sort_by_key(|s| s.first);
             }
             Err(e) => {
                 tracing::warn!(error = %e, level, "segments could not be merged; trying later")
@@ -60,8 +60,8 @@ async fn merge(repo: &Repository, segments: &[SegmentRef], level: u8) -> Result<
         files.extend(read.header.files);
         problems.extend(read.header.problems);
     }
-    let generation = segments[0].generation.clone();
-    let merged = Segment::new(generation, level, batches, marks, files, problems)?;
+    let timeline = segments[0].base.clone();
+    let merged = Segment::new(timeline, level, batches, marks, files, problems)?;
     segment::store(repo, &merged).await?;
     Ok(merged.reference())
 }

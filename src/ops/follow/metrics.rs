@@ -74,9 +74,9 @@ fn render(status: &FollowStatus) -> String {
         ),
     ];
     let mut out = String::new();
-    let generation = &status.generation;
+    let base = &status.base;
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP rockup_follow_{name} {help}\n# TYPE rockup_follow_{name} gauge\nrockup_follow_{name}{{generation=\"{generation}\"}} {value}");
+        let _ = writeln!(out, "# HELP rockup_follow_{name} {help}\n# TYPE rockup_follow_{name} gauge\nrockup_follow_{name}{{base=\"{base}\"}} {value}");
     }
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP rockup_follow_{name} {help}\n# TYPE rockup_follow_{name} counter\nrockup_follow_{name} {value}");

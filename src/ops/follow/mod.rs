@@ -2,27 +2,27 @@
 //! files its new records reference, as they are written.
 //!
 //! ```text
-//! generation ──► every interval: poll the WAL ──► capture ──► ship ──► merge
+//! timeline ──► every interval: poll the WAL ──► capture ──► ship ──► merge
 //! (base backup)   (tail: contiguous batches)      (pins)      (content, then the segment)
 //! ```
 //!
-//! A *generation* is a base backup and the segments that continue it
-//! (`generation`: resumed from the newest backup of the source where the WAL
+//! A *timeline* is a base backup and the segments that continue it
+//! (`timeline`: resumed from the newest backup of the source where the WAL
 //! still continues it, else a new base). `capture` pins the files the new
 //! batches reference the moment they are read, from the links the watcher made
 //! as the files appeared (`source::NewFiles`) or the live tree; `ship` stores
 //! their content, then the segment — a segment is committed only once every
 //! file it names is in the repository. A store that fails keeps the batches
 //! pending (with their pinned files) and they are shipped once it answers; a
-//! gap in the WAL (batches never seen) starts a new generation, never a silent
+//! gap in the WAL (batches never seen) starts a new timeline, never a silent
 //! hole. `merge` folds level-0 segments into larger ones so that a restore to
 //! any point reads few objects. Lag is reported after every poll
 //! ([`FollowStatus`]), and written as Prometheus metrics (`metrics`).
 
 mod capture;
-mod generation;
 mod merge;
 mod metrics;
+mod timeline;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ use crate::repo::upload::Uploader;
 use crate::repo::{Repository, Traffic};
 use crate::source::{default_work_base, NewFiles, WalTail, WorkDir};
 use capture::Pending;
-use generation::Generation;
+use timeline::Timeline;
 
 /// Bytes of batches in one level-0 segment at most (a busy poll is cut into
 /// several segments).
@@ -95,8 +95,8 @@ impl Default for FollowOptions {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct FollowStatus {
-    /// The base backup the segments continue.
-    pub generation: BackupId,
+    /// The base backup of the timeline followed (the segments continue it).
+    pub base: BackupId,
     /// The last sequence number shipped (committed in a segment or the base).
     pub shipped_sequence: u64,
     /// The last sequence number read from the WAL.
@@ -150,30 +150,30 @@ pub async fn follow(
     let content = content_store(repo, options, &work).await?;
     let mut run = Run::new(repo, db_dir, options, &work, new_files.as_ref(), content);
     loop {
-        let mut tail = WalTail::open(&generation::wal_dir(db_dir)?)?;
+        let mut tail = WalTail::open(&timeline::wal_dir(db_dir)?)?;
         // A base backup can take long: a stop meanwhile ends the run (the
         // backup is cancelled and leaves nothing committed).
-        let generation = tokio::select! {
-            started = Generation::start(repo, db_dir, options, &mut tail, &mut run) => started?,
+        let timeline = tokio::select! {
+            started = Timeline::start(repo, db_dir, options, &mut tail, &mut run) => started?,
             _ = stop.as_mut() => return Err(Error::Interrupted("a stop before the base backup was committed")),
         };
         match run
-            .follow_generation(generation, &mut tail, &mut stop, &mut status, before)
+            .follow_timeline(timeline, &mut tail, &mut stop, &mut status, before)
             .await?
         {
             Ended::Stopped(last) => return Ok(last),
-            Ended::NewGeneration => continue,
+            Ended::NewTimeline => continue,
         }
     }
 }
 
-/// How following one generation ended.
+/// How following one timeline ended.
 enum Ended {
     Stopped(FollowStatus),
-    NewGeneration,
+    NewTimeline,
 }
 
-/// One `follow` process's state across generations.
+/// One `follow` process's state across timelines.
 struct Run<'a> {
     repo: &'a Repository,
     db_dir: PathBuf,
@@ -185,7 +185,7 @@ struct Run<'a> {
     content: ContentStore,
     status: Option<FollowStatus>,
     pins: u64,
-    generations: u64,
+    timelines: u64,
     bases: u64,
 }
 
@@ -207,58 +207,62 @@ impl<'a> Run<'a> {
             content,
             status: None,
             pins: 0,
-            generations: 0,
+            timelines: 0,
             bases: 0,
         }
     }
 
-    /// Follows `generation` until stopped or a gap. When a new base is due it
-    /// is taken on the same tail, and the old generation continues up to the
+    /// Follows `timeline` until stopped or a gap. When a new base is due it
+    /// is taken on the same tail, and the old timeline continues up to the
     /// new base's sequence number, so that no point between is lost.
-    async fn follow_generation(
+    async fn follow_timeline(
         &mut self,
-        mut generation: Generation,
+        mut timeline: Timeline,
         tail: &mut WalTail,
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         status: &mut impl FnMut(&FollowStatus),
         before: Traffic,
     ) -> Result<Ended> {
         let mut pending = Pending::default();
-        let mut next: Option<(Generation, Pending)> = None;
+        let mut next: Option<(Timeline, Pending)> = None;
         let mut stopping = false;
         loop {
             let polled_at = Instant::now();
-            let read_at = Utc::now();
+            let mut read_at = Utc::now();
             if pending.bytes() < PENDING_BYTES {
-                match tail.poll(SEGMENT_BYTES)? {
+                let polled = tail.poll(SEGMENT_BYTES)?;
+                // Every batch polled was written by now: a mark taken after
+                // the read never claims a batch written later than its time.
+                read_at = Utc::now();
+                match polled {
                     Ok(batches) => {
-                        let taken = (&generation, &mut pending, &mut next);
+                        let taken = (&timeline, &mut pending, &mut next);
                         self.take(taken, batches, read_at).await?
                     }
                     Err(gap) => {
-                        tracing::warn!(%gap, generation = %generation.id, "starting a new base backup");
-                        self.ship_all(&mut generation, &mut pending).await?;
-                        return Ok(Ended::NewGeneration);
+                        tracing::warn!(%gap, timeline = %timeline.base, "starting a new base backup");
+                        self.ship_all(&mut timeline, &mut pending).await?;
+                        return Ok(Ended::NewTimeline);
                     }
                 }
             }
-            let waiting = match self.ship_all(&mut generation, &mut pending).await {
+            let waiting = match self.ship_all(&mut timeline, &mut pending).await {
                 Ok(()) => None,
                 Err(e) if e.retryable() && !stopping => Some(e.to_string()),
                 Err(e) => return Err(e),
             };
             if waiting.is_none() && pending.is_empty() {
-                generation.caught_up(read_at);
+                timeline.caught_up(read_at);
                 if let Some((successor, carried)) =
-                    next.take_if(|(s, _)| generation.shipped >= s.base)
+                    next.take_if(|(s, _)| timeline.shipped >= s.base_sequence)
                 {
-                    tracing::info!(ended = %generation.id, at = generation.shipped, next = %successor.id, "generation handed over");
-                    (generation, pending) = (successor, carried);
+                    tracing::info!(ended = %timeline.base, at = timeline.shipped, next = %successor.base, "timeline handed over");
+                    (timeline, pending) = (successor, carried);
                     continue;
                 }
             }
-            merge::maybe_merge(self.repo, &mut generation, self.options.merge_fan_in).await;
-            let current = self.report(&generation, tail, waiting, before);
+            merge::maybe_merge(self.repo, &mut timeline, self.options.merge_fan_in).await;
+            let current = self.report(&timeline, tail, waiting, before);
             self.publish(&current, status);
             if let Some(links) = self.new_files {
                 links.expire(polled_at - self.keep_new_files());
@@ -266,12 +270,10 @@ impl<'a> Run<'a> {
             if stopping {
                 return Ok(Ended::Stopped(current));
             }
-            if next.is_none()
-                && pending.is_empty()
-                && generation.base_is_due(self.options.base_every)
+            if next.is_none() && pending.is_empty() && timeline.base_is_due(self.options.base_every)
             {
                 let db_dir = self.db_dir.clone();
-                let base = Generation::new_base(self.repo, &db_dir, self.options, self).await?;
+                let base = Timeline::new_base(self.repo, &db_dir, self.options, self).await?;
                 next = Some((base, Pending::default()));
                 continue;
             }
@@ -283,24 +285,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Captures polled batches: those up to the next generation's base
+    /// Captures polled batches: those up to the next timeline's base
     /// into the current one, the rest into the next.
     async fn take(
         &mut self,
-        (generation, pending, next): (
-            &Generation,
-            &mut Pending,
-            &mut Option<(Generation, Pending)>,
-        ),
+        (timeline, pending, next): (&Timeline, &mut Pending, &mut Option<(Timeline, Pending)>),
         batches: Vec<crate::source::Batch>,
         read_at: DateTime<Utc>,
     ) -> Result<()> {
-        let boundary = next.as_ref().map(|(successor, _)| successor.base);
+        let boundary = next.as_ref().map(|(successor, _)| successor.base_sequence);
         let (old, new): (Vec<_>, Vec<_>) = batches
             .into_iter()
             .partition(|b| boundary.is_none_or(|base| b.end() - 1 <= base));
         if !old.is_empty() {
-            pending.append(self.capture(generation, old, read_at).await?);
+            pending.append(self.capture(timeline, old, read_at).await?);
         }
         if let (Some((successor, carried)), false) = (next.as_mut(), new.is_empty()) {
             carried.append(self.capture(successor, new, read_at).await?);
@@ -315,7 +313,7 @@ impl<'a> Run<'a> {
     /// Pins the files `batches` reference, at once.
     async fn capture(
         &mut self,
-        generation: &Generation,
+        timeline: &Timeline,
         batches: Vec<crate::source::Batch>,
         read_at: DateTime<Utc>,
     ) -> Result<Pending> {
@@ -323,7 +321,7 @@ impl<'a> Run<'a> {
         let pins = self.work.path().join(format!("pins-{}", self.pins));
         let links = self.new_files.map(|n| n.dir().to_path_buf());
         capture::capture(
-            generation,
+            timeline,
             batches,
             read_at,
             &self.options.backup,
@@ -334,14 +332,13 @@ impl<'a> Run<'a> {
     }
 
     /// Ships every pending batch, a segment at a time.
-    async fn ship_all(&mut self, generation: &mut Generation, pending: &mut Pending) -> Result<()> {
+    async fn ship_all(&mut self, timeline: &mut Timeline, pending: &mut Pending) -> Result<()> {
         while !pending.is_empty() {
             let jobs = self.options.backup.jobs.get();
-            let shipped =
-                capture::ship(self.repo, &self.content, generation, pending, jobs).await?;
+            let shipped = capture::ship(self.repo, &self.content, timeline, pending, jobs).await?;
             let totals = self
                 .status
-                .get_or_insert_with(|| FollowStatus::empty(generation));
+                .get_or_insert_with(|| FollowStatus::empty(timeline));
             totals.segments += 1;
             totals.files += shipped.files;
             totals.problems += shipped.problems;
@@ -351,7 +348,7 @@ impl<'a> Run<'a> {
 
     fn report(
         &mut self,
-        generation: &Generation,
+        timeline: &Timeline,
         tail: &WalTail,
         waiting: Option<String>,
         before: Traffic,
@@ -359,17 +356,15 @@ impl<'a> Run<'a> {
         let mut status = self
             .status
             .clone()
-            .unwrap_or_else(|| FollowStatus::empty(generation));
+            .unwrap_or_else(|| FollowStatus::empty(timeline));
         let read = tail.next_sequence() - 1;
-        let lag = (Utc::now() - generation.shipped_at)
-            .num_milliseconds()
-            .max(0);
-        status.generation = generation.id.clone();
-        status.shipped_sequence = generation.shipped;
+        let lag = (Utc::now() - timeline.shipped_at).num_milliseconds().max(0);
+        status.base = timeline.base.clone();
+        status.shipped_sequence = timeline.shipped;
         status.read_sequence = read;
-        status.lag_sequences = read.saturating_sub(generation.shipped);
+        status.lag_sequences = read.saturating_sub(timeline.shipped);
         status.lag_seconds = lag as f64 / 1000.0;
-        status.shipped_at = generation.shipped_at;
+        status.shipped_at = timeline.shipped_at;
         status.bases = self.bases;
         if let Some(links) = self.new_files {
             let watched = links.stats();
@@ -407,14 +402,14 @@ impl<'a> Run<'a> {
 }
 
 impl FollowStatus {
-    fn empty(generation: &Generation) -> Self {
+    fn empty(timeline: &Timeline) -> Self {
         Self {
-            generation: generation.id.clone(),
-            shipped_sequence: generation.shipped,
-            read_sequence: generation.shipped,
+            base: timeline.base.clone(),
+            shipped_sequence: timeline.shipped,
+            read_sequence: timeline.shipped,
             lag_sequences: 0,
             lag_seconds: 0.0,
-            shipped_at: generation.shipped_at,
+            shipped_at: timeline.shipped_at,
             segments: 0,
             files: 0,
             problems: 0,

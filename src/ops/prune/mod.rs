@@ -389,23 +389,23 @@ impl Segments {
         Ok(Self(parsed.collect()))
     }
 
-    /// When the newest segment of `generation` was written (the earliest time
+    /// When the newest segment of `base` was written (the earliest time
     /// when it has none).
-    fn newest_of(&self, generation: &BackupId) -> DateTime<Utc> {
-        let of = self.0.iter().filter(|(s, _)| s.generation == *generation);
+    fn newest_of(&self, base: &BackupId) -> DateTime<Utc> {
+        let of = self.0.iter().filter(|(s, _)| s.base == *base);
         of.map(|(_, at)| *at)
             .max()
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
-    /// The segments of `generation` a restore may read: those no segment of a
+    /// The segments of `base` a restore may read: those no segment of a
     /// higher level covers (the covered ones go once the grace period is over).
-    fn live_of(&self, generation: &BackupId) -> Vec<&SegmentRef> {
+    fn live_of(&self, base: &BackupId) -> Vec<&SegmentRef> {
         let of: Vec<&SegmentRef> = self
             .0
             .iter()
             .map(|(s, _)| s)
-            .filter(|s| s.generation == *generation)
+            .filter(|s| s.base == *base)
             .collect();
         of.iter()
             .copied()

@@ -4,7 +4,7 @@
 //!
 //! `plan` picks the newest base at or before the target whose segments reach
 //! it without a gap (one LIST per candidate) and the segments to read (merged
-//! ones first); a target no generation reaches is refused, naming the ranges
+//! ones first); a target no base reaches is refused, naming the ranges
 //! that exist. `replay` opens the restored base (in its staging directory)
 //! and writes each batch again in order — RocksDB gives each the sequence
 //! number it had, since they continue the base's — then reads the records
@@ -49,7 +49,7 @@ pub(super) struct Plan {
     pub target: u64,
 }
 
-/// One generation's restorable range: every write batch from its base's
+/// One base's restorable range: every write batch from its base's
 /// sequence number to the last its segments reach without a gap.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -70,8 +70,9 @@ pub struct Restorable {
     pub segments: usize,
 }
 
-/// The restorable range of every backup that segments continue (one LIST,
-/// and one GET per range for its end time).
+/// The restorable range of every backup: from its sequence number to the
+/// last its segments reach without a gap, or its own point when none
+/// continue it (one LIST, and one GET per continued range for its end time).
 pub async fn restorable(repo: &Repository) -> Result<Vec<Restorable>> {
     let segments = segment::list(repo, None).await?;
     let mut ranges = Vec::new();
@@ -80,19 +81,26 @@ pub async fn restorable(repo: &Repository) -> Result<Vec<Restorable>> {
         let start = base.sequence_number + 1;
         let of: Vec<SegmentRef> = segments
             .iter()
-            .filter(|s| s.generation == base.backup_id)
+            .filter(|s| s.base == base.backup_id)
             .cloned()
             .collect();
         let chain = segment::plan(&of, start, segment::reach(&of, start)).unwrap_or_default();
-        let Some(last) = chain.last() else { continue };
-        let end = segment::read(repo, last).await?;
+        let (last_sequence, to_time) = match chain.last() {
+            // No segment continues it (or its first is gone): its own point.
+            None => (base.sequence_number, base.created_at),
+            Some(last) => {
+                let end = segment::read(repo, last).await?;
+                let at = end.header.marks.last().map_or(base.created_at, |m| m.at);
+                (last.last, at)
+            }
+        };
         ranges.push(Restorable {
             source: base.source.id(),
             base: base.backup_id.clone(),
             first_sequence: base.sequence_number,
-            last_sequence: last.last,
+            last_sequence,
             from_time: base.created_at,
-            to_time: end.header.marks.last().map_or(base.created_at, |m| m.at),
+            to_time,
             segments: chain.len(),
         });
     }

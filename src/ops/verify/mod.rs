@@ -329,7 +329,7 @@ async fn record_references(
     record_segments(repo, &header, scratch, failing, problems).await
 }
 
-/// Reads (and so checks) every segment a restore of `header`'s generation
+/// Reads (and so checks) every segment a restore of `header`'s base
 /// may read, records the content its files need, and reports where the
 /// segments stop continuing each other.
 async fn record_segments(

@@ -1,4 +1,4 @@
-//! A generation: the base backup segments continue, and how far they reach.
+//! A timeline: the base backup segments continue, and how far they reach.
 //! At the start `follow` resumes the newest backup of its source, continued
 //! from the last sequence number its segments reach (one LIST); when that
 //! cannot be continued — no backup yet, or the WAL has a gap — it takes a new
@@ -23,12 +23,12 @@ use crate::source::{column_family_id, Source, WalTail};
 
 use super::{FollowOptions, Run};
 
-/// The generation being followed.
-pub(super) struct Generation {
+/// The timeline being followed.
+pub(super) struct Timeline {
     /// Its base backup.
-    pub id: BackupId,
+    pub base: BackupId,
     /// The base's sequence number.
-    pub base: u64,
+    pub base_sequence: u64,
     /// The last sequence number shipped (the base's, then each segment's).
     pub shipped: u64,
     /// When the shipped state was the newest read.
@@ -40,7 +40,7 @@ pub(super) struct Generation {
     started: Instant,
 }
 
-impl Generation {
+impl Timeline {
     /// Resumes the newest backup of the source, or (with none, or `fresh`)
     /// takes a new base; `tail` then hands on the batches after it.
     pub async fn start(
@@ -51,24 +51,24 @@ impl Generation {
         run: &mut Run<'_>,
     ) -> Result<Self> {
         // Resumed once, at the start; a gap later needs a new base.
-        run.generations += 1;
-        let resumed = match run.generations == 1 && !repo.is_write_only() {
+        run.timelines += 1;
+        let resumed = match run.timelines == 1 && !repo.is_write_only() {
             true => resume(repo, db_dir, options).await?,
             false => None,
         };
-        let generation = match resumed {
-            Some(mut generation) => {
-                generation.files_cf = files_cf(db_dir, options).await?;
-                generation
+        let timeline = match resumed {
+            Some(mut timeline) => {
+                timeline.files_cf = files_cf(db_dir, options).await?;
+                timeline
             }
             None => Self::new_base(repo, db_dir, options, run).await?,
         };
-        tail.start_at(generation.shipped + 1);
-        tracing::info!(generation = %generation.id, from = generation.shipped + 1, "following");
-        Ok(generation)
+        tail.start_at(timeline.shipped + 1);
+        tracing::info!(timeline = %timeline.base, from = timeline.shipped + 1, "following");
+        Ok(timeline)
     }
 
-    /// A generation of a new base backup (its segments start after the base).
+    /// A timeline of a new base backup (its segments start after the base).
     pub async fn new_base(
         repo: &Repository,
         db_dir: &Path,
@@ -76,9 +76,9 @@ impl Generation {
         run: &mut Run<'_>,
     ) -> Result<Self> {
         run.bases += 1;
-        let mut generation = take_base(repo, db_dir, options).await?;
-        generation.files_cf = files_cf(db_dir, options).await?;
-        Ok(generation)
+        let mut timeline = take_base(repo, db_dir, options).await?;
+        timeline.files_cf = files_cf(db_dir, options).await?;
+        Ok(timeline)
     }
 
     fn new(header: &Header, segments: &[SegmentRef]) -> Self {
@@ -89,8 +89,8 @@ impl Generation {
             .cloned()
             .collect();
         Self {
-            id: header.backup_id.clone(),
-            base: header.sequence_number,
+            base: header.backup_id.clone(),
+            base_sequence: header.sequence_number,
             shipped,
             shipped_at: Utc::now(),
             unmerged,
@@ -104,9 +104,11 @@ impl Generation {
         self.shipped_at = at;
     }
 
-    /// Whether a new base backup is due.
+    /// Whether a new base backup is due: `every` has passed and something
+    /// was written since this base (an idle database's base stays current).
     pub fn base_is_due(&self, every: Option<Duration>) -> bool {
-        every.is_some_and(|every| self.started.elapsed() >= every)
+        self.shipped > self.base_sequence
+            && every.is_some_and(|every| self.started.elapsed() >= every)
     }
 }
 
@@ -131,7 +133,7 @@ async fn resume(
     repo: &Repository,
     db_dir: &Path,
     options: &FollowOptions,
-) -> Result<Option<Generation>> {
+) -> Result<Option<Timeline>> {
     let Some(source) = source_id(db_dir, options) else {
         return Ok(None);
     };
@@ -145,18 +147,14 @@ async fn resume(
         return Ok(None);
     };
     let segments = segment::list(repo, Some(&header.backup_id)).await?;
-    Ok(Some(Generation::new(&header, &segments)))
+    Ok(Some(Timeline::new(&header, &segments)))
 }
 
 /// A new base backup (the tail holds every WAL that appears while it runs).
-async fn take_base(
-    repo: &Repository,
-    db_dir: &Path,
-    options: &FollowOptions,
-) -> Result<Generation> {
+async fn take_base(repo: &Repository, db_dir: &Path, options: &FollowOptions) -> Result<Timeline> {
     let report = backup(repo, Source::Db(db_dir.to_path_buf()), &options.backup).await?;
     tracing::info!(base = %report.header.backup_id, sequence = report.header.sequence_number, "base backup taken");
-    Ok(Generation::new(&report.header, &[]))
+    Ok(Timeline::new(&report.header, &[]))
 }
 
 /// Times the database is opened read-only to read a column family's id: an
