@@ -213,6 +213,14 @@ pub enum Error {
     /// No backup with that id (or no backup at all for `latest`).
     #[error("backup {0} not found in the repository; `rockup list` shows the backups it holds")]
     BackupNotFound(String),
+    /// The backup holds no external file at that path.
+    #[error("backup {backup} holds no external file at {path}; `rockup ls {backup}` lists what it holds")]
+    FileNotInBackup {
+        /// The backup looked in.
+        backup: String,
+        /// The path asked for.
+        path: String,
+    },
     /// Restore target is not empty.
     #[error("{path} is not empty; restore only into a missing or empty directory")]
     TargetNotEmpty {

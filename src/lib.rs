@@ -115,12 +115,17 @@ pub use error::{
 pub use ops::backup::{backup, backup_live, BackupOptions, BackupReport};
 pub use ops::copy::{copy, CopyOptions, CopyReport};
 pub use ops::follow::{follow, FollowOptions, FollowStatus};
+pub use ops::inspect::{
+    diff, find, ls, Change, ChangeKind, DiffOptions, DiffReport, DiffTotals, FindOptions,
+    FindReport, Found, Item, LsOptions, Tally,
+};
 pub use ops::keys::{init, InitOptions, KeysReport, NewKey, SlotInfo};
 pub use ops::prune::{
     prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
 };
 pub use ops::restore::{
-    restorable, restore, PointInTime, Restorable, RestoreOptions, RestoreReport, RESTORE_JOBS,
+    dump, restorable, restore, DumpOptions, DumpReport, PointInTime, Restorable, RestoreOptions,
+    RestoreReport, RESTORE_JOBS,
 };
 pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;

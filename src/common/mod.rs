@@ -6,6 +6,7 @@
 
 pub mod cleanup;
 pub mod durable;
+pub mod glob;
 pub mod names;
 pub mod progress;
 pub mod references;

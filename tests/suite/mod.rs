@@ -12,6 +12,7 @@ mod follow;
 pub mod held;
 mod hostile;
 mod hostile_crypto;
+mod inspect;
 mod layers;
 mod live;
 mod prune;

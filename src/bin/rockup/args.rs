@@ -43,6 +43,14 @@ pub enum Command {
     Follow(FollowArgs),
     /// List the backups in a repository, by source.
     List(ListArgs),
+    /// List what a backup holds: its database files and external files (on stdout).
+    Ls(LsArgs),
+    /// Find the backups in which external files matching a pattern exist, newest first.
+    Find(FindArgs),
+    /// Show the files added, removed and changed between two backups.
+    Diff(DiffArgs),
+    /// Write one external file of a backup to stdout (or --target), verified.
+    Dump(DumpArgs),
     /// Restore a backup into fresh directories, verified.
     Restore(RestoreArgs),
     /// Check that a backup's objects are present (and, with --deep, intact).
@@ -548,6 +556,69 @@ pub struct Which {
     /// Whose `latest` (needed where the repository holds several sources).
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Backup id, or latest.
+    pub backup: String,
+    /// Only the external files in this directory under the blob root.
+    pub prefix: Option<String>,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Also show each file's SHA-256.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Path pattern: `*.jpg` matches names in any directory, `users/*/a.jpg`
+    /// whole paths (`*` and `?` stop at `/`, `**` does not).
+    pub pattern: String,
+    /// Only this source's backups.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Only this backup (repeatable); every backup by default.
+    #[arg(long = "backup", value_name = "ID")]
+    pub backups: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The older backup (id or latest).
+    pub from: String,
+    /// The newer backup (id or latest).
+    pub to: String,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Backup id, or latest.
+    pub backup: String,
+    /// The file's path under the blob root, as `rockup ls` shows it.
+    pub path: String,
+    /// Whose `latest` (needed where the repository holds several sources).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Write the file here (it gets the backed-up mode and mtime) instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub target: Option<PathBuf>,
+    /// Replace --target when it exists.
+    #[arg(long, requires = "target")]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]

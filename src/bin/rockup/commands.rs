@@ -11,6 +11,7 @@ use crate::args::{
     VerifyArgs,
 };
 use crate::demo;
+use crate::inspect;
 use crate::keys;
 use crate::progress::{self, Display};
 use crate::secrets::Prompt;
@@ -18,14 +19,19 @@ use rockup::{
     escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source, Traffic,
 };
 
-/// Runs one command; returns its JSON document and exit code.
-pub async fn run(command: Command, display: Display) -> Result<(Value, i32)> {
+/// Runs one command; returns its JSON document (null when it streamed its
+/// output itself) and exit code.
+pub async fn run(command: Command, display: Display, json: bool) -> Result<(Value, i32)> {
     match command {
         Command::Init(args) => keys::init(args).await,
         Command::Key(args) => keys::key(args).await,
         Command::Backup(args) => backup(args, display).await,
         Command::Follow(_) => unreachable!("main runs follow under its own signal handling"),
         Command::List(args) => list(args).await,
+        Command::Ls(args) => inspect::ls(args, json).await,
+        Command::Find(args) => inspect::find(args, json).await,
+        Command::Diff(args) => inspect::diff(args, json).await,
+        Command::Dump(args) => inspect::dump(args, json).await,
         Command::Restore(args) => restore(args, display).await,
         Command::Verify(args) => verify(args, display).await,
         Command::Prune(args) => prune(args, display).await,
@@ -46,7 +52,7 @@ pub fn repository(args: &RepoArgs, prompt: Prompt) -> Result<Repository> {
     })
 }
 
-fn print_traffic(traffic: &Traffic) {
+pub fn print_traffic(traffic: &Traffic) {
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     eprintln!(
         "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE; {:.1} MiB sent, {:.1} MiB received",

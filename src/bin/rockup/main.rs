@@ -8,6 +8,7 @@ mod args;
 mod commands;
 mod demo;
 mod follow;
+mod inspect;
 mod keys;
 mod progress;
 mod secrets;
@@ -48,7 +49,7 @@ fn main() {
     let result = match cli.command {
         // follow stops itself on a signal, after shipping what it read.
         Command::Follow(args) => runtime.block_on(follow::follow(args, json)),
-        command => runtime.block_on(run_until_signal(command, display)),
+        command => runtime.block_on(run_until_signal(command, display, json)),
     };
     if matches!(result, Err(Error::Interrupted(_))) {
         // Let cancelled work clean up — lock removal and multipart aborts, with
@@ -148,6 +149,7 @@ fn init_tracing(verbose: u8) {
 async fn run_until_signal(
     command: Command,
     display: progress::Display,
+    json: bool,
 ) -> rockup::Result<(Value, i32)> {
     let handler = |kind, name| signal(kind).unwrap_or_else(|e| panic!("{name} handler: {e}"));
     let mut interrupt = handler(SignalKind::interrupt(), "SIGINT");
@@ -155,7 +157,7 @@ async fn run_until_signal(
     let mut hangup = handler(SignalKind::hangup(), "SIGHUP");
     let mut quit = handler(SignalKind::quit(), "SIGQUIT");
     tokio::select! {
-        result = commands::run(command, display) => result,
+        result = commands::run(command, display, json) => result,
         _ = interrupt.recv() => Err(Error::Interrupted("SIGINT")),
         _ = terminate.recv() => Err(Error::Interrupted("SIGTERM")),
         _ = hangup.recv() => Err(Error::Interrupted("SIGHUP")),

@@ -16,10 +16,12 @@
 
 mod check;
 mod download;
+mod dump;
 mod packed;
 mod point;
 mod stage;
 
+pub use dump::{dump, DumpOptions, DumpReport};
 pub use point::{restorable, PointInTime, Restorable};
 
 use std::os::unix::fs::PermissionsExt;
@@ -253,6 +255,28 @@ impl Content {
         PackedFiles::create(&self.scratch.path().join(format!("packed-{round}")))
     }
 
+    /// Downloads every file, each from its object or, when its content is
+    /// in a pack, from its pack's queue; returns what was missing or corrupt.
+    async fn fetch(
+        &self,
+        repo: &Repository,
+        downloads: impl futures::Stream<Item = Result<(Stored, Download)>>,
+        jobs: Jobs,
+        round: usize,
+    ) -> Result<Vec<Problem>> {
+        let queue = self.queue(round)?;
+        let unpacked = downloads.try_filter_map(|(stored, download)| {
+            futures::future::ready(self.route(&stored, download, &queue))
+        });
+        let mut problems = Downloader::new(repo, jobs).run(unpacked).await?;
+        problems.extend(queue.run(repo, jobs).await?);
+        if !problems.is_empty() {
+            // Content an unusable index held is looked for elsewhere: name the cause.
+            problems.extend(self.index.problems());
+        }
+        Ok(problems)
+    }
+
     /// Content by hash that is in a pack goes to its pack's queue; every
     /// other file is downloaded from its object.
     fn route(
@@ -289,23 +313,13 @@ impl Fetch<'_> {
         round: usize,
     ) -> Result<Vec<Problem>> {
         let (repo, header) = (self.repo, self.header);
-        let queue = self.content.queue(round)?;
         let extra = extra.into_iter().map(|d| Ok((Stored::Content, d)));
         let downloads = header
             .referenced(repo)
             .try_filter(|needed| futures::future::ready(select(&needed.entry)))
             .try_filter_map(|needed| async { self.stages.download(repo, header, needed) })
-            .chain(futures::stream::iter(extra))
-            .try_filter_map(|(stored, download)| {
-                futures::future::ready(self.content.route(&stored, download, &queue))
-            });
-        let mut problems = Downloader::new(repo, self.jobs).run(downloads).await?;
-        problems.extend(queue.run(repo, self.jobs).await?);
-        if !problems.is_empty() {
-            // Content an unusable index held is looked for elsewhere: name the cause.
-            problems.extend(self.content.index.problems());
-        }
-        Ok(problems)
+            .chain(futures::stream::iter(extra));
+        self.content.fetch(repo, downloads, self.jobs, round).await
     }
 
     /// The base's database files, the segments replayed into them, then the

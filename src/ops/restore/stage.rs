@@ -126,7 +126,7 @@ pub(super) fn place_all(stages: Vec<Staging>) -> Result<Vec<Placed>> {
 
 /// Renames `from` to `to` unless `to` exists (atomically where the filesystem
 /// supports `RENAME_NOREPLACE`).
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(super) fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c =
         |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
