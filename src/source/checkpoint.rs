@@ -10,6 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use rocksdb::{Options, DB};
 
 use crate::common::names::is_rocksdb_file_name;
@@ -91,6 +92,9 @@ pub struct Origin {
 pub struct Snapshot {
     /// The sequence number the checkpoint holds the database at.
     pub sequence_number: u64,
+    /// When the checkpoint was open: every write batch up to
+    /// `sequence_number` had been written by then.
+    pub reached_at: DateTime<Utc>,
     /// Its column families.
     pub column_families: Vec<String>,
     /// What it is a checkpoint of.
@@ -160,6 +164,7 @@ pub fn prepare(
         .map(|s| s.trim().to_string());
     let snapshot = Snapshot {
         sequence_number: db.latest_sequence_number(),
+        reached_at: Utc::now(),
         column_families,
         origin: Origin {
             kind,

@@ -12,7 +12,7 @@ use rand::Rng;
 use rockup::{FollowOptions, FollowStatus, PointInTime, Repository};
 
 use super::fixture::*;
-use super::held::{check_point_in_time, Writer};
+use super::held::{check_point_in_time, write_times, Writer};
 
 /// The last sequence number of writer step `step`: three operations per
 /// batch for the first 100 steps, four (a deletion too) after.
@@ -160,24 +160,21 @@ async fn kill_and_check(
             "no hole between timelines: {ranges:?}"
         );
     }
+    let (sequences, times) = points_to_check();
     let mut random = rand::rng();
-    for _ in 0..6 {
+    for _ in 0..sequences {
         let range = &ranges[random.random_range(0..ranges.len())];
         let n = random.random_range(range.first_sequence..=range.last_sequence);
         restore_and_check(repo, dir, PointInTime::Sequence(n), uncaptured).await;
     }
-    // Halfway through the longest range: inside it, past its base.
-    let widest = ranges
-        .iter()
-        .max_by_key(|r| r.to_time - r.from_time)
-        .unwrap();
-    let at = widest.from_time + (widest.to_time - widest.from_time) / 2;
-    let reached = restore_and_check(repo, dir, PointInTime::Time(at), uncaptured).await;
-    let (first, end) = (widest.first_sequence, widest.last_sequence);
-    assert!(
-        first < reached && reached < end,
-        "{first} < {reached} < {end}"
-    );
+    let written = write_times(&db);
+    let from = ranges.iter().map(|r| r.from_time).min().unwrap();
+    let to = ranges.iter().map(|r| r.to_time).max().unwrap();
+    for _ in 0..times {
+        let at = from + (to - from) * random.random_range(0..=1000) / 1000;
+        let reached = restore_and_check(repo, dir, PointInTime::Time(at), uncaptured).await;
+        check_time(&written, step_at(reached), at);
+    }
     let beyond = with(restoring("latest", dir.join("x/db"), None), |o| {
         o.to = Some(PointInTime::Sequence(latest + 10))
     });
@@ -187,6 +184,40 @@ async fn kill_and_check(
         "{refused}"
     );
     last
+}
+
+/// How many random sequence numbers and times each run restores to:
+/// `ROCKUP_FOLLOW_POINTS=S,T` (default 50 and 10).
+fn points_to_check() -> (usize, usize) {
+    let points = std::env::var("ROCKUP_FOLLOW_POINTS").unwrap_or("50,10".into());
+    let (s, t) = points.split_once(',').expect("ROCKUP_FOLLOW_POINTS=S,T");
+    (s.parse().unwrap(), t.parse().unwrap())
+}
+
+/// Checks a restore to time `at` reached `step` against the writer's log
+/// (`written[i]`: when step i was about to be written): the step was
+/// written by then, and the next was not written long before — `follow`
+/// reads the WAL every interval, so what it had read by `at` lags the
+/// writer by about one poll.
+fn check_time(
+    written: &[chrono::DateTime<chrono::Utc>],
+    step: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let step = step as usize;
+    assert!(
+        written[step] <= at,
+        "step {step} written at {} after {at}",
+        written[step]
+    );
+    if let Some(next) = written.get(step + 1) {
+        let behind = (at - *next).to_std().unwrap_or_default();
+        assert!(
+            behind < Duration::from_secs(5),
+            "step {} written {behind:?} before {at}, not restored",
+            step + 1
+        );
+    }
 }
 
 /// Waits (a minute at most: a loaded machine ships slowly) until segments
@@ -289,7 +320,7 @@ async fn follow_restores_the_database_and_its_files_to_any_point() {
 }
 
 /// With the WAL kept (`WAL_ttl_seconds`), `follow` stopped and started again
-/// resumes its timeline where its last segment ended.
+/// (three times) resumes its timeline where its last segment ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,13 +328,20 @@ async fn follow_resumes_after_a_restart() {
     let repo = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
     let work = dir.path().join("work");
     let (stop, task) = start_follow(&repo, &writer, &work);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let first = stop_follow(stop, task).await;
     assert_eq!(first.bases, 1);
-    // Down for a moment while the writer goes on.
+    for _ in 0..2 {
+        // Down for a moment while the writer goes on.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (stop, task) = start_follow(&repo, &writer, &work);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = stop_follow(stop, task).await;
+        assert_eq!((again.bases, &again.base), (0, &first.base), "resumed");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let following = start_follow(&repo, &writer, &work);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let second = kill_and_check(&repo, dir.path(), writer, following, 100).await;
     assert_eq!(second.bases, 0, "resumed, not a new base: {second:?}");
     // Without the safepoint, files the writer deletes within ~50 ms are
@@ -320,11 +358,12 @@ async fn follow_resumes_after_a_restart() {
 
 /// The store refuses segments for a while: `follow` keeps what it read
 /// (the metrics say it waits), catches up once the store answers, and loses
-/// nothing (the writer, honouring the safepoint, kept its files meanwhile).
+/// nothing (the writer, honouring the safepoint, kept its files meanwhile;
+/// it recycles its WAL files).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_waits_out_a_store_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = Writer::start_variant(dir.path(), "safepoint");
+    let writer = Writer::start_variant(dir.path(), "safepoint,recycle");
     let store = std::sync::Arc::new(super::stores::Faulty::default());
     let repo = Repository::from_store(store.clone(), "faulty://");
     let metrics = dir.path().join("follow.prom");

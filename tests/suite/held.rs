@@ -9,6 +9,7 @@
 //! column family is at the same step and holds exactly what that step implies.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -93,6 +94,9 @@ fn writer_process() {
         .contains(&"safepoint")
         .then(|| format!("{db_path}.safepoint"));
     let mut deferred = std::collections::VecDeque::new();
+    // The writer's own log: line `step` holds when the step's batch was
+    // about to be written (nanoseconds since the epoch).
+    let mut times = std::io::BufWriter::new(std::fs::File::create(times_log(&db_path)).unwrap());
     for step in 0u64.. {
         let data = file_content(step);
         let path = files.join(file_path(step));
@@ -110,7 +114,12 @@ fn writer_process() {
         if step >= WINDOW {
             batch.delete_cf(&files_cf, format!("file:{:08}", step - WINDOW));
         }
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+        writeln!(times, "{now}").unwrap();
         db.write(batch).unwrap();
+        if step % 100 == 0 {
+            times.flush().unwrap();
+        }
         if step >= WINDOW {
             deferred.push_back((
                 db.latest_sequence_number(),
@@ -151,6 +160,22 @@ fn writer_process() {
             break;
         }
     }
+}
+
+/// Where the writer logs when it wrote each step.
+fn times_log(db: impl AsRef<Path>) -> PathBuf {
+    PathBuf::from(format!("{}.times", db.as_ref().display()))
+}
+
+/// When each step's batch was about to be written, from the writer's log
+/// (its last lines may be lost to the kill).
+pub fn write_times(db: &Path) -> Vec<chrono::DateTime<chrono::Utc>> {
+    std::fs::read_to_string(times_log(db))
+        .unwrap()
+        .lines()
+        .map_while(|line| line.parse().ok())
+        .map(chrono::DateTime::from_timestamp_nanos)
+        .collect()
 }
 
 /// The writer process; killed (as by a crash) when dropped.

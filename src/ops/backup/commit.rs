@@ -50,6 +50,7 @@ pub(super) async fn commit(
         tool_version: env!("CARGO_PKG_VERSION").into(),
         source: source_info(origin, options),
         sequence_number: snapshot.sequence_number,
+        reached_at: Some(snapshot.reached_at),
         column_families: snapshot.column_families,
         db_mode: origin.mode,
         external: options.external.as_ref().map(external_info),

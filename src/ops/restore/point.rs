@@ -87,10 +87,14 @@ pub async fn restorable(repo: &Repository) -> Result<Vec<Restorable>> {
         let chain = segment::plan(&of, start, segment::reach(&of, start)).unwrap_or_default();
         let (last_sequence, to_time) = match chain.last() {
             // No segment continues it (or its first is gone): its own point.
-            None => (base.sequence_number, base.created_at),
+            None => (base.sequence_number, base.time_of_point()),
             Some(last) => {
                 let end = segment::read(repo, last).await?;
-                let at = end.header.marks.last().map_or(base.created_at, |m| m.at);
+                let at = end
+                    .header
+                    .marks
+                    .last()
+                    .map_or(base.time_of_point(), |m| m.at);
                 (last.last, at)
             }
         };
@@ -99,7 +103,7 @@ pub async fn restorable(repo: &Repository) -> Result<Vec<Restorable>> {
             base: base.backup_id.clone(),
             first_sequence: base.sequence_number,
             last_sequence,
-            from_time: base.created_at,
+            from_time: base.time_of_point(),
             to_time,
             segments: chain.len(),
         });
@@ -124,7 +128,7 @@ pub(super) async fn plan(repo: &Repository, source: Option<&str>, to: PointInTim
             PointInTime::Latest => Some(reach),
             PointInTime::Sequence(n) if n >= base.sequence_number && n <= reach => Some(n),
             PointInTime::Sequence(_) => None,
-            PointInTime::Time(t) if base.created_at <= t => Some(
+            PointInTime::Time(t) if base.time_of_point() <= t => Some(
                 last_read_by(repo, &segments, start, reach, t)
                     .await?
                     .unwrap_or(base.sequence_number),

@@ -59,6 +59,10 @@ pub struct Header {
     pub source: SourceInfo,
     /// The sequence number the backup holds the database at.
     pub sequence_number: u64,
+    /// When the database had reached `sequence_number` (its checkpoint was
+    /// open; absent in older backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_at: Option<DateTime<Utc>>,
     /// The database's column families.
     pub column_families: Vec<String>,
     /// Permission bits of the database directory (absent in older backups).
@@ -143,6 +147,13 @@ impl Header {
         self.problem_count = problems.len() as u64;
         self.problems = problems.iter().take(HEADER_PROBLEMS).cloned().collect();
         self
+    }
+
+    /// When the database was at this backup's sequence number: a restore to
+    /// a time at or after it may start from this backup (older backups, which
+    /// do not record it, use `created_at`).
+    pub fn time_of_point(&self) -> DateTime<Utc> {
+        self.reached_at.unwrap_or(self.created_at)
     }
 
     fn validate(&self, key: &str, expected_id: &BackupId) -> Result<()> {
