@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Figures for `rockup follow` (release build): for each interval (1 s, 10 s)
-# and load (idle; the held tests' writer paced at 1,000 and at its full rate of
-# batches a second, each batch a record referencing a new file and the deletion
+# and load (idle; the held tests' writer paced at 1,000 and at 10,000 batches a
+# second — the line says the rate it reached —, each batch a record referencing a new file and the deletion
 # of an old one), follow runs for SECONDS (default 60) beside the writer and
 # prints its CPU time, peak RSS, lag, the requests it made (from its own traffic
 # counters) and those per hour, and what they cost at public S3 prices
-# (PUT $0.005 and GET $0.0004 per 1,000, LIST as PUT). Then it restores the
-# last run's repository to its latest point and to its base alone, timed.
-#   bash scripts/follow-bench.sh [SECONDS]
+# (PUT $0.005 and GET $0.0004 per 1,000, LIST as PUT). Then follow runs
+# RESTORE_SECONDS (default SECONDS; 3600 for "an hour after the base") at 1 s
+# and 1,000 batches a second, and its repository is restored to its latest
+# point (base + merged segments) and to its base alone, timed, with requests.
+#   bash scripts/follow-bench.sh [SECONDS] [RESTORE_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 seconds="${1:-60}"
+restore_seconds="${2:-$seconds}"
 profile="${ROCKUP_BENCH_PROFILE:-release}" # debug: request counts only, quicker to build
 cargo build --profile "$( [ "$profile" = debug ] && echo dev || echo release)" --bin rockup
 tests=$(cargo test --test tests --no-run --message-format=json 2>/dev/null |
@@ -20,12 +23,11 @@ rockup="$CARGO_TARGET_DIR/$profile/rockup"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-run() { # interval rate(0: idle, max: unpaced)
-  local interval=$1 rate=$2 dir="$work/$1-$2"
+run() { # interval rate(batches/s; 0: idle) [seconds]
+  local interval=$1 rate=$2 seconds=${3:-$seconds} dir="$work/$1-$2-${3:-$seconds}"
   mkdir -p "$dir/files"
   local writer_rate=$rate seconds_writing=$((seconds + 30))
   [ "$rate" = 0 ] && seconds_writing=0 # writes its first 2,000 steps, then stops
-  [ "$rate" = max ] && writer_rate=""
   ROCKUP_WRITER_DB="$dir/db" ROCKUP_WRITER_FILES="$dir/files" ROCKUP_WRITER_VARIANT=safepoint \
     ROCKUP_WRITER_RATE="$writer_rate" ROCKUP_WRITER_SECONDS="$seconds_writing" \
     "$tests" --exact suite::held::writer_process --ignored >/dev/null 2>&1 &
@@ -63,16 +65,18 @@ PY
 }
 
 for interval in 1s 10s; do
-  for rate in 0 1000 max; do run "$interval" "$rate"; done
+  for rate in 0 1000 10000; do run "$interval" "$rate"; done
 done
 
-last="$work/10s-max"
+run 1s 1000 "$restore_seconds"
+last="$work/1s-1000-$restore_seconds"
 restore() { # label, flags…
   local label=$1; shift
   rm -rf "$work/r"
   local start=$(date +%s.%N)
-  "$rockup" restore --repo "$last/repo" --db-dir "$work/r/db" --blob-root "$work/r/files" "$@" 2>/dev/null
-  echo "restore $label: $(echo "$(date +%s.%N) - $start" | bc) s"
+  "$rockup" restore --repo "$last/repo" --db-dir "$work/r/db" --blob-root "$work/r/files" "$@" 2>"$work/restore.log"
+  echo "restore $label, ${restore_seconds} s after the base: $(echo "$(date +%s.%N) - $start" | bc) s;$(grep -o 'requests:.*' "$work/restore.log")"
 }
+echo "segments by level: $(find "$last/repo/segments" -type f | awk -F/ '{print "L" $(NF-1)}' | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
 restore "to the latest point (base + segments)" --to-latest
 restore "of the base alone" --backup latest

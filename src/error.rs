@@ -221,6 +221,12 @@ pub enum Error {
         /// The path asked for.
         path: String,
     },
+    /// A partial restore would replace an existing file.
+    #[error("{path} exists; nothing was restored: pass --overwrite to replace existing files, or restore into another --blob-root")]
+    TargetExists {
+        /// The existing file.
+        path: PathBuf,
+    },
     /// Restore target is not empty.
     #[error("{path} is not empty; restore only into a missing or empty directory")]
     TargetNotEmpty {

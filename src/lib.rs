@@ -124,8 +124,8 @@ pub use ops::prune::{
     prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
 };
 pub use ops::restore::{
-    dump, restorable, restore, DumpOptions, DumpReport, PointInTime, Restorable, RestoreOptions,
-    RestoreReport, RESTORE_JOBS,
+    dump, restorable, restore, DumpOptions, DumpReport, FileMatch, FileSelection, PointInTime,
+    Restorable, RestoreOptions, RestoreReport, RESTORE_JOBS,
 };
 pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;

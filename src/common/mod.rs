@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod durable;
 pub mod glob;
 pub mod names;
+pub mod nofollow;
 pub mod progress;
 pub mod references;
 pub mod rocks;

@@ -22,7 +22,6 @@ mod changes;
 mod checkpoint;
 mod guard;
 mod held;
-mod nofollow;
 mod pin;
 mod prelink;
 mod scan;

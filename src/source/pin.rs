@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::common::names::{display_key, normalize_relative_path};
+use crate::common::nofollow::{is_symlink_refusal, link_open_file, open_beneath};
 use crate::common::references::Reference;
 use crate::digest::Sha256;
 use crate::error::{Error, Problem, Result};
-use crate::source::nofollow::{is_symlink_refusal, link_open_file, open_beneath};
 use crate::source::{GuardHold, Prelinks};
 
 /// An external file captured at the backup's point in time.

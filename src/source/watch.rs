@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
+use crate::common::nofollow::{link_open_file, open_beneath};
 use crate::error::{Error, Result};
-use crate::source::nofollow::{link_open_file, open_beneath};
 
 /// How long the watcher waits for events before looking at its stop flag.
 const POLL_MS: i32 = 100;

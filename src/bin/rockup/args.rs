@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, CopyOptions, Error, ExternalFiles, FollowOptions, Format, Jobs, KdfParams,
-    PointInTime, PruneOptions, Recipient, RefSource, ResolverConfig, RestoreOptions, Result,
-    VerifyOptions,
+    BackupOptions, CopyOptions, Error, ExternalFiles, FileMatch, FileSelection, FollowOptions,
+    Format, Jobs, KdfParams, PointInTime, PruneOptions, Recipient, RefSource, ResolverConfig,
+    RestoreOptions, Result, VerifyOptions,
 };
 
 use crate::secrets::Secrets;
@@ -628,13 +628,35 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub which: Which,
     /// Where to put the database (missing or empty).
-    #[arg(long)]
-    pub db_dir: PathBuf,
+    #[arg(long, required_unless_present = "no_db")]
+    pub db_dir: Option<PathBuf>,
     #[command(flatten)]
     pub to: ToArgs,
-    /// Where to put the external files (missing or empty).
+    /// Where to put the external files (missing or empty; with --include,
+    /// --exclude, --record or --no-db it may hold other files).
     #[arg(long)]
     pub blob_root: Option<PathBuf>,
+    /// Restore only the external files matching this pattern (a glob; without
+    /// a `/` it matches the file name; repeatable).
+    #[arg(long, value_name = "GLOB", conflicts_with = "db_only")]
+    pub include: Vec<String>,
+    /// Do not restore the external files matching this pattern (repeatable).
+    #[arg(long, value_name = "GLOB", conflicts_with = "db_only")]
+    pub exclude: Vec<String>,
+    /// Restore only the files the record at this key (in the external-files
+    /// column family) references in the backup (repeatable).
+    #[arg(long, value_name = "KEY", conflicts_with = "db_only")]
+    pub record: Vec<String>,
+    /// Restore external files only, not the database.
+    #[arg(long, conflicts_with = "db_only")]
+    pub no_db: bool,
+    /// Restore the database only, not its external files.
+    #[arg(long)]
+    pub db_only: bool,
+    /// With --include, --exclude, --record or --no-db: replace files that
+    /// exist under the blob root.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Requests in flight (objects, or ranges of a large object).
     #[arg(long, default_value_t = rockup::RESTORE_JOBS)]
     pub jobs: usize,
@@ -814,12 +836,28 @@ impl RestoreArgs {
     pub fn options(&self) -> RestoreOptions {
         let mut options = RestoreOptions::default();
         options.backup = self.which.backup.clone();
-        options.db_dir = self.db_dir.clone();
+        options.db_dir = self.db_dir.clone().unwrap_or_default();
         options.blob_root = self.blob_root.clone();
         options.jobs = Jobs::from(self.jobs);
         options.source = self.which.source.clone();
         options.to = self.to.point();
+        options.database = !self.no_db;
+        options.files = self.files();
+        options.overwrite = self.overwrite;
         options
+    }
+
+    fn files(&self) -> FileSelection {
+        let matching = FileMatch {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            records: self.record.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        };
+        match (self.db_only, self.no_db) {
+            (true, _) => FileSelection::None,
+            (false, false) if matching == FileMatch::default() => FileSelection::All,
+            _ => FileSelection::Matching(matching),
+        }
     }
 }
 

@@ -171,10 +171,16 @@ async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
     let shown = progress::show(repo.progress(), display);
     let report = rockup::restore(&repo, &args.options()).await?;
     drop(shown);
+    let into = [&args.db_dir, &args.blob_root]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
     eprintln!(
-        "restored backup {} (sequence {}): {} DB files, {} external files into {}; {} references checked",
+        "restored backup {} (sequence {}): {} DB files, {} external files into {into}; {} references checked",
         report.backup_id, report.sequence_number, report.db_files, report.external_files,
-        args.db_dir.display(), report.references_checked
+        report.references_checked
     );
     print_traffic(&report.traffic);
     if report.known_problems > 0 {

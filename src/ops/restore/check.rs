@@ -88,16 +88,27 @@ pub(super) fn external_files(
     options: &RestoreOptions,
     blob_root: Option<&Path>,
 ) -> Option<ExternalFiles> {
+    let (column_family, extractor) = extractor(header, options)?;
+    Some(ExternalFiles {
+        blob_root: blob_root?.to_path_buf(),
+        column_family,
+        extractor,
+    })
+}
+
+/// The column family whose records reference external files, and how to
+/// read their references: the caller's extractor, or the built-in one the
+/// manifest recorded.
+pub(super) fn extractor(
+    header: &Header,
+    options: &RestoreOptions,
+) -> Option<(String, Arc<dyn ReferenceExtractor>)> {
     let info = header.external.as_ref()?;
     let extractor = options.extractor.clone().or_else(|| {
         let resolver = info.resolver.clone()?;
         Some(Arc::new(resolver) as Arc<dyn ReferenceExtractor>)
     })?;
-    Some(ExternalFiles {
-        blob_root: blob_root?.to_path_buf(),
-        column_family: info.column_family.clone(),
-        extractor,
-    })
+    Some((info.column_family.clone(), extractor))
 }
 
 /// What the checks found.

@@ -18,6 +18,7 @@ mod check;
 mod download;
 mod dump;
 mod packed;
+mod partial;
 mod point;
 mod stage;
 
@@ -72,6 +73,42 @@ pub struct RestoreOptions {
     /// `follow` shipped after it (`--to-sequence`, `--to-time`, `--to
     /// latest`); `backup` is then ignored.
     pub to: Option<PointInTime>,
+    /// Restore the database (`--no-db`: only external files, and `db_dir`
+    /// is not needed).
+    pub database: bool,
+    /// Which external files to restore.
+    pub files: FileSelection,
+    /// When only some files are restored: replace files that exist under the
+    /// blob root (a file or a symlink itself; never a directory).
+    pub overwrite: bool,
+}
+
+/// Which external files a restore takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum FileSelection {
+    /// Every one, into a missing or empty blob root; the restored records'
+    /// references are checked against them.
+    #[default]
+    All,
+    /// None (`--db-only`).
+    None,
+    /// Those a [`FileMatch`] names, merged into a blob root that may hold
+    /// other files.
+    Matching(FileMatch),
+}
+
+/// The external files a partial restore takes: those matching an `include`
+/// pattern or referenced by a record at one of `records` (every file when
+/// both are empty), less those matching an `exclude` pattern.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileMatch {
+    /// Path patterns (globs, as `find` takes them: without a `/`, the file
+    /// name; with one, the whole path).
+    pub include: Vec<String>,
+    /// Path patterns of files not to restore.
+    pub exclude: Vec<String>,
+    /// Keys of records in the backup's external-files column family.
+    pub records: Vec<Vec<u8>>,
 }
 
 impl Default for RestoreOptions {
@@ -87,7 +124,17 @@ impl Default for RestoreOptions {
             open_options: None,
             source: None,
             to: None,
+            database: true,
+            files: FileSelection::All,
+            overwrite: false,
         }
+    }
+}
+
+impl RestoreOptions {
+    /// Whether this restore takes less than the whole backup.
+    fn is_partial(&self) -> bool {
+        !self.database || self.files != FileSelection::All
     }
 }
 
@@ -121,7 +168,7 @@ pub struct RestoreReport {
 /// Restores a backup; see the module docs for what is checked.
 pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<RestoreReport> {
     let before = repo.traffic();
-    if options.db_dir.as_os_str().is_empty() {
+    if options.database && options.db_dir.as_os_str().is_empty() {
         return Err(Error::Usage(
             "no database directory to restore into: set RestoreOptions::db_dir (--db-dir)".into(),
         ));
@@ -136,6 +183,18 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         Some(plan) => plan.base.clone(),
         None => manifest::load(repo, &options.backup, options.source.as_deref()).await?,
     };
+    if options.is_partial() {
+        if options.to.is_some() {
+            return Err(Error::Usage(
+                "a restore to a point takes the whole database and its files; \
+                 --include, --exclude, --record, --no-db and --db-only apply to backups"
+                    .into(),
+            ));
+        }
+        let mut report = partial::restore_part(repo, options, &header).await?;
+        report.traffic = repo.traffic().since(before);
+        return Ok(report);
+    }
     let blob_root = blob_root(&header, options)?;
     require_empty(&options.db_dir)?;
     if let Some(root) = &blob_root {
@@ -181,11 +240,7 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
             .flatten()
             .collect(),
     )?;
-    if let (Some(mode), true) = (header.db_mode, placed[0].created_target) {
-        let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
-        std::fs::set_permissions(&options.db_dir, permissions)
-            .map_err(|e| Error::io(&options.db_dir, e))?;
-    }
+    set_db_mode(&header, &placed[0], &options.db_dir)?;
     if let Some(replayed) = &replayed {
         report.sequence_number = replayed.reached;
         report.known_problems += replayed.problems.len() as u64;
@@ -204,6 +259,16 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
     })?;
     report.traffic = repo.traffic().since(before);
     Ok(report)
+}
+
+/// Gives the database directory the backup's mode, where the restore
+/// created it.
+fn set_db_mode(header: &Header, placed: &stage::Placed, db_dir: &Path) -> Result<()> {
+    if let (Some(mode), true) = (header.db_mode, placed.created_target) {
+        let permissions = std::fs::Permissions::from_mode(mode & PERMISSION_BITS);
+        std::fs::set_permissions(db_dir, permissions).map_err(|e| Error::io(db_dir, e))?;
+    }
+    Ok(())
 }
 
 /// Where external files go: required when the backup has any.

@@ -2,12 +2,14 @@
 //! comes at the end, not per file — one `syncfs` per target's filesystem before
 //! placement. Placement renames everything staged into the targets, all or
 //! nothing: a failure halfway removes what was already placed; then each target
-//! directory is fsynced.
+//! directory is fsynced. A partial restore *merges* its files into a target
+//! that holds others: file by file, through directories reached without
+//! following a symlink, never over an existing file unless asked.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::durable;
+use crate::common::{durable, nofollow};
 use crate::error::{Error, Result};
 
 /// A staging directory inside a restore target; removed unless placed.
@@ -80,6 +82,116 @@ impl Staging {
     }
 }
 
+/// What a merge placed into a target that already held files.
+struct Merged {
+    target: PathBuf,
+    /// Files placed where nothing was (relative to the target).
+    files: Vec<String>,
+    /// Directories created, outermost first.
+    dirs: Vec<String>,
+}
+
+impl Staging {
+    /// Places every staged file at its path under the target, which may
+    /// hold other files. Without `overwrite`, an existing file (or symlink)
+    /// at any of the paths refuses the whole merge before anything moves;
+    /// with it, files and symlinks are replaced (a symlink itself, never what
+    /// it points to), never a directory. A symlink or a file where a
+    /// directory belongs is refused. Everything is durable before and after.
+    pub fn merge(self, overwrite: bool) -> Result<()> {
+        let staged = self.staged_files()?;
+        if !overwrite {
+            if let Some(existing) = staged
+                .iter()
+                .find(|r| self.target.join(r).symlink_metadata().is_ok())
+            {
+                return Err(Error::TargetExists {
+                    path: self.target.join(existing),
+                });
+            }
+        }
+        durable::sync_filesystem(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut merged = Merged {
+            target: self.target.clone(),
+            files: Vec::new(),
+            dirs: Vec::new(),
+        };
+        self.move_files(&staged, overwrite, &mut merged)
+            .inspect_err(|_| merged.roll_back())
+    }
+
+    /// The staged files' paths, relative and sorted.
+    fn staged_files(&self) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.path)
+            .min_depth(1)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|e| Error::io(&self.path, e.into()))?;
+            if entry.file_type().is_file() {
+                let relative = entry
+                    .path()
+                    .strip_prefix(&self.path)
+                    .expect("under the staging directory");
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+        Ok(files)
+    }
+
+    fn move_files(&self, staged: &[String], overwrite: bool, merged: &mut Merged) -> Result<()> {
+        let mut open: Option<(&str, std::fs::File)> = None;
+        let mut touched = Vec::new();
+        for relative in staged {
+            let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+            let dest = self.target.join(relative);
+            if open.as_ref().is_none_or(|(p, _)| *p != parent) {
+                let (dir, created) = nofollow::open_dir_creating(&self.target, parent)
+                    .map_err(|e| not_through_symlinks(&self.target.join(parent), e))?;
+                merged.dirs.extend(created);
+                touched.push(self.target.join(parent));
+                open = Some((parent, dir));
+            }
+            let (_, dir) = open.as_ref().expect("opened above");
+            let existed = overwrite && dest.symlink_metadata().is_ok();
+            nofollow::rename_into(&self.path.join(relative), dir, name, overwrite)
+                .map_err(|e| Error::io(&dest, e))?;
+            if !existed {
+                merged.files.push(relative.clone());
+            }
+        }
+        for dir in touched {
+            durable::sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The error for a directory of the target that is a symlink or a file.
+fn not_through_symlinks(dir: &Path, e: std::io::Error) -> Error {
+    match nofollow::is_symlink_refusal(&e) {
+        true => Error::Usage(format!(
+            "{} is a symlink or a file, not a directory: nothing is restored through it; move it aside",
+            dir.display()
+        )),
+        false => Error::io(dir, e),
+    }
+}
+
+impl Merged {
+    /// Removes the files this merge placed where nothing was, and the
+    /// directories it created (files it replaced stay replaced).
+    fn roll_back(&self) {
+        let files = self.files.iter().map(|f| (f, false));
+        let dirs = self.dirs.iter().rev().map(|d| (d, true));
+        for (relative, directory) in files.chain(dirs) {
+            if let Err(e) = nofollow::remove_beneath(&self.target, relative, directory) {
+                tracing::warn!(path = %self.target.join(relative).display(), error = %e, "could not undo a partial restore");
+            }
+        }
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
@@ -88,7 +200,7 @@ impl Drop for Staging {
 
 impl Placed {
     /// Removes what this restore placed (and nothing else).
-    fn roll_back(&self) {
+    pub fn roll_back(&self) {
         for name in &self.names {
             let path = self.target.join(name);
             let removed = match path.symlink_metadata() {
