@@ -36,7 +36,11 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
-    /// Another run's lock is in the way.
+    /// The repository does not exist, or is not a rockup repository (exit
+    /// code 6).
+    #[error("{0} is not a rockup repository; check --repo, or create one with `rockup init`")]
+    RepositoryNotFound(String),
+    /// Another run's lock is in the way (exit code 7).
     #[error(
         "cannot {what}: {lock}; wait for it to finish, or, if that process is gone (killed, \
          host lost), remove the lock with `rockup unlock --repo URL` (--force for another \
@@ -397,6 +401,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            Error::RepositoryNotFound(_) => 6,
+            Error::Locked { .. } => 7,
             Error::KeyNeeded { .. } | Error::WrongKey { .. } | Error::WriteOnly { .. } => 5,
             Error::Problems { problems, .. } if all_unreadable(problems) => 4,
             Error::Problems { .. } => 3,

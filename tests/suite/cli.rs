@@ -123,7 +123,41 @@ fn exit_codes_and_json_documents() {
     let list = rockup(&["list", "--repo", repo, "--json"]);
     assert_eq!(list.status.code(), Some(0));
     assert_eq!(json_of(&list)["backups"][0]["backup_id"], id.as_str());
-    assert!(stderr(&list).contains(&id), "human list on stderr");
+    assert!(!stderr(&list).contains(&id), "--json: no table");
+    // Without --json the table is on stdout (`rockup list | grep` works),
+    // with -r for --repo, or the repository from ROCKUP_REPOSITORY (or its
+    // older name ROCKUP_REPO).
+    let table = rockup(&["list", "-r", repo]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(&id),
+        "table on stdout"
+    );
+    for variable in ["ROCKUP_REPOSITORY", "ROCKUP_REPO"] {
+        let listed = rockup_command()
+            .arg("list")
+            .env(variable, repo)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).contains(&id),
+            "{variable}"
+        );
+    }
+
+    // a repository that does not exist: 6, and nothing created
+    let typo = fx.path("typo");
+    let missing_repo = rockup(&["list", "--repo", typo.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        missing_repo.status.code(),
+        Some(6),
+        "{}",
+        stderr(&missing_repo)
+    );
+    assert!(json_of(&missing_repo)["error"]
+        .as_str()
+        .unwrap()
+        .contains("rockup init"));
+    assert!(!typo.exists(), "list created no directory");
 
     // restore without --blob-root: usage
     let target = fx.path("restored");
@@ -298,7 +332,7 @@ async fn prune_and_unlock() {
     // A lock left by a killed backup blocks prune until `unlock` removes it.
     leave_backup_lock(&repo, "killed").await;
     let out = rockup(&["prune", "--repo", &url, "--keep-last", "1", "--grace", "0s"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(7), "locked");
     assert!(stderr(&out).contains("rockup unlock"), "{}", stderr(&out));
     let out = rockup(&["unlock", "--repo", &url, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

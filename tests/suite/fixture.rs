@@ -464,7 +464,9 @@ pub const SECRET_VARIABLES: [&str; 10] = [
 /// and stdin not a terminal (so it never prompts).
 pub fn rockup_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rockup"));
-    command.env_remove("ROCKUP_REPO");
+    command
+        .env_remove("ROCKUP_REPO")
+        .env_remove("ROCKUP_REPOSITORY");
     for variable in SECRET_VARIABLES {
         command.env_remove(variable);
     }

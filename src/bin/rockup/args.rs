@@ -69,7 +69,8 @@ pub enum Command {
 pub struct RepoArgs {
     /// Repository: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
     /// file:///abs/path or a local path.
-    #[arg(long, env = "ROCKUP_REPO", hide_env_values = true)]
+    /// Also ROCKUP_REPO, the older name.
+    #[arg(short = 'r', long, env = "ROCKUP_REPOSITORY", hide_env_values = true)]
     pub repo: String,
     /// Store setting as key=value (object_store config keys, e.g. region=eu-west-1);
     /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.

@@ -27,7 +27,7 @@ pub async fn run(command: Command, display: Display, json: bool) -> Result<(Valu
         Command::Key(args) => keys::key(args).await,
         Command::Backup(args) => backup(args, display).await,
         Command::Follow(_) => unreachable!("main runs follow under its own signal handling"),
-        Command::List(args) => list(args).await,
+        Command::List(args) => list(args, json).await,
         Command::Ls(args) => inspect::ls(args, json).await,
         Command::Find(args) => inspect::find(args, json).await,
         Command::Diff(args) => inspect::diff(args, json).await,
@@ -43,9 +43,29 @@ pub async fn run(command: Command, display: Display, json: bool) -> Result<(Valu
 
 /// The repository `args` name, with its secrets; `prompt` says whether a
 /// missing passphrase is asked for on the terminal.
+/// The repository `args` name, which must exist.
 pub fn repository(args: &RepoArgs, prompt: Prompt) -> Result<Repository> {
+    opened(
+        args,
+        prompt,
+        Repository::open_existing(&args.repo, &args.store_options)?,
+    )
+}
+
+/// The repository `args` name, its local directory created if missing
+/// (`init`, and the commands that create a plaintext repository on their
+/// first write: backup, follow, copy's target).
+pub fn repository_to_create(args: &RepoArgs, prompt: Prompt) -> Result<Repository> {
+    opened(
+        args,
+        prompt,
+        Repository::open(&args.repo, &args.store_options)?,
+    )
+}
+
+fn opened(args: &RepoArgs, prompt: Prompt, repo: Repository) -> Result<Repository> {
     let credentials = args.secrets().credentials(prompt)?;
-    let repo = Repository::open(&args.repo, &args.store_options)?.with_credentials(credentials);
+    let repo = repo.with_credentials(credentials);
     Ok(match args.rate_limit {
         Some(rate) => repo.with_rate_limit(rate),
         None => repo,
@@ -66,7 +86,7 @@ pub fn document(report: &impl Serialize) -> Value {
 }
 
 async fn backup(args: BackupArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo, Prompt::Once)?;
+    let repo = repository_to_create(&args.repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
     let options = args.options()?;
     let source = match (&args.db, &args.checkpoint) {
@@ -98,35 +118,45 @@ fn print_backup(report: &BackupReport) {
 }
 
 /// Backups grouped by source (oldest first within each); unreadable ones last.
-async fn list(args: ListArgs) -> Result<(Value, i32)> {
+async fn list(args: ListArgs, json: bool) -> Result<(Value, i32)> {
     let repo = repository(&args.repo, Prompt::Once)?;
     let mut rows = rockup::list(&repo).await?;
     if let Some(source) = &args.source {
         rows.retain(|row| row.source.as_ref() == Some(source));
     }
     rows.sort_by(|a, b| (a.source.is_none(), &a.source).cmp(&(b.source.is_none(), &b.source)));
-    eprintln!(
-        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  host:path / tags",
-        "backup", "created", "sequence", "files", "bytes", "new bytes"
-    );
-    let mut current = None;
-    for row in &rows {
-        if row.source.is_some() && row.source != current {
-            current = row.source.clone();
-            let source = current.as_deref().unwrap_or_default();
-            eprintln!("source {}", escape_controls(source));
-        }
-        print_listed(row);
-    }
     let mut ranges = rockup::restorable(&repo).await?;
     ranges.retain(|range| {
         range.segments > 0 && args.source.as_ref().is_none_or(|s| range.source == *s)
     });
-    if !ranges.is_empty() {
-        eprintln!("restorable to any point (rockup follow; restore --to-sequence/--to-time):");
+    if !json {
+        crate::inspect::print_lines(&table(&rows, &ranges))?;
     }
-    for r in &ranges {
-        eprintln!(
+    Ok((json!({"backups": rows, "restorable": ranges}), 0))
+}
+
+/// The backups and restorable ranges as a table.
+fn table(rows: &[ListedBackup], ranges: &[rockup::Restorable]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  host:path / tags",
+        "backup", "created", "sequence", "files", "bytes", "new bytes"
+    )];
+    let mut current = None;
+    for row in rows {
+        if row.source.is_some() && row.source != current {
+            current = row.source.clone();
+            let source = current.as_deref().unwrap_or_default();
+            lines.push(format!("source {}", escape_controls(source)));
+        }
+        lines.push(listed(row));
+    }
+    if !ranges.is_empty() {
+        lines.push(
+            "restorable to any point (rockup follow; restore --to-sequence/--to-time):".into(),
+        );
+    }
+    for r in ranges {
+        lines.push(format!(
             "  source {}: sequence {}..={} ({} .. {}), base {}, {} segment(s)",
             escape_controls(&r.source),
             r.first_sequence,
@@ -135,23 +165,22 @@ async fn list(args: ListArgs) -> Result<(Value, i32)> {
             r.to_time.format("%Y-%m-%d %H:%M:%S%.3f"),
             r.base,
             r.segments
-        );
+        ));
     }
-    Ok((json!({"backups": rows, "restorable": ranges}), 0))
+    lines
 }
 
-fn print_listed(row: &ListedBackup) {
+fn listed(row: &ListedBackup) -> String {
     let Some(h) = &row.header else {
         let error = row.error.as_deref().unwrap_or("");
-        eprintln!("{:<26} unreadable: {error}", row.backup_id);
-        return;
+        return format!("{:<26} unreadable: {error}", row.backup_id);
     };
     let tags: Vec<String> = h.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let problems = match h.problem_count {
         0 => String::new(),
         n => format!(" ({n} problems)"),
     };
-    eprintln!(
+    format!(
         "{:<26} {:<20} {:>12} {:>7} {:>13} {:>13}  {}:{} {}{}",
         h.backup_id,
         h.created_at.format("%Y-%m-%d %H:%M:%S"),
@@ -163,7 +192,7 @@ fn print_listed(row: &ListedBackup) {
         h.source.path,
         tags.join(","),
         problems
-    );
+    )
 }
 
 async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
@@ -265,7 +294,7 @@ async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
 
 async fn copy(args: CopyArgs) -> Result<(Value, i32)> {
     let (from_secrets, to_secrets) = args.secrets();
-    let from = Repository::open(&args.from, &args.store_options)?
+    let from = Repository::open_existing(&args.from, &args.store_options)?
         .with_credentials(from_secrets.credentials(Prompt::Once)?);
     let to = Repository::open(&args.to, &args.store_options)?
         .with_credentials(to_secrets.credentials(Prompt::Once)?);

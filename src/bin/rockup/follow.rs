@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::FollowArgs;
-use crate::commands::{document, repository};
+use crate::commands::{document, repository_to_create};
 use crate::secrets::Prompt;
 use rockup::{FollowStatus, Result};
 
@@ -18,7 +18,7 @@ use rockup::{FollowStatus, Result};
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
-    let repo = repository(&args.backup.repo, Prompt::Once)?;
+    let repo = repository_to_create(&args.backup.repo, Prompt::Once)?;
     let (options, db) = args.options()?;
     let mut out = StatusOut::new(json);
     let stop = stopped();

@@ -56,6 +56,15 @@ impl Lines {
     }
 }
 
+/// Prints `lines` on stdout (tables of commands that only read).
+pub fn print_lines(lines: &[String]) -> Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for line in lines {
+        written(writeln!(out, "{line}"))?;
+    }
+    written(out.flush())
+}
+
 /// A closed pipe ends the command quietly: every command writing to stdout
 /// only reads the repository, and holds nothing to clean up.
 fn written(result: std::io::Result<()>) -> Result<()> {

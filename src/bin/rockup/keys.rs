@@ -8,7 +8,7 @@ use crate::args::{
     InitArgs, KeyAddArgs, KeyArgs, KeyCommand, KeyOutArgs, KeyPasswdArgs, KeyRemoveArgs,
     KeyRotateArgs, NewIdentityArgs, RepoArgs,
 };
-use crate::commands::{document, repository};
+use crate::commands::{document, repository, repository_to_create};
 use crate::secrets::{new_passphrase, write_secret_file, Prompt};
 use rockup::{keys, Identity, InitOptions, KeysReport, NewKey, Result};
 
@@ -19,7 +19,7 @@ pub async fn init(args: InitArgs) -> Result<(Value, i32)> {
         true => Prompt::Twice,
         false => Prompt::Never,
     };
-    let repo = repository(&args.repo, prompt)?;
+    let repo = repository_to_create(&args.repo, prompt)?;
     let mut options = InitOptions::default();
     options.encryption = !args.no_encryption;
     options.kdf = args.kdf.params();

@@ -28,8 +28,19 @@ const PROBLEMS_SHOWN: usize = 50;
 /// Threads for blocking work (file I/O, hashing, compression).
 const BLOCKING_THREADS: usize = 64;
 
+/// `ROCKUP_REPO`, the older name of `ROCKUP_REPOSITORY`, still works.
+fn accept_older_variable_names() {
+    if std::env::var_os("ROCKUP_REPOSITORY").is_none() {
+        if let Some(repo) = std::env::var_os("ROCKUP_REPO") {
+            // SAFETY: called first in main, before any other thread exists.
+            unsafe { std::env::set_var("ROCKUP_REPOSITORY", repo) };
+        }
+    }
+}
+
 fn main() {
     return_large_buffers_to_the_system();
+    accept_older_variable_names();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_parse_error(e),

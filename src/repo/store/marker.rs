@@ -323,11 +323,7 @@ impl Repository {
         if let Err(e) = self.store.list_with_delimiter(None).await {
             return self.error(e);
         }
-        Error::Usage(format!(
-            "{} is not a rockup repository (no {}); check --repo, or create one with `rockup init`",
-            self.name,
-            layout::MARKER
-        ))
+        Error::RepositoryNotFound(format!("{} (it has no {})", self.name, layout::MARKER))
     }
 }
 

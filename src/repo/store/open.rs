@@ -63,17 +63,29 @@ impl Repository {
     /// from `options` (`key=value` pairs as object_store's config keys name them),
     /// which take precedence.
     pub fn open(url: &str, options: &[(String, String)]) -> Result<Self> {
+        Self::open_with(url, options, true)
+    }
+
+    /// Opens the repository at `url` as [`Repository::open`] does, but a
+    /// local directory that does not exist is [`Error::RepositoryNotFound`]
+    /// rather than created: for everything that only reads or changes a
+    /// repository, so a mistyped path creates nothing.
+    pub fn open_existing(url: &str, options: &[(String, String)]) -> Result<Self> {
+        Self::open_with(url, options, false)
+    }
+
+    fn open_with(url: &str, options: &[(String, String)], create: bool) -> Result<Self> {
         let name = redact(url);
         if url.is_empty() {
             return Err(Error::Usage(
-                "no repository given: pass --repo URL or set ROCKUP_REPO".into(),
+                "no repository given: pass --repo URL (-r) or set ROCKUP_REPOSITORY".into(),
             ));
         }
         if !url.contains("://") {
             if looks_like_a_scheme(url) {
                 return Err(Error::Usage(format!("repository URL {name}: looks like a URL but lacks \"://\" (e.g. s3://bucket/prefix); use ./ for a local path with a colon")));
             }
-            return Self::local(PathBuf::from(url), name);
+            return Self::local(PathBuf::from(url), name, create);
         }
         let usage = |reason: String| Error::Usage(format!("repository URL {name}: {reason}"));
         let parsed = Url::parse(url).map_err(|e| usage(e.to_string()))?;
@@ -90,7 +102,7 @@ impl Repository {
             let path = parsed
                 .to_file_path()
                 .map_err(|_| usage("a file:// URL needs an absolute path".into()))?;
-            return Self::local(path, name);
+            return Self::local(path, name, create);
         }
         let parsed = Parsed {
             url,
@@ -158,7 +170,10 @@ impl Repository {
         Ok(Self::from_store(store, parsed.name).with_single_deletes(single_deletes))
     }
 
-    fn local(path: PathBuf, name: String) -> Result<Self> {
+    fn local(path: PathBuf, name: String, create: bool) -> Result<Self> {
+        if !create && std::fs::symlink_metadata(&path).is_err() {
+            return Err(Error::RepositoryNotFound(name));
+        }
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         let root = path.canonicalize().map_err(|e| Error::io(&path, e))?;
         let store = NoSymlinks::new(root.clone()).map_err(|e| Error::Store {
