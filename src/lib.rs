@@ -127,7 +127,7 @@ pub use ops::restore::{
     dump, restorable, restore, DumpOptions, DumpReport, FileMatch, FileSelection, PointInTime,
     Restorable, RestoreOptions, RestoreReport, RESTORE_JOBS,
 };
-pub use ops::verify::{verify, VerifyOptions, VerifyReport, MAX_UNREADABLE};
+pub use ops::verify::{verify, DataSubset, VerifyOptions, VerifyReport, MAX_UNREADABLE};
 pub use repo::content::DEFAULT_COMPRESSION_LEVEL;
 pub use repo::crypto::{Credentials, Identity, KdfParams, Recipient, WriteKey};
 pub use repo::ids::{BackupId, Format, PackId};

@@ -18,6 +18,7 @@ mod live;
 mod partial;
 mod prune;
 mod restore_safety;
+mod sampled;
 mod sources;
 mod stores;
 mod workdir;

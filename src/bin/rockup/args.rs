@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, CopyOptions, Error, ExternalFiles, FileMatch, FileSelection, FollowOptions,
-    Format, Jobs, KdfParams, PointInTime, PruneOptions, Recipient, RefSource, ResolverConfig,
-    RestoreOptions, Result, VerifyOptions,
+    BackupOptions, CopyOptions, DataSubset, Error, ExternalFiles, FileMatch, FileSelection,
+    FollowOptions, Format, Jobs, KdfParams, PointInTime, PruneOptions, Recipient, RefSource,
+    ResolverConfig, RestoreOptions, Result, VerifyOptions,
 };
 
 use crate::secrets::Secrets;
@@ -675,6 +675,11 @@ pub struct VerifyArgs {
     /// (verify again later).
     #[arg(long)]
     pub deep: bool,
+    /// Read and re-hash a share of the objects, as --deep does: N% (at
+    /// random), n/m (group n of m by name: 1/7 … 7/7 cover everything once)
+    /// or a size (about that many bytes, at random, e.g. 5G).
+    #[arg(long, value_name = "N%|n/m|SIZE", value_parser = DataSubset::parse, conflicts_with = "deep")]
+    pub read_data_subset: Option<DataSubset>,
     /// Downloads at once (with --deep).
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
@@ -868,6 +873,7 @@ impl VerifyArgs {
         options.backup = self.which.backup.clone();
         options.source = self.which.source.clone();
         options.deep = self.deep;
+        options.read_data_subset = self.read_data_subset;
         options.jobs = Jobs::from(self.jobs);
         options
     }

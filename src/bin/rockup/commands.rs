@@ -232,11 +232,12 @@ async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
         .into_result()?;
     drop(shown);
     eprintln!(
-        "verified {} backup(s): {} objects, {} bytes{}; no problems",
+        "verified {} backup(s): {} objects, {} bytes; {} objects ({} bytes) read and re-hashed; no problems",
         report.backups.len(),
         report.objects,
         report.bytes,
-        if args.deep { ", re-hashed" } else { "" }
+        report.read_objects,
+        report.read_bytes,
     );
     print_traffic(&report.traffic);
     Ok((document(&report), 0))

@@ -8,7 +8,8 @@
 //! per object) and checks that every object the walk names — directly, or as
 //! the pack its content is in, by the pack indexes — exists with the recorded
 //! size; `--deep` (`deep`) downloads each distinct object once and re-hashes
-//! it, and reads each pack once, decoding and re-hashing every entry. Every
+//! it, and reads each pack once, decoding and re-hashing every entry;
+//! `--read-data-subset` (`subset`) does so for a share of the objects. Every
 //! problem is reported, not just the first. Damage (bytes that were read and
 //! did not match, objects that are missing) is told apart from failure (the
 //! store did not answer, through its retries): an object that could not be
@@ -18,6 +19,9 @@
 //! temporary directory, so memory stays flat however many objects there are.
 
 mod deep;
+mod subset;
+
+pub use subset::DataSubset;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -50,6 +54,8 @@ pub struct VerifyOptions {
     pub deep: bool,
     /// Downloads at once (deep).
     pub jobs: Jobs,
+    /// Without `deep`: read and re-hash this share of the objects.
+    pub read_data_subset: Option<DataSubset>,
 }
 
 impl Default for VerifyOptions {
@@ -59,6 +65,7 @@ impl Default for VerifyOptions {
             source: None,
             deep: false,
             jobs: Jobs::from(8),
+            read_data_subset: None,
         }
     }
 }
@@ -73,6 +80,11 @@ pub struct VerifyReport {
     pub objects: u64,
     /// Bytes of those objects.
     pub bytes: u64,
+    /// Objects read and re-hashed (every one with `deep`, a share with a
+    /// data subset, none otherwise).
+    pub read_objects: u64,
+    /// Their bytes.
+    pub read_bytes: u64,
     /// Everything found: missing, short, corrupt or unreadable objects,
     /// unreadable manifests.
     pub problems: Vec<Problem>,
@@ -135,21 +147,36 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         record_references(repo, id, &mut scratch, &failing, &mut problems).await?;
     }
     record_listing(repo, &scratch).await?;
-    if options.deep {
-        repo.progress()
-            .start(Some(scratch.objects), Some(scratch.bytes));
+    let chooser = options.read_data_subset.map(|s| s.chooser(scratch.bytes));
+    match (options.deep, &chooser) {
+        (true, _) => repo
+            .progress()
+            .start(Some(scratch.objects), Some(scratch.bytes)),
+        (false, Some(_)) => repo.progress().start(None, None),
+        (false, None) => {}
     }
+    let (mut read_objects, mut read_bytes) = (0, 0);
     let mut after: Option<String> = None;
     while !failing.exhausted() {
         let batch = scratch.referenced.batch_after(after.as_ref(), BATCH)?;
         let Some((last, _)) = batch.last() else { break };
         after = Some(last.clone());
         let intact = compare(batch, &scratch.listed, &mut problems)?;
-        if options.deep {
-            let (content, jobs) = (&scratch.content, options.jobs);
-            let found = deep::rehash_all(repo, intact, jobs, content, &failing).await?;
-            problems.extend(found);
-        }
+        let read: Vec<_> = match (options.deep, &chooser) {
+            (true, _) => intact,
+            (false, Some(chooser)) => intact
+                .into_iter()
+                .filter(|(k, _)| chooser.reads(k))
+                .collect(),
+            (false, None) => Vec::new(),
+        };
+        read_objects += read.len() as u64;
+        let sizes = read
+            .iter()
+            .fold(0u64, |sum, (_, e)| sum.saturating_add(e.size));
+        read_bytes = sizes.saturating_add(read_bytes);
+        let (content, jobs) = (&scratch.content, options.jobs);
+        problems.extend(deep::rehash_all(repo, read, jobs, content, &failing).await?);
     }
     let stopped = failing.exhausted().then(|| {
         format!(
@@ -161,6 +188,8 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         backups: ids,
         objects: scratch.objects,
         bytes: scratch.bytes,
+        read_objects,
+        read_bytes,
         problems,
         stopped,
         traffic: repo.traffic().since(before),
