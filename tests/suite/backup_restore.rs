@@ -570,3 +570,57 @@ async fn a_separate_wal_dir_is_found_through_the_options_file() {
         .collect();
     assert_eq!(keys, [b"flushed".as_slice(), b"only-in-the-wal"]);
 }
+
+/// `--dry-run` resolves every reference and reads every file, reports what a
+/// real run would upload and what it could not capture, and leaves the
+/// repository exactly as it was — empty or not.
+#[tokio::test]
+async fn a_dry_run_reports_what_it_would_upload_and_writes_nothing() {
+    let fx = Fixture::new(30);
+    let repo = fx.local_repo();
+    let dry = with(fx.options(), |o| o.dry_run = true);
+    let first = rockup::backup(&repo, Source::Db(fx.db.clone()), &dry)
+        .await
+        .unwrap();
+    assert_eq!(first.header.stats.external_files, 30);
+    assert!(
+        first.header.stats.uploaded_bytes > 0,
+        "a first backup uploads"
+    );
+    assert!(tree(&fx.path("repo")).is_empty(), "nothing written");
+
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    {
+        let db = open_rw(&fx.db);
+        add_file(&db, &fx.files, 100, 5000);
+        add_record(
+            &db,
+            "file:missing",
+            serde_json::json!({"path": "d0/gone.bin"}),
+        );
+    }
+    let before = tree(&fx.path("repo"));
+    let second = rockup::backup(&repo, Source::Db(fx.db.clone()), &dry)
+        .await
+        .unwrap();
+    assert_eq!(
+        tree(&fx.path("repo")),
+        before,
+        "the repository is unchanged"
+    );
+    assert_eq!(second.problems.len(), 1, "{:?}", second.problems);
+    assert_eq!(second.problems[0].path, "d0/gone.bin");
+    assert_eq!(second.header.stats.external_files, 31);
+    let uploaded = second.header.stats.uploaded_bytes;
+    assert!(
+        uploaded < first.header.stats.uploaded_bytes,
+        "{uploaded}: only what changed"
+    );
+    assert_eq!(
+        rockup::list(&repo).await.unwrap().len(),
+        1,
+        "still one backup"
+    );
+}

@@ -383,6 +383,11 @@ pub struct BackupArgs {
     /// Re-read every external file even if unchanged since the previous backup.
     #[arg(long)]
     pub rehash: bool,
+    /// Resolve every reference and read every file, report what would be
+    /// uploaded and what could not be captured (exit code 3), write nothing
+    /// to the repository (which must exist).
+    #[arg(long)]
+    pub dry_run: bool,
     /// Base directory for rockup's working files (default: beside the database).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -827,6 +832,7 @@ impl BackupArgs {
         options.tags = self.tags.iter().cloned().collect::<BTreeMap<_, _>>();
         options.allow_missing_files = self.allow_missing_blobs;
         options.rehash = self.rehash;
+        options.dry_run = self.dry_run;
         options.work_dir = self.work_dir.clone();
         options.prelink = !self.no_prelink;
         options.source = self.source.clone();

@@ -86,7 +86,10 @@ pub fn document(report: &impl Serialize) -> Value {
 }
 
 async fn backup(args: BackupArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository_to_create(&args.repo, Prompt::Once)?;
+    let repo = match args.dry_run {
+        true => repository(&args.repo, Prompt::Once)?,
+        false => repository_to_create(&args.repo, Prompt::Once)?,
+    };
     let shown = progress::show(repo.progress(), display);
     let options = args.options()?;
     let source = match (&args.db, &args.checkpoint) {
@@ -99,15 +102,19 @@ async fn backup(args: BackupArgs, display: Display) -> Result<(Value, i32)> {
     };
     let report = rockup::backup(&repo, source, &options).await?;
     drop(shown);
-    print_backup(&report);
+    print_backup(&report, args.dry_run);
     let code = if report.problems.is_empty() { 0 } else { 3 };
     Ok((document(&report), code))
 }
 
-fn print_backup(report: &BackupReport) {
+fn print_backup(report: &BackupReport, dry_run: bool) {
     let h = &report.header;
+    let (done, uploaded) = match dry_run {
+        true => ("dry run, nothing written", "would upload"),
+        false => ("committed", "uploaded"),
+    };
     eprintln!(
-        "backup {} committed: sequence {}, {} DB files ({} bytes), {} external files ({} bytes); uploaded {} objects, {} bytes",
+        "backup {} {done}: sequence {}, {} DB files ({} bytes), {} external files ({} bytes); {uploaded} {} objects, {} bytes",
         h.backup_id, h.sequence_number, h.stats.db_files, h.stats.db_bytes, h.stats.external_files,
         h.stats.external_bytes, h.stats.uploaded_objects, h.stats.uploaded_bytes
     );

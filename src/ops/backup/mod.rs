@@ -61,6 +61,10 @@ pub struct BackupOptions {
     pub allow_missing_files: bool,
     /// Re-read external files even when the previous backup has them unchanged.
     pub rehash: bool,
+    /// Do everything but write to the repository: every reference resolved
+    /// and every file read, the report saying what would be uploaded
+    /// (`--dry-run`); the repository is left exactly as it was.
+    pub dry_run: bool,
     /// Base of the work directory (default: beside the database).
     pub work_dir: Option<PathBuf>,
     /// The application's deletion guard (library mode).
@@ -97,6 +101,7 @@ impl Default for BackupOptions {
             tags: BTreeMap::new(),
             allow_missing_files: false,
             rehash: false,
+            dry_run: false,
             work_dir: None,
             guard: None,
             source: None,
@@ -142,6 +147,8 @@ pub async fn backup(
     options: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = Instant::now();
+    let dry = options.dry_run.then(|| repo.clone().dry_run());
+    let repo = dry.as_ref().unwrap_or(repo);
     let before = repo.traffic();
     if let Some(name) = &options.source {
         manifest::check_source_name(name)?;
@@ -235,7 +242,9 @@ async fn pipeline(
     let transferred =
         transfer::run(dedup, files, pinning.jobs, options, &work, repo.progress()).await?;
     let rescued_by_prelinks = pinning.task.await??;
-    transferred.refuse_problems(&run.backup_id, options.allow_missing_files)?;
+    // A dry run reports the problems a real run would refuse.
+    let allowed = options.allow_missing_files || options.dry_run;
+    transferred.refuse_problems(&run.backup_id, allowed)?;
     let (header, problems) =
         commit::commit(repo, run, snapshot, transferred, options, lock).await?;
     Ok(BackupReport {

@@ -153,7 +153,7 @@ impl HostCache {
     /// The cache of `source` in `repo`, where this host holds only a write
     /// key (`None` otherwise: manifests are read instead).
     pub fn of(repo: &Repository, source: &str, options: &BackupOptions) -> Option<Self> {
-        if !repo.is_write_only() {
+        if !repo.is_write_only() || repo.is_dry_run() {
             return None;
         }
         let crypt = repo.crypt()?;

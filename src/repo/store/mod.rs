@@ -4,6 +4,7 @@
 //! repository marker. Stores are built in `open`; their errors are worded in
 //! `errors`, with the HTTP status `status` carries to them.
 
+mod dryrun;
 mod errors;
 mod local;
 mod marker;
@@ -56,6 +57,8 @@ pub struct Repository {
     crypt: Arc<OnceLock<Arc<Crypt>>>,
     /// Where random numbers (session keys and ids, salts) come from.
     random: Arc<dyn Random>,
+    /// Writes go to an overlay, never to the store.
+    dry_run: bool,
 }
 
 /// Outcome of a write-once create.
@@ -94,6 +97,7 @@ impl Repository {
             credentials: Credentials::default(),
             crypt: Arc::default(),
             random: Arc::new(SystemRandom),
+            dry_run: false,
         }
     }
 
@@ -121,6 +125,24 @@ impl Repository {
     pub(crate) fn with_single_deletes(mut self, store: Arc<dyn ObjectStore>) -> Self {
         self.single_deletes = Some(Arc::new(Metered::new(store, self.counters.clone(), None)));
         self
+    }
+
+    /// The same repository with nothing written to its store: writes land
+    /// in an overlay this handle reads back (see `dryrun`), deletes touch
+    /// only the overlay; requests are counted as they would be sent.
+    pub(crate) fn dry_run(mut self) -> Self {
+        let overlay: Arc<dyn ObjectStore> = Arc::new(dryrun::DryRun::new(self.unmetered.clone()));
+        self.store = Arc::new(Metered::new(overlay.clone(), self.counters.clone(), None));
+        self.unmetered = overlay;
+        self.single_deletes = None;
+        self.local_root = None;
+        self.dry_run = true;
+        self
+    }
+
+    /// Whether this handle writes nothing ([`Repository::dry_run`]).
+    pub(crate) fn is_dry_run(&self) -> bool {
+        self.dry_run
     }
 
     /// Paces uploads and downloads together to at most `bytes_per_sec` over
