@@ -253,11 +253,11 @@ async fn follow_restores_the_database_and_its_files_to_any_point() {
     let writer = Writer::start_variant(dir.path(), "safepoint");
     let plain = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
     let repo = encrypted(plain).await;
-    // A new base every 3 s: the old timeline continues up to it. Merging
-    // every 3 segments: a timeline has that many even on a loaded machine.
+    // A new base every 4 s: the old timeline continues up to it. Merging
+    // every 2 segments: a loaded CI machine ships only 2 or 3 per timeline.
     let following = start_follow_with(&repo, &writer, &dir.path().join("work"), |o| {
-        o.base_every = Some(Duration::from_secs(3));
-        o.merge_fan_in = 3;
+        o.base_every = Some(Duration::from_secs(4));
+        o.merge_fan_in = 2;
     });
     wait_for_merged_timelines(&repo).await;
     // The writer honours the safepoint: no file is missed.
