@@ -23,8 +23,21 @@ pub fn open_beneath(root: &Path, relative: &str) -> io::Result<File> {
     Ok(at)
 }
 
+/// `name` as a C string (a NUL inside it is invalid input).
+fn c_name(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The result of a libc call that returns 0 on success and sets `errno`.
+fn done(returned: libc::c_int) -> io::Result<()> {
+    match returned {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn open_path(at: libc::c_int, name: &[u8], directory: bool) -> io::Result<File> {
-    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c_name(name)?;
     let mut flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     if directory {
         flags |= libc::O_DIRECTORY;
@@ -72,12 +85,9 @@ fn open_dir(root: &Path, relative: &str, create: bool) -> io::Result<(File, Vec<
 }
 
 fn make_dir(at: &File, name: &str) -> io::Result<()> {
-    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c_name(name.as_bytes())?;
     // SAFETY: `name` is NUL-terminated and outlives the call; `at` is open.
-    match unsafe { libc::mkdirat(at.as_raw_fd(), name.as_ptr(), 0o777) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    done(unsafe { libc::mkdirat(at.as_raw_fd(), name.as_ptr(), 0o777) })
 }
 
 /// Renames `from` to `name` in the directory open as `dir` (a descriptor from
@@ -85,37 +95,37 @@ fn make_dir(at: &File, name: &str) -> io::Result<()> {
 /// itself — never what it points to) only when `replace` is set, and never
 /// a directory.
 pub fn rename_into(from: &Path, dir: &File, name: &str, replace: bool) -> io::Result<()> {
-    let from = CString::new(from.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let to = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    rename_at(from, dir.as_raw_fd(), name.as_bytes(), replace)
+}
+
+/// Renames `from` to `to` unless `to` exists (atomically where the filesystem
+/// supports `RENAME_NOREPLACE`).
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    rename_at(
+        from,
+        libc::AT_FDCWD,
+        to.as_os_str().as_encoded_bytes(),
+        false,
+    )
+}
+
+fn rename_at(from: &Path, dir: libc::c_int, to: &[u8], replace: bool) -> io::Result<()> {
+    let (from_c, to_c) = (c_name(from.as_os_str().as_encoded_bytes())?, c_name(to)?);
+    // SAFETY: both names are NUL-terminated and outlive the call; `dir` is
+    // open (or AT_FDCWD).
     let rename = |flags| {
-        // SAFETY: both names are NUL-terminated and outlive the call; `dir` is open.
-        let done = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                dir.as_raw_fd(),
-                to.as_ptr(),
-                flags,
-            )
-        };
-        match done {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
+        done(unsafe { libc::renameat2(libc::AT_FDCWD, from_c.as_ptr(), dir, to_c.as_ptr(), flags) })
     };
     if replace {
         return rename(0);
     }
     match rename(libc::RENAME_NOREPLACE) {
         // A filesystem without RENAME_NOREPLACE: check, then rename.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            match open_path(dir.as_raw_fd(), name.as_bytes(), false) {
-                Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => rename(0),
-                Err(e) => Err(e),
-            }
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match open_path(dir, to, false) {
+            Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => rename(0),
+            Err(e) => Err(e),
+        },
         renamed => renamed,
     }
 }
@@ -125,23 +135,19 @@ pub fn rename_into(from: &Path, dir: &File, name: &str, replace: bool) -> io::Re
 pub fn remove_beneath(root: &Path, relative: &str, directory: bool) -> io::Result<()> {
     let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
     let (dir, _) = open_dir(root, parent, false)?;
-    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c_name(name.as_bytes())?;
     let flags = if directory { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
-    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    done(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
 }
 
 /// Hard-links the file open as `file` to `link` (through `/proc/self/fd`, so
 /// it works for any user and names exactly this inode).
 pub fn link_open_file(file: &File, link: &Path) -> io::Result<()> {
     let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-    let to = CString::new(link.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let to = c_name(link.as_os_str().as_encoded_bytes())?;
     // SAFETY: both paths are NUL-terminated and outlive the call.
-    let done = unsafe {
+    done(unsafe {
         libc::linkat(
             libc::AT_FDCWD,
             from.as_ptr(),
@@ -149,12 +155,7 @@ pub fn link_open_file(file: &File, link: &Path) -> io::Result<()> {
             to.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
         )
-    };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
 /// Whether `err` says a symlink was met where none is followed.

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::download::Download;
-use super::{fail_on, stage, Content, RESTORE_JOBS};
-use crate::common::durable;
+use super::{fail_on, Content, RESTORE_JOBS};
 use crate::common::names::normalize_relative_path;
 use crate::common::tasks::Jobs;
+use crate::common::{durable, nofollow};
 use crate::error::{Error, Result};
 use crate::repo::crypto::sealed::Kind;
 use crate::repo::ids::BackupId;
@@ -173,7 +173,7 @@ fn place(staged: &Path, target: &Path, overwrite: bool) -> Result<()> {
         .map_err(|e| Error::io(staged, e))?;
     let renamed = match overwrite {
         true => std::fs::rename(staged, target),
-        false => stage::rename_no_replace(staged, target),
+        false => nofollow::rename_no_replace(staged, target),
     };
     renamed.map_err(|e| Error::io(target, e))?;
     durable::sync_dir(parent_of(target)).map_err(|e| Error::io(target, e))

@@ -173,6 +173,13 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
             "no database directory to restore into: set RestoreOptions::db_dir (--db-dir)".into(),
         ));
     }
+    if options.is_partial() && options.to.is_some() {
+        return Err(Error::Usage(
+            "a restore to a point takes the whole database and its files; \
+             --include, --exclude, --record, --no-db and --db-only apply to backups"
+                .into(),
+        ));
+    }
     repo.check_marker(None).await?;
     repo.require_full_key("restore")?;
     let plan = match options.to {
@@ -184,13 +191,6 @@ pub async fn restore(repo: &Repository, options: &RestoreOptions) -> Result<Rest
         None => manifest::load(repo, &options.backup, options.source.as_deref()).await?,
     };
     if options.is_partial() {
-        if options.to.is_some() {
-            return Err(Error::Usage(
-                "a restore to a point takes the whole database and its files; \
-                 --include, --exclude, --record, --no-db and --db-only apply to backups"
-                    .into(),
-            ));
-        }
         let mut report = partial::restore_part(repo, options, &header).await?;
         report.traffic = repo.traffic().since(before);
         return Ok(report);

@@ -36,6 +36,31 @@ struct Filter {
 }
 
 impl Filter {
+    /// The patterns of `files` parsed (before anything is read); the paths
+    /// of its records come later, from the database.
+    fn new(files: &FileSelection) -> Result<Self> {
+        let parse = |patterns: &[String]| -> Result<Vec<PathPattern>> {
+            patterns
+                .iter()
+                .map(|p| PathPattern::parse(p).map_err(Error::Usage))
+                .collect()
+        };
+        let (include, exclude, records) = match files {
+            FileSelection::Matching(m) => (
+                parse(&m.include)?,
+                parse(&m.exclude)?,
+                !m.records.is_empty(),
+            ),
+            _ => (Vec::new(), Vec::new(), false),
+        };
+        Ok(Self {
+            everything: include.is_empty() && !records,
+            include,
+            exclude,
+            of_records: BTreeMap::new(),
+        })
+    }
+
     fn selects(&self, path: &str) -> bool {
         let named = self.everything
             || self.of_records.contains_key(path)
@@ -56,23 +81,29 @@ pub(super) async fn restore_part(
             "--no-db and --db-only together restore nothing; give one of them".into(),
         ));
     }
+    // Everything that can be refused is, before anything is read.
+    let mut filter = Filter::new(&options.files)?;
     let records = match &options.files {
-        FileSelection::Matching(m) => m.records.as_slice(),
-        _ => &[],
+        FileSelection::Matching(m) if !m.records.is_empty() => {
+            Some((m.records.as_slice(), record_reader(header, options)?))
+        }
+        _ => None,
     };
     let root = match wants_files {
         true => Some(blob_root(header, options)?.ok_or_else(|| needs_blob_root(header))?),
         false => None,
     };
+    if options.database {
+        require_empty(&options.db_dir)?;
+    }
     // Records are read from the staged database: in the target, or — when
     // the database is not restored — in a scratch directory.
-    let scratch = scratch_dir("record")?;
-    let db_target = match options.database {
-        true => {
-            require_empty(&options.db_dir)?;
-            options.db_dir.clone()
-        }
-        false => scratch.path().join("db"),
+    let scratch = (!options.database)
+        .then(|| scratch_dir("record"))
+        .transpose()?;
+    let db_target = match &scratch {
+        Some(scratch) => scratch.path().join("db"),
+        None => options.db_dir.clone(),
     };
     let id = header.backup_id.as_str();
     let stages = Stages {
@@ -91,15 +122,17 @@ pub(super) async fn restore_part(
         content: &content,
         jobs: options.jobs,
     };
-    if options.database || !records.is_empty() {
+    if options.database || records.is_some() {
         let is_db = |entry: &Entry| matches!(entry, Entry::Db(_));
         fail_on(fetch.run(is_db, Vec::new(), 0).await?, |count| {
             format!("restore of {id} failed: {count} corrupt or missing database file(s); nothing was placed")
         })?;
     }
-    let filter = filter(header, options, &stages.db.path, records).await?;
-    let mut report = stages.report(header);
-    if let Some(external) = &stages.external {
+    if let Some((keys, reader)) = records {
+        let open_options = options.open_options.clone();
+        filter.of_records = reader.paths(&stages.db.path, open_options, keys).await?;
+    }
+    if stages.external.is_some() {
         let selected =
             |entry: &Entry| matches!(entry, Entry::External(e) if filter.selects(&e.path));
         fail_on(fetch.run(selected, Vec::new(), 1).await?, |count| {
@@ -107,17 +140,8 @@ pub(super) async fn restore_part(
                 "restore of {id} failed: {count} corrupt or missing object(s); nothing was placed"
             )
         })?;
-        report = stages.report(header);
-        report.unrestorable = not_in_backup(&filter, &external.path);
-        if report.external_files == 0 && report.unrestorable.is_empty() {
-            return Err(Error::Usage(format!(
-                "no external file of backup {id} matches the selection; `rockup ls {id}` lists them"
-            )));
-        }
     }
-    if !options.database {
-        (report.db_files, report.db_bytes) = (0, 0);
-    }
+    let mut report = staged_report(&stages, header, &filter, options)?;
     place(stages, options, header)?;
     if options.database {
         let checks = check::Checks {
@@ -129,6 +153,31 @@ pub(super) async fn restore_part(
         fail_on(problems, |count| {
             format!("restored database of {id} failed its checks ({count} problem(s))")
         })?;
+    }
+    Ok(report)
+}
+
+/// What was staged, and the selected records' files the backup lacks; a
+/// selection that named nothing is an error.
+fn staged_report(
+    stages: &Stages,
+    header: &Header,
+    filter: &Filter,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let mut report = stages.report(header);
+    if let Some(external) = &stages.external {
+        report.unrestorable = not_in_backup(filter, &external.path);
+        if report.external_files == 0 && report.unrestorable.is_empty() {
+            let id = &header.backup_id;
+            return Err(Error::Usage(format!(
+                "no external file of backup {id} matches the selection; `rockup ls {id}` lists them"
+            )));
+        }
+    }
+    if !options.database {
+        // Downloaded to read records, not restored.
+        (report.db_files, report.db_bytes) = (0, 0);
     }
     Ok(report)
 }
@@ -153,92 +202,74 @@ fn place(stages: Stages, options: &RestoreOptions, header: &Header) -> Result<()
     Ok(())
 }
 
-/// The filter `options` asks for, with the paths its records reference.
-async fn filter(
-    header: &Header,
-    options: &RestoreOptions,
-    db_dir: &Path,
-    records: &[Vec<u8>],
-) -> Result<Filter> {
-    let parse = |patterns: &[String]| -> Result<Vec<PathPattern>> {
-        patterns
-            .iter()
-            .map(|p| PathPattern::parse(p).map_err(Error::Usage))
-            .collect()
-    };
-    let (include, exclude) = match &options.files {
-        FileSelection::Matching(m) => (parse(&m.include)?, parse(&m.exclude)?),
-        _ => (Vec::new(), Vec::new()),
-    };
-    let of_records = match records.is_empty() {
-        true => BTreeMap::new(),
-        false => referenced_by(header, options, db_dir, records).await?,
-    };
-    Ok(Filter {
-        everything: include.is_empty() && records.is_empty(),
-        include,
-        exclude,
-        of_records,
-    })
+/// How the records of a backup are read for their references.
+struct RecordReader {
+    backup: String,
+    column_family: String,
+    extractor: std::sync::Arc<dyn crate::common::references::ReferenceExtractor>,
 }
 
-/// The paths the records at `keys` reference in the database staged at
-/// `db_dir`, each with its record's key; a key with no record is an error.
-async fn referenced_by(
-    header: &Header,
-    options: &RestoreOptions,
-    db_dir: &Path,
-    keys: &[Vec<u8>],
-) -> Result<BTreeMap<String, String>> {
-    let id = header.backup_id.to_string();
+/// The reader of `header`'s records, or why `--record` cannot work there.
+fn record_reader(header: &Header, options: &RestoreOptions) -> Result<RecordReader> {
+    let backup = header.backup_id.to_string();
     let (column_family, extractor) = check::extractor(header, options).ok_or_else(|| {
         Error::Usage(format!(
-            "backup {id} records no built-in reference resolver: --record needs the \
+            "backup {backup} records no built-in reference resolver: --record needs the \
              application's extractor (library: RestoreOptions::extractor)"
         ))
     })?;
-    let (db_dir, open_options, keys) = (
-        db_dir.to_path_buf(),
-        options.open_options.clone(),
-        keys.to_vec(),
-    );
-    blocking(move || {
-        let (db, _) = open_checkpoint(&db_dir, open_options)?;
-        let cf = db.cf_handle(&column_family).ok_or_else(|| {
-            Error::manifest(
-                &id,
-                format!("its database has no column family {column_family:?}"),
-            )
-        })?;
-        let mut paths = BTreeMap::new();
-        for key in keys {
-            let shown = display_key(&key);
-            let value = db
-                .get_cf(&cf, &key)
-                .map_err(|e| Error::rocks(format!("record {shown}"), e))?
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "backup {id} has no record at key {shown} in column family {column_family}"
-                    ))
-                })?;
-            let references = extractor.extract(&key, &value).map_err(|why| {
-                Error::Usage(format!(
-                    "the record at {shown} holds no valid reference: {why}"
-                ))
-            })?;
-            for reference in references {
-                let path = normalize_relative_path(&reference.path).map_err(|why| {
-                    Error::Usage(format!(
-                        "the record at {shown} references {:?}: {why}",
-                        reference.path
-                    ))
-                })?;
-                paths.insert(path, shown.clone());
-            }
-        }
-        Ok(paths)
+    Ok(RecordReader {
+        backup,
+        column_family,
+        extractor,
     })
-    .await
+}
+
+impl RecordReader {
+    /// The paths the records at `keys` reference in the database staged at
+    /// `db_dir`, each with its record's key; a key with no record is an
+    /// error.
+    async fn paths(
+        self,
+        db_dir: &Path,
+        open_options: Option<rocksdb::Options>,
+        keys: &[Vec<u8>],
+    ) -> Result<BTreeMap<String, String>> {
+        let (db_dir, keys) = (db_dir.to_path_buf(), keys.to_vec());
+        blocking(move || {
+            let (db, _) = open_checkpoint(&db_dir, open_options)?;
+            let (id, column_family) = (&self.backup, &self.column_family);
+            let cf = db.cf_handle(column_family).ok_or_else(|| {
+                Error::manifest(id, format!("its database has no column family {column_family:?}"))
+            })?;
+            let mut paths = BTreeMap::new();
+            for key in keys {
+                let shown = display_key(&key);
+                let value = db
+                    .get_cf(&cf, &key)
+                    .map_err(|e| Error::rocks(format!("record {shown}"), e))?
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "backup {id} has no record at key {shown} in column family {column_family}"
+                        ))
+                    })?;
+                let references = self.extractor.extract(&key, &value).map_err(|why| {
+                    Error::Usage(format!("the record at {shown} holds no valid reference: {why}"))
+                })?;
+                for reference in references {
+                    let path = normalize_relative_path(&reference.path).map_err(|why| {
+                        Error::Usage(format!(
+                            "the record at {shown} references {:?}: {why}",
+                            reference.path
+                        ))
+                    })?;
+                    paths.insert(path, shown.clone());
+                }
+            }
+            Ok(paths)
+        })
+        .await
+    }
 }
 
 /// The files the selected records reference that the backup does not hold

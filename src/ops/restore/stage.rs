@@ -75,7 +75,7 @@ impl Staging {
         for entry in std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))? {
             let entry = entry.map_err(|e| Error::io(&self.path, e))?;
             let dest = self.target.join(entry.file_name());
-            rename_no_replace(&entry.path(), &dest).map_err(|e| Error::io(&dest, e))?;
+            nofollow::rename_no_replace(&entry.path(), &dest).map_err(|e| Error::io(&dest, e))?;
             placed.names.push(entry.file_name());
         }
         Ok(())
@@ -234,37 +234,6 @@ pub(super) fn place_all(stages: Vec<Staging>) -> Result<Vec<Placed>> {
         }
     }
     Ok(placed)
-}
-
-/// Renames `from` to `to` unless `to` exists (atomically where the filesystem
-/// supports `RENAME_NOREPLACE`).
-pub(super) fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c =
-        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (from_c, to_c) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
-    let done = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from_c.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if done == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EINVAL) {
-        return Err(err);
-    }
-    // A filesystem without RENAME_NOREPLACE: check, then rename.
-    if to.symlink_metadata().is_ok() {
-        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
-    }
-    std::fs::rename(from, to)
 }
 
 #[cfg(test)]
