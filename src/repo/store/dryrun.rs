@@ -1,13 +1,15 @@
 //! `backup --dry-run`: the store as a run sees it, with nothing written to
-//! it. Reads go to the real store; writes land in an overlay that keeps
-//! small objects (the marker, locks, manifests and indexes a run reads back)
-//! and only the size of larger ones (packs, content, tables), so memory stays
-//! bounded; deletes touch the overlay only. Listings merge both sides. What
+//! it. Reads go to the real store; writes land in an overlay that keeps the
+//! metadata a run reads back (the marker, locks, manifests, parts, indexes)
+//! and only the size of data objects (packs, content, tables, format 1's
+//! per-backup files), which a run never reads back, so memory stays bounded
+//! by the metadata; deletes touch the overlay only. Listings merge both sides. What
 //! the run counts as uploaded is what a real run would have sent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::repo::layout;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -18,8 +20,17 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 
-/// Objects up to this size are kept in the overlay (they may be read back).
-const KEPT: usize = 4 << 20;
+/// Whether `location` holds data (file content, tables), not metadata.
+fn is_data(location: &Path) -> bool {
+    let parts: Vec<_> = location.parts().collect();
+    match parts.first().map(|p| p.as_ref()) {
+        Some(layout::TABLES | layout::KEYED_CONTENT | layout::PACKS) => true,
+        Some(layout::BACKUPS) => parts.get(2).is_some_and(|p| p.as_ref() == "files"),
+        _ => location
+            .as_ref()
+            .starts_with(&format!("{}/", layout::CONTENT)),
+    }
+}
 
 /// The real store under an overlay of what a dry run wrote.
 #[derive(Debug)]
@@ -80,7 +91,7 @@ impl ObjectStore for DryRun {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if payload.content_length() <= KEPT {
+        if !is_data(location) {
             return self.kept.put_opts(location, payload, opts).await;
         }
         let size = payload.content_length() as u64;
@@ -253,17 +264,25 @@ mod tests {
     #[tokio::test]
     async fn writes_stay_in_the_overlay() {
         let real = Arc::new(InMemory::new());
-        real.put(&Path::from("a/old"), Bytes::from_static(b"old").into())
-            .await
-            .unwrap();
+        real.put(
+            &Path::from("backups/old"),
+            Bytes::from_static(b"old").into(),
+        )
+        .await
+        .unwrap();
         let dry = DryRun::new(real.clone());
-        dry.put(&Path::from("a/small"), Bytes::from_static(b"small").into())
+        dry.put(
+            &Path::from("backups/small"),
+            Bytes::from_static(b"small").into(),
+        )
+        .await
+        .unwrap();
+        let data = Bytes::from(vec![7u8; 1000]);
+        dry.put(&Path::from("packs/data"), data.into())
             .await
             .unwrap();
-        let big = Bytes::from(vec![7u8; KEPT + 1]);
-        dry.put(&Path::from("b/big"), big.into()).await.unwrap();
         let small = dry
-            .get(&Path::from("a/small"))
+            .get(&Path::from("backups/small"))
             .await
             .unwrap()
             .bytes()
@@ -271,17 +290,23 @@ mod tests {
             .unwrap();
         assert_eq!(small, Bytes::from_static(b"small"));
         assert_eq!(
-            dry.head(&Path::from("b/big")).await.unwrap().size,
-            KEPT as u64 + 1
+            dry.head(&Path::from("packs/data")).await.unwrap().size,
+            1000
         );
-        assert!(dry.get(&Path::from("b/big")).await.is_err(), "not kept");
+        assert!(
+            dry.get(&Path::from("packs/data")).await.is_err(),
+            "not kept"
+        );
         let listed: Vec<ObjectMeta> = dry.list(None).try_collect().await.unwrap();
         assert_eq!(listed.len(), 3);
         let top = dry.list_with_delimiter(None).await.unwrap();
-        assert_eq!(top.common_prefixes, [Path::from("a"), Path::from("b")]);
-        dry.delete(&Path::from("a/old")).await.unwrap();
+        assert_eq!(
+            top.common_prefixes,
+            [Path::from("backups"), Path::from("packs")]
+        );
+        dry.delete(&Path::from("backups/old")).await.unwrap();
         let real_keys: Vec<ObjectMeta> = real.list(None).try_collect().await.unwrap();
         assert_eq!(real_keys.len(), 1, "the real store is untouched");
-        assert_eq!(real_keys[0].location, Path::from("a/old"));
+        assert_eq!(real_keys[0].location, Path::from("backups/old"));
     }
 }
