@@ -396,7 +396,8 @@ impl Error {
     /// The CLI exit code for this error: 2 usage, 3 problems found (damage,
     /// references not captured), 4 objects that could not be read and nothing
     /// else (verify again later), 5 no key, a wrong key, or only a write key
-    /// where the full key is needed, 130 interrupted by SIGINT, 143 by
+    /// where the full key is needed, 6 no repository there, 7 locked by
+    /// another run, 130 interrupted by SIGINT, 143 by
     /// SIGTERM (also SIGHUP, SIGQUIT), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {

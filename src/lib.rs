@@ -121,7 +121,8 @@ pub use ops::inspect::{
 };
 pub use ops::keys::{init, InitOptions, KeysReport, NewKey, SlotInfo};
 pub use ops::prune::{
-    prune, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy, DEFAULT_REPACK_BELOW,
+    prune, GroupBy, Kept, PruneOptions, PruneReport, RepackReport, RetentionPolicy,
+    DEFAULT_REPACK_BELOW, UNLIMITED,
 };
 pub use ops::restore::{
     dump, restorable, restore, DumpOptions, DumpReport, FileMatch, FileSelection, PointInTime,
@@ -133,7 +134,7 @@ pub use repo::crypto::{Credentials, Identity, KdfParams, Recipient, WriteKey};
 pub use repo::ids::{BackupId, Format, PackId};
 pub use repo::lock::{unlock, LockInfo, LockKind, Refused, UnlockReport, DEFAULT_LEASE};
 pub use repo::manifest::{list, ListedBackup};
-pub use repo::{Created, Repository, Traffic};
+pub use repo::{Created, RateLimiter, Repository, Traffic};
 pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};
 
 /// Key management of an encrypted repository (`rockup key`).

@@ -46,6 +46,9 @@ pub struct CopyOptions {
     pub source: Option<String>,
     /// Objects copied at once.
     pub jobs: Jobs,
+    /// How long to wait for a prune of the target to finish (`--retry-lock`);
+    /// zero fails at once.
+    pub retry_lock: std::time::Duration,
 }
 
 impl Default for CopyOptions {
@@ -54,6 +57,7 @@ impl Default for CopyOptions {
             backup: "latest".into(),
             source: None,
             jobs: Jobs::from(8),
+            retry_lock: std::time::Duration::ZERO,
         }
     }
 }
@@ -85,6 +89,7 @@ pub async fn copy(from: &Repository, to: &Repository, options: &CopyOptions) -> 
         operation: "copy",
         id: BackupId::new(chrono::Utc::now()),
         lease: DEFAULT_LEASE,
+        wait: options.retry_lock,
     };
     let mut report = CopyReport::default();
     locked(to, request, async |lock| {

@@ -262,6 +262,7 @@ async fn change(
         operation: "key change",
         id: BackupId::new(chrono::Utc::now()),
         lease: DEFAULT_LEASE,
+        wait: std::time::Duration::ZERO,
     };
     locked(repo, request, async |_| {
         let mut config = repo

@@ -27,5 +27,5 @@ pub mod segment;
 mod store;
 pub mod upload;
 
-pub use store::{Created, Repository, Traffic};
+pub use store::{Created, RateLimiter, Repository, Traffic};
 pub(crate) use store::{Fetched, RangeFetched, RangeKey};

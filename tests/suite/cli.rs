@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use super::fixture::*;
 
-fn rockup(args: &[&str]) -> Output {
+pub fn rockup(args: &[&str]) -> Output {
     rockup_command().args(args).output().unwrap()
 }
 
-fn json_of(out: &Output) -> Value {
+pub fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not JSON ({e}): {}",
@@ -20,7 +20,16 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-fn stderr(out: &Output) -> String {
+/// A failure's JSON document: the last line on stderr, stdout left empty.
+pub fn error_of(out: &Output) -> Value {
+    assert!(out.stdout.is_empty(), "a failure wrote on stdout");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("stderr does not end in JSON ({e}): {text}"))
+}
+
+pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -74,7 +83,7 @@ fn exit_codes_and_json_documents() {
     );
     let bad_url = rockup(&["backup", "--repo", "nope://x", "--db", db, "--json"]);
     assert_eq!(bad_url.status.code(), Some(2));
-    assert!(json_of(&bad_url)["error"]
+    assert!(error_of(&bad_url)["error"]
         .as_str()
         .unwrap()
         .contains("nope://x"));
@@ -103,7 +112,7 @@ fn exit_codes_and_json_documents() {
         "--json",
     ]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(json_of(&missing)["error"]
+    assert!(error_of(&missing)["error"]
         .as_str()
         .unwrap()
         .contains("/nonexistent/db"));
@@ -153,7 +162,7 @@ fn exit_codes_and_json_documents() {
         "{}",
         stderr(&missing_repo)
     );
-    assert!(json_of(&missing_repo)["error"]
+    assert!(error_of(&missing_repo)["error"]
         .as_str()
         .unwrap()
         .contains("rockup init"));
@@ -192,7 +201,7 @@ fn exit_codes_and_json_documents() {
     args.extend(blob_args.iter().map(String::as_str));
     let problems = rockup(&args);
     assert_eq!(problems.status.code(), Some(3), "{}", stderr(&problems));
-    let doc = json_of(&problems);
+    let doc = error_of(&problems);
     assert_eq!(doc["problems"][0]["path"], "d2/f-2.bin");
     assert_eq!(doc["problems"][0]["record_key"], "file:000002");
     args.push("--allow-missing-blobs");
@@ -222,7 +231,7 @@ fn exit_codes_and_json_documents() {
     std::fs::remove_file(pack.path()).unwrap();
     let broken = rockup(&["verify", "--repo", repo, "--json"]);
     assert_eq!(broken.status.code(), Some(3));
-    assert_eq!(json_of(&broken)["problems"][0]["kind"], "missing_object");
+    assert_eq!(error_of(&broken)["problems"][0]["kind"], "missing_object");
 }
 
 #[test]
@@ -324,7 +333,7 @@ async fn prune_and_unlock() {
         "no retention rule: {}",
         stderr(&out)
     );
-    assert!(json_of(&out)["error"]
+    assert!(error_of(&out)["error"]
         .as_str()
         .unwrap()
         .contains("--keep-last"));

@@ -91,7 +91,7 @@ fn encryption_on_the_command_line() {
         5,
         secret,
     );
-    assert!(json(&wrong)["error"]
+    assert!(super::cli::error_of(&wrong)["error"]
         .as_str()
         .unwrap()
         .contains("passphrase"));

@@ -320,6 +320,36 @@ async fn a_killed_runs_lock_expires_with_its_lease() {
     assert!(list_keys(&repo, "locks").await.is_empty());
 }
 
+/// `--retry-lock`: a prune meeting a live lock tries again until the wait
+/// is over (failing, exit 7) or the lock is gone (running).
+#[tokio::test]
+async fn retry_lock_waits_for_the_lock_in_the_way() {
+    let fx = Fixture::new(2);
+    let repo = memory_repo();
+    rockup::backup(&repo, Source::Db(fx.db.clone()), &fx.options())
+        .await
+        .unwrap();
+    let lock = serde_json::json!({
+        "kind": "backup", "host": "busy-host", "pid": 7,
+        "created_at": chrono::Utc::now(), "lease_secs": 4,
+    });
+    put_object(&repo, "locks/backup-busy.json", lock.to_string()).await;
+    let mut options = keep_last(1, Duration::ZERO, false);
+    options.retry_lock = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let err = rockup::prune(&repo, &options).await.unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(err.exit_code(), 7);
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    options.retry_lock = Duration::from_secs(60);
+    let report = rockup::prune(&repo, &options).await.unwrap();
+    assert_eq!(report.stale_locks_removed, ["locks/backup-busy.json"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "until the lease ran out"
+    );
+}
+
 /// A backup held for longer than its lease keeps renewing it: prune stays away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_backup_renews_its_lease() {

@@ -464,9 +464,14 @@ pub const SECRET_VARIABLES: [&str; 10] = [
 /// and stdin not a terminal (so it never prompts).
 pub fn rockup_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rockup"));
-    command
-        .env_remove("ROCKUP_REPO")
-        .env_remove("ROCKUP_REPOSITORY");
+    // Every setting has a variable (profiles set them): none leaks in from
+    // the shell that runs the tests.
+    for (variable, _) in std::env::vars_os() {
+        let name = variable.to_string_lossy();
+        if name.starts_with("ROCKUP_") && !name.starts_with("ROCKUP_TEST") {
+            command.env_remove(&variable);
+        }
+    }
     for variable in SECRET_VARIABLES {
         command.env_remove(variable);
     }

@@ -15,6 +15,7 @@ mod hostile_crypto;
 mod inspect;
 mod layers;
 mod live;
+mod operator;
 mod partial;
 mod prune;
 mod restore_safety;

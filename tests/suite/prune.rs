@@ -162,3 +162,97 @@ async fn prune_removes_staging_files_of_interrupted_writes() {
     assert!(fresh.exists(), "a young one may belong to a running write");
     assert!(foreign.exists(), "never somebody else's");
 }
+
+/// Backs `fx` up once per tag set; returns the ids, oldest first.
+async fn tagged_backups(
+    fx: &Fixture,
+    repo: &rockup::Repository,
+    tiers: &[&str],
+) -> Vec<rockup::BackupId> {
+    let mut ids = Vec::new();
+    for tier in tiers {
+        let options = with(fx.options(), |o| {
+            o.tags.insert("tier".into(), tier.to_string());
+        });
+        let report = rockup::backup(repo, Source::Db(fx.db.clone()), &options)
+            .await
+            .unwrap();
+        ids.push(report.header.backup_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn forget_removes_exactly_the_backups_named() {
+    let fx = Fixture::new(4);
+    let repo = fx.local_repo();
+    let ids = tagged_backups(&fx, &repo, &["a", "a", "a"]).await;
+    let forget = |named: Vec<rockup::BackupId>| {
+        with(rockup::PruneOptions::default(), |o| {
+            o.forget = named;
+            o.grace = Duration::ZERO;
+        })
+    };
+    // An id that is not there refuses the whole run.
+    let unknown: rockup::BackupId = "20200101T000000.000Z-00000000".parse().unwrap();
+    let err = prune(&repo, &forget(vec![ids[0].clone(), unknown]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BackupNotFound(_)), "{err}");
+    assert_eq!(
+        rockup::list(&repo).await.unwrap().len(),
+        3,
+        "nothing forgotten"
+    );
+    // A rule and names together are refused.
+    let both = with(forget(vec![ids[0].clone()]), |o| {
+        o.policy.keep_last = Some(1)
+    });
+    assert!(matches!(
+        prune(&repo, &both).await.unwrap_err(),
+        Error::Usage(_)
+    ));
+
+    // The newest may be named too: names are deliberate.
+    let report = prune(&repo, &forget(vec![ids[0].clone(), ids[2].clone()]))
+        .await
+        .unwrap();
+    assert_eq!(report.forgotten, [ids[0].clone(), ids[2].clone()]);
+    let left: Vec<_> = rockup::list(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.backup_id)
+        .collect();
+    assert_eq!(left, [ids[1].clone()]);
+    assert!(verify(&repo, "all", true).await.problems.is_empty());
+    let restore = restoring(
+        &ids[1],
+        fx.path("restored/db"),
+        Some(fx.path("restored/files")),
+    );
+    rockup::restore(&repo, &restore).await.unwrap();
+    assert_eq!(read_all(&fx.path("restored/db")), read_all(&fx.db));
+}
+
+#[tokio::test]
+async fn group_by_tags_keeps_each_groups_newest() {
+    let fx = Fixture::new(2);
+    let repo = fx.local_repo();
+    let ids = tagged_backups(&fx, &repo, &["gold", "silver", "gold", "silver"]).await;
+    let keep_one = |group_by: &str| {
+        with(keep_last(1, Duration::ZERO, true), |o| {
+            o.group_by = group_by.parse().unwrap()
+        })
+    };
+    let kept = |report: rockup::PruneReport| -> Vec<rockup::BackupId> {
+        report.kept.into_iter().map(|k| k.backup_id).collect()
+    };
+    let by_source = prune(&repo, &keep_one("source")).await.unwrap();
+    assert_eq!(kept(by_source), [ids[3].clone()]);
+    let by_tags = prune(&repo, &keep_one("tags")).await.unwrap();
+    assert_eq!(kept(by_tags), [ids[2].clone(), ids[3].clone()]);
+    let by_both = prune(&repo, &keep_one("source,tags")).await.unwrap();
+    assert_eq!(kept(by_both), [ids[2].clone(), ids[3].clone()]);
+    assert!("host".parse::<rockup::GroupBy>().is_err());
+}

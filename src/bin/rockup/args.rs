@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rockup::{
-    BackupOptions, CopyOptions, DataSubset, Error, ExternalFiles, FileMatch, FileSelection,
-    FollowOptions, Format, Jobs, KdfParams, PointInTime, PruneOptions, Recipient, RefSource,
-    ResolverConfig, RestoreOptions, Result, VerifyOptions,
+    BackupId, BackupOptions, CopyOptions, DataSubset, Error, ExternalFiles, FileMatch,
+    FileSelection, FollowOptions, Format, GroupBy, Jobs, KdfParams, PointInTime, PruneOptions,
+    RateLimiter, Recipient, RefSource, ResolverConfig, RestoreOptions, Result, VerifyOptions,
 };
 
 use crate::secrets::Secrets;
@@ -21,12 +21,28 @@ use crate::secrets::Secrets;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Print one JSON document on stdout (also on failure); logs stay on stderr.
+    /// Print one JSON document on stdout (a failure's on stderr, as one
+    /// line); logs stay on stderr.
     #[arg(long, global = true)]
     pub json: bool,
     /// More detail in the logs (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Only warnings and errors on stderr: no summary, no progress.
+    #[arg(short, long, global = true, env = "ROCKUP_QUIET")]
+    pub quiet: bool,
+    /// No progress bar or progress lines.
+    #[arg(long, global = true, env = "ROCKUP_NO_PROGRESS")]
+    pub no_progress: bool,
+    /// Settings from a profile: NAME.toml in $XDG_CONFIG_HOME/rockup (else
+    /// ~/.config/rockup), then /etc/rockup, or a file's path. Flags and the
+    /// environment override it.
+    #[arg(long, global = true, env = "ROCKUP_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Also append the logs to this file (created mode 0600; at least info,
+    /// even with --quiet).
+    #[arg(long, global = true, env = "ROCKUP_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,12 +73,22 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Forget backups by a retention policy and delete what no backup references.
     Prune(PruneArgs),
+    /// Forget the backups named and delete what no backup references any
+    /// more (prune for chosen backups).
+    Forget(ForgetArgs),
     /// Remove the locks of backups or prunes that were killed.
     Unlock(UnlockArgs),
     /// Copy committed backups to another repository, verified (3-2-1).
     Copy(CopyArgs),
     /// Back up, verify and restore a sample database with external files.
     Demo(DemoArgs),
+    /// Show the settings in effect (from --profile and the environment).
+    Config(ConfigArgs),
+    /// Print the completion script for a shell (e.g. `rockup completions
+    /// bash > /etc/bash_completion.d/rockup`).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one per command into a directory.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,14 +100,34 @@ pub struct RepoArgs {
     pub repo: String,
     /// Store setting as key=value (object_store config keys, e.g. region=eu-west-1);
     /// keep secrets in the environment (AWS_*, AZURE_*, GOOGLE_*), not in argv.
-    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
+    #[arg(long = "store-option", env = "ROCKUP_STORE_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_store_option, hide_env_values = true)]
     pub store_options: Vec<(String, String)>,
-    /// Most bytes per second sent and received together, e.g. 20M (suffixes K,
-    /// M, G are powers of 1024); unlimited by default.
-    #[arg(long, value_name = "BYTES", value_parser = parse_rate)]
-    pub rate_limit: Option<u64>,
+    #[command(flatten)]
+    pub rates: RateArgs,
     #[command(flatten)]
     pub secrets: SecretArgs,
+}
+
+/// How fast a run may send and receive (unlimited by default; rates like
+/// 20M, suffixes K, M, G being powers of 1024, in bytes per second).
+#[derive(Debug, Args)]
+pub struct RateArgs {
+    /// Most bytes per second sent and received together.
+    #[arg(long, env = "ROCKUP_RATE_LIMIT", value_name = "BYTES", value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
+    /// Most bytes per second sent.
+    #[arg(long, env = "ROCKUP_LIMIT_UPLOAD", value_name = "BYTES", value_parser = parse_rate)]
+    pub limit_upload: Option<u64>,
+    /// Most bytes per second received.
+    #[arg(long, env = "ROCKUP_LIMIT_DOWNLOAD", value_name = "BYTES", value_parser = parse_rate)]
+    pub limit_download: Option<u64>,
+}
+
+impl RateArgs {
+    /// The library's limiter for these rates.
+    pub fn limiter(&self) -> RateLimiter {
+        RateLimiter::new(self.rate_limit, self.limit_upload, self.limit_download)
+    }
 }
 
 impl RepoArgs {
@@ -277,14 +323,25 @@ pub struct CopyArgs {
     #[arg(long, default_value = "latest")]
     pub backup: String,
     /// Only this source's backups (and whose `latest`).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     /// Objects copied at once.
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub retry: RetryLockArg,
+    /// For the two repositories together: what is received from --from and
+    /// sent to --to.
+    #[command(flatten)]
+    pub rates: RateArgs,
     /// Store setting for both repositories, as key=value (see --repo's).
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_store_option)]
     pub store_options: Vec<(String, String)>,
+    /// Write Prometheus metrics (node_exporter textfile format) here after
+    /// the run, atomically: last success time, duration, files, bytes,
+    /// problems and requests.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// The key of --from, if it is encrypted.
     #[command(flatten)]
     pub from_secrets: SecretArgs,
@@ -335,6 +392,7 @@ impl CopyArgs {
         options.backup = self.backup.clone();
         options.source = self.source.clone();
         options.jobs = Jobs::from(self.jobs);
+        options.retry_lock = self.retry.wait;
         options
     }
 }
@@ -357,6 +415,7 @@ pub struct BackupArgs {
     /// and keep writing).
     #[arg(
         long,
+        env = "ROCKUP_DB",
         conflicts_with = "checkpoint",
         required_unless_present = "checkpoint"
     )]
@@ -368,17 +427,17 @@ pub struct BackupArgs {
     pub external: ExternalArgs,
     /// Files read and uploaded at once (small files are latency-bound:
     /// more than there are cores).
-    #[arg(long, default_value_t = BackupOptions::default().jobs.get())]
+    #[arg(long, env = "ROCKUP_BACKUP_JOBS", default_value_t = BackupOptions::default().jobs.get())]
     pub jobs: usize,
     /// Bytes of file content held in memory at once, across all uploads.
-    #[arg(long, default_value_t = BackupOptions::default().memory_budget)]
+    #[arg(long, env = "ROCKUP_MEMORY_BUDGET", default_value_t = BackupOptions::default().memory_budget)]
     pub memory_budget: u64,
     /// Tag the backup (repeatable).
-    #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
+    #[arg(long = "tag", env = "ROCKUP_TAGS", value_delimiter = ',', value_name = "K=V", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
     /// Commit even if references are missing or invalid: external files that
     /// could not be captured are recorded (exit code 3).
-    #[arg(long)]
+    #[arg(long, env = "ROCKUP_ALLOW_MISSING_BLOBS")]
     pub allow_missing_blobs: bool,
     /// Re-read every external file even if unchanged since the previous backup.
     #[arg(long)]
@@ -389,17 +448,17 @@ pub struct BackupArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Base directory for rockup's working files (default: beside the database).
-    #[arg(long)]
+    #[arg(long, env = "ROCKUP_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// With --db: do not hard-link the external files (the tree under
     /// --blob-root) into the work directory at the point in time (saves one
     /// link per file; files the application deletes during the backup are
     /// then more likely to be missed).
-    #[arg(long)]
+    #[arg(long, env = "ROCKUP_NO_PRELINK")]
     pub no_prelink: bool,
     /// zstd level for small files and database logs stored in packs (1–22;
     /// 0: no compression). Content that does not shrink is stored as is.
-    #[arg(long, value_name = "LEVEL", default_value_t = rockup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
+    #[arg(long, env = "ROCKUP_COMPRESSION_LEVEL", value_name = "LEVEL", default_value_t = rockup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
     pub compression_level: i32,
     /// Repository format to write: 2 (packs, compression) or 1 (an object per
     /// file, readable by rockup 0.1; a repository already at 2 stays at 2).
@@ -407,10 +466,15 @@ pub struct BackupArgs {
     pub format_version: u32,
     /// Name the source this backup belongs to (default: the database's
     /// IDENTITY); `latest` and retention apply per source.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     #[command(flatten)]
     pub lease: LeaseArg,
+    /// Write Prometheus metrics (node_exporter textfile format) here after
+    /// the run, atomically: last success time, duration, files, bytes,
+    /// problems and requests (follow: its own figures, after every poll).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// With --write-key: where this host records what it backed up, so that
     /// the next backup reads only changed files (default:
     /// $XDG_CACHE_HOME/rockup or ~/.cache/rockup).
@@ -424,24 +488,21 @@ pub struct FollowArgs {
     #[command(flatten)]
     pub backup: BackupArgs,
     /// How often the WAL is read and shipped.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROCKUP_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
     /// A new base backup after this long ("never": only when the WAL cannot be continued).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_optional_duration)]
+    #[arg(long, env = "ROCKUP_BASE_EVERY", value_name = "DURATION", default_value = "24h", value_parser = parse_optional_duration)]
     pub base_every: OptionalDuration,
     /// Warn when the shipped state is older than this.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROCKUP_LAG_WARNING", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub lag_warning: std::time::Duration,
-    /// Write Prometheus metrics (node_exporter textfile format) here after every poll.
-    #[arg(long, value_name = "FILE")]
-    pub metrics_file: Option<PathBuf>,
     /// Publish the last shipped sequence number here after every poll, for
     /// an application that defers deleting files until it is shipped.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "ROCKUP_SAFEPOINT_FILE", value_name = "FILE")]
     pub safepoint_file: Option<PathBuf>,
     /// How long links of new files under --blob-root are kept for records
     /// not read yet (at least three intervals).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROCKUP_KEEP_NEW_FILES", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub keep_new_files: std::time::Duration,
 }
 
@@ -469,7 +530,7 @@ impl FollowArgs {
         options.interval = self.interval;
         options.base_every = self.base_every.0;
         options.lag_warning = self.lag_warning;
-        options.metrics_file = self.metrics_file.clone();
+        options.metrics_file = self.backup.metrics_file.clone();
         options.safepoint_file = self.safepoint_file.clone();
         options.keep_new_files = self.keep_new_files;
         Ok((options, db))
@@ -481,8 +542,19 @@ pub struct LeaseArg {
     /// How long this run's lock stays live if it stops renewing it (it renews
     /// every third of that); a lock not renewed for its lease is taken for a
     /// killed run's, ignored, and removed by the next prune.
-    #[arg(long = "lease", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long = "lease", env = "ROCKUP_LEASE", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub duration: std::time::Duration,
+    #[command(flatten)]
+    pub retry: RetryLockArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryLockArg {
+    /// When a prune (or, for a prune, a backup) holds the repository, try
+    /// again for this long (after 2 s, 4 s, … up to a minute apart) instead
+    /// of failing with exit code 7.
+    #[arg(long = "retry-lock", env = "ROCKUP_RETRY_LOCK", value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -490,7 +562,7 @@ pub struct ListArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Only this source's backups.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
 }
 
@@ -499,23 +571,23 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ExternalArgs {
     /// Directory the records' external file paths are relative to.
-    #[arg(long, requires = "blob_ref")]
+    #[arg(long, env = "ROCKUP_BLOB_ROOT", requires = "blob_ref")]
     pub blob_root: Option<PathBuf>,
     /// Column family holding the records that reference external files.
-    #[arg(long, default_value = "default")]
+    #[arg(long, env = "ROCKUP_BLOB_CF", default_value = "default")]
     pub blob_cf: String,
     /// Where the path is: key, value, or json:/pointer into a JSON value.
-    #[arg(long, requires = "blob_root")]
+    #[arg(long, env = "ROCKUP_BLOB_REF", requires = "blob_root")]
     pub blob_ref: Option<RefSource>,
     /// Only keys with this prefix reference external files (stripped with
     /// --blob-ref key).
-    #[arg(long)]
+    #[arg(long, env = "ROCKUP_BLOB_KEY_PREFIX")]
     pub blob_key_prefix: Option<String>,
     /// json:/pointer to the external file's expected SHA-256 (hex) in the value.
-    #[arg(long, value_parser = parse_json_pointer)]
+    #[arg(long, env = "ROCKUP_BLOB_SHA256", value_parser = parse_json_pointer)]
     pub blob_sha256: Option<String>,
     /// json:/pointer to the external file's expected size in the value.
-    #[arg(long, value_parser = parse_json_pointer)]
+    #[arg(long, env = "ROCKUP_BLOB_SIZE", value_parser = parse_json_pointer)]
     pub blob_size: Option<String>,
 }
 
@@ -560,7 +632,7 @@ pub struct Which {
     #[arg(long, default_value = "latest")]
     pub backup: String,
     /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
 }
 
@@ -573,7 +645,7 @@ pub struct LsArgs {
     /// Only the external files in this directory under the blob root.
     pub prefix: Option<String>,
     /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     /// Also show each file's SHA-256.
     #[arg(short, long)]
@@ -588,7 +660,7 @@ pub struct FindArgs {
     /// whole paths (`*` and `?` stop at `/`, `**` does not).
     pub pattern: String,
     /// Only this source's backups.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     /// Only this backup (repeatable); every backup by default.
     #[arg(long = "backup", value_name = "ID")]
@@ -604,7 +676,7 @@ pub struct DiffArgs {
     /// The newer backup (id or latest).
     pub to: String,
     /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
 }
 
@@ -617,7 +689,7 @@ pub struct DumpArgs {
     /// The file's path under the blob root, as `rockup ls` shows it.
     pub path: String,
     /// Whose `latest` (needed where the repository holds several sources).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     /// Write the file here (it gets the backed-up mode and mtime) instead of to stdout.
     #[arg(long, value_name = "FILE")]
@@ -688,6 +760,11 @@ pub struct VerifyArgs {
     /// Downloads at once (with --deep).
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+    /// Write Prometheus metrics (node_exporter textfile format) here after
+    /// the run, atomically: last success time, duration, files, bytes,
+    /// problems and requests.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -696,54 +773,193 @@ pub struct PruneArgs {
     pub repo: RepoArgs,
     /// Apply the retention rules to this source only (each source keeps its
     /// own newest backups either way; garbage collection is repository-wide).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+/// Which backups stay (restic's rules; a backup stays when any rule keeps
+/// it, and each group's newest always stays). N may be `unlimited`;
+/// durations count back from the group's newest backup, as restic's do.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
     /// Keep the N newest backups.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "ROCKUP_KEEP_LAST", value_name = "N", value_parser = parse_count)]
     pub keep_last: Option<usize>,
+    /// Keep the newest backup of each of the N most recent hours (UTC) that have one.
+    #[arg(long, env = "ROCKUP_KEEP_HOURLY", value_name = "N", value_parser = parse_count)]
+    pub keep_hourly: Option<usize>,
     /// Keep the newest backup of each of the N most recent days (UTC) that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "ROCKUP_KEEP_DAILY", value_name = "N", value_parser = parse_count)]
     pub keep_daily: Option<usize>,
     /// Keep the newest backup of each of the N most recent ISO weeks that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "ROCKUP_KEEP_WEEKLY", value_name = "N", value_parser = parse_count)]
     pub keep_weekly: Option<usize>,
-    /// Keep every backup younger than this (e.g. 7d, 36h).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// Keep the newest backup of each of the N most recent months that have one.
+    #[arg(long, env = "ROCKUP_KEEP_MONTHLY", value_name = "N", value_parser = parse_count)]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest backup of each of the N most recent years that have one.
+    #[arg(long, env = "ROCKUP_KEEP_YEARLY", value_name = "N", value_parser = parse_count)]
+    pub keep_yearly: Option<usize>,
+    /// Keep every backup made within this long before the newest (e.g. 7d,
+    /// 36h, 2months; `m` is minutes).
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
+    /// Keep the newest backup of each hour within this long before the newest.
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN_HOURLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within_hourly: Option<std::time::Duration>,
+    /// Keep the newest backup of each day within this long before the newest.
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN_DAILY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within_daily: Option<std::time::Duration>,
+    /// Keep the newest backup of each week within this long before the newest.
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN_WEEKLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within_weekly: Option<std::time::Duration>,
+    /// Keep the newest backup of each month within this long before the newest.
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN_MONTHLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within_monthly: Option<std::time::Duration>,
+    /// Keep the newest backup of each year within this long before the newest.
+    #[arg(long, env = "ROCKUP_KEEP_WITHIN_YEARLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within_yearly: Option<std::time::Duration>,
     /// Keep every backup with this tag (repeatable).
-    #[arg(long = "keep-tag", value_name = "K=V", value_parser = parse_tag)]
+    #[arg(long = "keep-tag", env = "ROCKUP_KEEP_TAGS", value_delimiter = ',', value_name = "K=V", value_parser = parse_tag)]
     pub keep_tags: Vec<(String, String)>,
+    /// Apply the rules to each group on its own: source (the default), tags,
+    /// source,tags, or none (the whole repository as one group).
+    #[arg(
+        long,
+        env = "ROCKUP_GROUP_BY",
+        value_name = "KEYS",
+        default_value = "source"
+    )]
+    pub group_by: GroupBy,
+}
+
+/// How forgetting is carried out and what is collected after it.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
     /// Leave unreferenced objects younger than this (objects of interrupted backups).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROCKUP_GRACE", value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
     /// Repack packs of which less than this percentage is still referenced
     /// (their live entries are copied into new packs, the old ones deleted);
     /// 0 never repacks.
-    #[arg(long, value_name = "PERCENT", default_value_t = 70.0, value_parser = parse_percent)]
+    #[arg(long, env = "ROCKUP_REPACK_BELOW", value_name = "PERCENT", default_value_t = 70.0, value_parser = parse_percent)]
     pub repack_below: f64,
     /// Show what would be forgotten and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub lease: LeaseArg,
+    /// Write Prometheus metrics (node_exporter textfile format) here after
+    /// the run, atomically: last success time, duration, files, bytes,
+    /// problems and requests.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The backups to forget (ids as `rockup list` shows them).
+    #[arg(required = true, value_name = "BACKUP-ID")]
+    pub backups: Vec<BackupId>,
+    #[command(flatten)]
+    pub collect: CollectArgs,
 }
 
 impl PruneArgs {
     pub fn options(&self) -> PruneOptions {
+        let mut options = self.collect.options();
+        let (policy, rules) = (&mut options.policy, &self.retention);
+        policy.keep_last = rules.keep_last;
+        policy.keep_hourly = rules.keep_hourly;
+        policy.keep_daily = rules.keep_daily;
+        policy.keep_weekly = rules.keep_weekly;
+        policy.keep_monthly = rules.keep_monthly;
+        policy.keep_yearly = rules.keep_yearly;
+        policy.keep_within = rules.keep_within;
+        policy.keep_within_hourly = rules.keep_within_hourly;
+        policy.keep_within_daily = rules.keep_within_daily;
+        policy.keep_within_weekly = rules.keep_within_weekly;
+        policy.keep_within_monthly = rules.keep_within_monthly;
+        policy.keep_within_yearly = rules.keep_within_yearly;
+        policy.keep_tags = rules.keep_tags.clone();
+        options.group_by = rules.group_by;
+        options.source = self.source.clone();
+        options
+    }
+}
+
+impl ForgetArgs {
+    pub fn options(&self) -> PruneOptions {
+        let mut options = self.collect.options();
+        options.forget = self.backups.clone();
+        options
+    }
+}
+
+impl CollectArgs {
+    fn options(&self) -> PruneOptions {
         let mut options = PruneOptions::default();
-        let policy = &mut options.policy;
-        policy.keep_last = self.keep_last;
-        policy.keep_daily = self.keep_daily;
-        policy.keep_weekly = self.keep_weekly;
-        policy.keep_within = self.keep_within;
-        policy.keep_tags = self.keep_tags.clone();
         options.grace = self.grace;
         options.dry_run = self.dry_run;
-        options.source = self.source.clone();
         options.lease = self.lease.duration;
+        options.retry_lock = self.lease.retry.wait;
         options.repack_below = self.repack_below / 100.0;
         options
     }
+}
+
+/// A count of backups or periods, or `unlimited`.
+fn parse_count(text: &str) -> std::result::Result<usize, String> {
+    match text {
+        "unlimited" => Ok(rockup::UNLIMITED),
+        _ => text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a count (a whole number, or unlimited)")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting in effect, where it came from (profile or
+    /// environment) and the profile's schedule hints; secrets redacted.
+    ///
+    /// A profile is TOML. At the top: repository, store-options (a table),
+    /// rate-limit, limit-upload, limit-download, password-file, password-command, identity, write-key,
+    /// cache-dir, source, lease, retry-lock, log-file. [backup]: db,
+    /// blob-root, blob-cf, blob-ref, blob-key-prefix, blob-sha256,
+    /// blob-size, tags (a list), jobs, memory-budget, work-dir,
+    /// compression-level, no-prelink, allow-missing-blobs. [follow]:
+    /// interval, base-every, lag-warning, safepoint-file, keep-new-files.
+    /// [prune]: keep-last, keep-hourly … keep-yearly, keep-within,
+    /// keep-within-hourly … keep-within-yearly, keep-tags, group-by, grace,
+    /// repack-below. [schedule]: free-form hints, e.g. backup = "daily 02:15".
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rockup.1, rockup-backup.1, … here (replacing them) instead of
+    /// printing rockup.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -806,6 +1022,12 @@ fn parse_store_option(text: &str) -> std::result::Result<(String, String), Strin
 }
 
 impl BackupArgs {
+    /// The database or checkpoint backed up, as text (the metrics' source
+    /// label where --source is not given).
+    pub fn source_path(&self) -> Option<&str> {
+        self.db.as_ref().or(self.checkpoint.as_ref())?.to_str()
+    }
+
     /// The library's backup options.
     pub fn options(&self) -> Result<BackupOptions> {
         let b = &self.external;
@@ -837,6 +1059,7 @@ impl BackupArgs {
         options.prelink = !self.no_prelink;
         options.source = self.source.clone();
         options.lease = self.lease.duration;
+        options.retry_lock = self.lease.retry.wait;
         options.format = Format::from_number(self.format_version).expect("clap checks the range");
         options.compression_level = self.compression_level;
         options.cache_dir = self.cache_dir.clone();

@@ -7,16 +7,18 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::args::{
-    BackupArgs, Command, CopyArgs, ListArgs, PruneArgs, RepoArgs, RestoreArgs, UnlockArgs,
-    VerifyArgs,
+    BackupArgs, Command, CopyArgs, ListArgs, RepoArgs, RestoreArgs, UnlockArgs, VerifyArgs,
 };
 use crate::demo;
 use crate::inspect;
 use crate::keys;
+use crate::metrics::Run;
+use crate::output::say;
 use crate::progress::{self, Display};
 use crate::secrets::Prompt;
 use rockup::{
-    escape_controls, BackupReport, Error, ListedBackup, Repository, Result, Source, Traffic,
+    escape_controls, BackupReport, Error, ListedBackup, PruneOptions, Repository, Result, Source,
+    Traffic,
 };
 
 /// Runs one command; returns its JSON document (null when it streamed its
@@ -25,19 +27,43 @@ pub async fn run(command: Command, display: Display, json: bool) -> Result<(Valu
     match command {
         Command::Init(args) => keys::init(args).await,
         Command::Key(args) => keys::key(args).await,
-        Command::Backup(args) => backup(args, display).await,
+        Command::Backup(args) => {
+            let source = args.source.as_deref().or(args.source_path());
+            let run = Run::start("backup", args.metrics_file.as_deref(), source);
+            run.finish(backup(args, display).await)
+        }
         Command::Follow(_) => unreachable!("main runs follow under its own signal handling"),
+        Command::Config(_) => unreachable!("main shows the settings it loaded"),
         Command::List(args) => list(args, json).await,
         Command::Ls(args) => inspect::ls(args, json).await,
         Command::Find(args) => inspect::find(args, json).await,
         Command::Diff(args) => inspect::diff(args, json).await,
         Command::Dump(args) => inspect::dump(args, json).await,
         Command::Restore(args) => restore(args, display).await,
-        Command::Verify(args) => verify(args, display).await,
-        Command::Prune(args) => prune(args, display).await,
+        Command::Verify(args) => {
+            let source = args.which.source.as_deref();
+            let run = Run::start("verify", args.metrics_file.as_deref(), source);
+            run.finish(verify(args, display).await)
+        }
+        Command::Prune(args) => {
+            let metrics = args.collect.metrics_file.as_deref();
+            let run = Run::start("prune", metrics, args.source.as_deref());
+            let options = args.options();
+            run.finish(prune(&args.repo, options, display).await)
+        }
+        Command::Forget(args) => {
+            let run = Run::start("forget", args.collect.metrics_file.as_deref(), None);
+            let options = args.options();
+            run.finish(prune(&args.repo, options, display).await)
+        }
         Command::Unlock(args) => unlock(args).await,
-        Command::Copy(args) => copy(args).await,
+        Command::Copy(args) => {
+            let run = Run::start("copy", args.metrics_file.as_deref(), args.source.as_deref());
+            run.finish(copy(args).await)
+        }
         Command::Demo(args) => demo(args.dir).await,
+        Command::Completions(args) => crate::generate::completions(args),
+        Command::Man(args) => crate::generate::man(args),
     }
 }
 
@@ -66,15 +92,20 @@ pub fn repository_to_create(args: &RepoArgs, prompt: Prompt) -> Result<Repositor
 fn opened(args: &RepoArgs, prompt: Prompt, repo: Repository) -> Result<Repository> {
     let credentials = args.secrets().credentials(prompt)?;
     let repo = repo.with_credentials(credentials);
-    Ok(match args.rate_limit {
-        Some(rate) => repo.with_rate_limit(rate),
-        None => repo,
-    })
+    Ok(limited(repo, args.rates.limiter()))
+}
+
+/// `repo`, paced by `limits` if they set any rate.
+fn limited(repo: Repository, limits: rockup::RateLimiter) -> Repository {
+    match limits.is_unlimited() {
+        true => repo,
+        false => repo.with_rate_limits(limits),
+    }
 }
 
 pub fn print_traffic(traffic: &Traffic) {
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-    eprintln!(
+    say!(
         "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE; {:.1} MiB sent, {:.1} MiB received",
         traffic.put, traffic.get, traffic.head, traffic.list, traffic.delete,
         mib(traffic.uploaded_bytes), mib(traffic.downloaded_bytes)
@@ -113,14 +144,14 @@ fn print_backup(report: &BackupReport, dry_run: bool) {
         true => ("dry run, nothing written", "would upload"),
         false => ("committed", "uploaded"),
     };
-    eprintln!(
+    say!(
         "backup {} {done}: sequence {}, {} DB files ({} bytes), {} external files ({} bytes); {uploaded} {} objects, {} bytes",
         h.backup_id, h.sequence_number, h.stats.db_files, h.stats.db_bytes, h.stats.external_files,
         h.stats.external_bytes, h.stats.uploaded_objects, h.stats.uploaded_bytes
     );
     print_traffic(&report.traffic);
     for problem in &report.problems {
-        eprintln!("  recorded problem: {problem}");
+        say!("  recorded problem: {problem}");
     }
 }
 
@@ -213,20 +244,20 @@ async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
         .map(|dir| dir.display().to_string())
         .collect::<Vec<_>>()
         .join(" and ");
-    eprintln!(
+    say!(
         "restored backup {} (sequence {}): {} DB files, {} external files into {into}; {} references checked",
         report.backup_id, report.sequence_number, report.db_files, report.external_files,
         report.references_checked
     );
     print_traffic(&report.traffic);
     if report.known_problems > 0 {
-        eprintln!(
+        say!(
             "  the backup recorded {} reference(s) it could not capture",
             report.known_problems
         );
     }
     for problem in &report.unrestorable {
-        eprintln!("  not restored (the backup could not capture it): {problem}");
+        say!("  not restored (the backup could not capture it): {problem}");
     }
     Ok((document(&report), 0))
 }
@@ -238,7 +269,7 @@ async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
         .await?
         .into_result()?;
     drop(shown);
-    eprintln!(
+    say!(
         "verified {} backup(s): {} objects, {} bytes; {} objects ({} bytes) read and re-hashed; no problems",
         report.backups.len(),
         report.objects,
@@ -250,16 +281,16 @@ async fn verify(args: VerifyArgs, display: Display) -> Result<(Value, i32)> {
     Ok((document(&report), 0))
 }
 
-async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
-    let repo = repository(&args.repo, Prompt::Once)?;
+async fn prune(repo: &RepoArgs, options: PruneOptions, display: Display) -> Result<(Value, i32)> {
+    let repo = repository(repo, Prompt::Once)?;
     let shown = progress::show(repo.progress(), display);
-    let report = rockup::prune(&repo, &args.options()).await?;
+    let report = rockup::prune(&repo, &options).await?;
     drop(shown);
     let (verb, deleted) = match report.dry_run {
         true => ("would forget", "would delete"),
         false => ("forgot", "deleted"),
     };
-    eprintln!(
+    say!(
         "kept {} backup(s), {verb} {}; {deleted} {} unreferenced objects ({} bytes); {} younger than --grace left",
         report.kept.len(),
         report.forgotten.len(),
@@ -274,25 +305,25 @@ async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
         } else {
             "repacked"
         };
-        eprintln!(
+        say!(
             "  {repacked} {} pack(s) of {} bytes, their live entries re-uploaded in {} bytes",
-            repack.packs_repacked, repack.bytes_repacked, repack.bytes_uploaded
+            repack.packs_repacked,
+            repack.bytes_repacked,
+            repack.bytes_uploaded
         );
     }
     for damaged in &repack.damaged_entries {
-        eprintln!(
-            "  kept a pack with a damaged entry (`rockup verify --deep` names it): {damaged}"
-        );
+        say!("  kept a pack with a damaged entry (`rockup verify --deep` names it): {damaged}");
     }
     print_traffic(&report.traffic);
     for id in &report.forgotten {
-        eprintln!("  {verb} {id}");
+        say!("  {verb} {id}");
     }
     for lock in &report.stale_locks_removed {
-        eprintln!("  removed {lock}: its lease had run out");
+        say!("  removed {lock}: its lease had run out");
     }
     if report.foreign_objects > 0 {
-        eprintln!(
+        say!(
             "  left {} object(s) that are not rockup's (not in its layout)",
             report.foreign_objects
         );
@@ -302,12 +333,14 @@ async fn prune(args: PruneArgs, display: Display) -> Result<(Value, i32)> {
 
 async fn copy(args: CopyArgs) -> Result<(Value, i32)> {
     let (from_secrets, to_secrets) = args.secrets();
+    let limits = args.rates.limiter();
     let from = Repository::open_existing(&args.from, &args.store_options)?
         .with_credentials(from_secrets.credentials(Prompt::Once)?);
     let to = Repository::open(&args.to, &args.store_options)?
         .with_credentials(to_secrets.credentials(Prompt::Once)?);
+    let (from, to) = (limited(from, limits.clone()), limited(to, limits));
     let report = rockup::copy(&from, &to, &args.options()).await?;
-    eprintln!(
+    say!(
         "copied {} backup(s) ({} already there): {} objects, {} bytes sent; {} objects the target had",
         report.copied.len(),
         report.present.len(),
@@ -322,16 +355,16 @@ async fn unlock(args: UnlockArgs) -> Result<(Value, i32)> {
     let repo = repository(&args.repo, Prompt::Once)?;
     let report = rockup::unlock(&repo, args.force).await?;
     for key in &report.removed {
-        eprintln!("removed {key}");
+        say!("removed {key}");
     }
     for refused in &report.refused {
-        eprintln!("left {}: {}", refused.lock, refused.reason);
+        say!("left {}: {}", refused.lock, refused.reason);
     }
-    eprintln!("{} lock(s) removed", report.removed.len());
+    say!("{} lock(s) removed", report.removed.len());
     if report.refused.is_empty() {
         return Ok((document(&report), 0));
     }
-    eprintln!(
+    say!(
         "{} lock(s) left: their holders may still be running; if they are gone, pass --force",
         report.refused.len()
     );
@@ -351,6 +384,6 @@ async fn demo(dir: Option<PathBuf>) -> Result<(Value, i32)> {
             .keep(),
     };
     let report = demo::demo(&dir).await?;
-    eprintln!("demo complete in {}", report.dir.display());
+    say!("demo complete in {}", report.dir.display());
     Ok((document(&report), 0))
 }

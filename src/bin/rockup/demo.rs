@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 use serde::Serialize;
 
+use crate::output::say;
 use rockup::{
     BackupId, BackupOptions, BackupReport, Credentials, Error, ExternalFiles, InitOptions, Problem,
     RefSource, Repository, ResolverConfig, RestoreOptions, Result, Source, VerifyOptions,
@@ -64,7 +65,7 @@ pub async fn demo(dir: &Path) -> Result<DemoReport> {
     let (db, files) = (layout.source_db.clone(), layout.source_files.clone());
     let (records, external_files, external_bytes) =
         tokio::task::spawn_blocking(move || build_sample(&db, &files)).await??;
-    eprintln!(
+    say!(
         "built a sample database at {} ({records} records, {external_files} external files)",
         layout.source_db.display()
     );
@@ -73,7 +74,7 @@ pub async fn demo(dir: &Path) -> Result<DemoReport> {
     let (first, second) = back_up_twice(&repo, &layout, &dir.join("work")).await?;
     let verified_objects = verify_and_restore(&repo, &first, &layout).await?;
     let (records_compared, files_compared) = compare(&layout).await?;
-    eprintln!("compared {records_compared} records and {files_compared} files: identical");
+    say!("compared {records_compared} records and {files_compared} files: identical");
     Ok(DemoReport {
         dir: dir.to_path_buf(),
         repository: repo.name().to_string(),
@@ -103,7 +104,7 @@ async fn encrypted_repository(dir: &Path, identity_file: &Path) -> Result<Reposi
     let mut init = InitOptions::default();
     init.recipients = vec![identity.recipient()];
     rockup::init(&repo, &init).await?;
-    eprintln!(
+    say!(
         "made an encrypted repository at {} (its identity: {}; try `rockup list --repo {} \
          --identity {}`)",
         dir.display(),
@@ -137,7 +138,7 @@ async fn back_up_twice(
     options.work_dir = Some(work.to_path_buf());
     let first = rockup::backup(repo, Source::Db(layout.source_db.clone()), &options).await?;
     let h = &first.header;
-    eprintln!(
+    say!(
         "backup {} committed: {} DB files, {} external files, {} objects / {} bytes uploaded",
         h.backup_id,
         h.stats.db_files,
@@ -146,7 +147,7 @@ async fn back_up_twice(
         h.stats.uploaded_bytes
     );
     let second = rockup::backup(repo, Source::Db(layout.source_db.clone()), &options).await?;
-    eprintln!(
+    say!(
         "second backup {} (nothing changed): {} objects / {} bytes uploaded",
         second.header.backup_id,
         second.header.stats.uploaded_objects,
@@ -165,7 +166,7 @@ async fn verify_and_restore(
     everything.backup = "all".into();
     everything.deep = true;
     let verified = rockup::verify(repo, &everything).await?.into_result()?;
-    eprintln!(
+    say!(
         "verify --deep: {} objects re-hashed, no problems",
         verified.objects
     );
@@ -174,9 +175,11 @@ async fn verify_and_restore(
     options.db_dir = layout.restored_db.clone();
     options.blob_root = Some(layout.restored_files.clone());
     let restored = rockup::restore(repo, &options).await?;
-    eprintln!(
+    say!(
         "restored {} DB files and {} external files; {} references checked",
-        restored.db_files, restored.external_files, restored.references_checked
+        restored.db_files,
+        restored.external_files,
+        restored.references_checked
     );
     Ok(verified.objects)
 }

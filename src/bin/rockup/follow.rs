@@ -11,20 +11,22 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::FollowArgs;
 use crate::commands::{document, repository_to_create};
+use crate::output::say;
+use crate::progress::Display;
 use crate::secrets::Prompt;
 use rockup::{FollowStatus, Result};
 
 /// How often a status line is written where stderr is not a terminal.
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
-pub async fn follow(args: FollowArgs, json: bool) -> Result<(Value, i32)> {
+pub async fn follow(args: FollowArgs, json: bool, display: Display) -> Result<(Value, i32)> {
     let repo = repository_to_create(&args.backup.repo, Prompt::Once)?;
     let (options, db) = args.options()?;
-    let mut out = StatusOut::new(json);
+    let mut out = StatusOut::new(json, display);
     let stop = stopped();
     let last = rockup::follow(&repo, &db, &options, |s| out.show(s), stop).await?;
     out.finish();
-    eprintln!(
+    say!(
         "follow stopped: base {}, shipped through sequence {} ({} segments, {} files, {} problems this run)",
         last.base, last.shipped_sequence, last.segments, last.files, last.problems
     );
@@ -55,14 +57,16 @@ fn stopped() -> impl std::future::Future<Output = ()> {
 /// Where status lines go.
 struct StatusOut {
     json: bool,
+    display: Display,
     terminal: bool,
     last_line: Option<Instant>,
 }
 
 impl StatusOut {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, display: Display) -> Self {
         Self {
             json,
+            display,
             terminal: std::io::stderr().is_terminal(),
             last_line: None,
         }
@@ -72,6 +76,9 @@ impl StatusOut {
         if self.json {
             let line = serde_json::to_string(status).expect("status serializes");
             println!("{line}");
+            return;
+        }
+        if matches!(self.display, Display::Off) {
             return;
         }
         let due = self.last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY);
@@ -101,7 +108,7 @@ impl StatusOut {
     }
 
     fn finish(&self) {
-        if self.terminal && !self.json {
+        if self.terminal && !self.json && !matches!(self.display, Display::Off) {
             eprintln!();
         }
     }

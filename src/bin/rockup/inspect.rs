@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::args::{DiffArgs, DumpArgs, FindArgs, LsArgs};
 use crate::commands::{print_traffic, repository};
+use crate::output::say;
 use crate::secrets::Prompt;
 use rockup::manifest::{DbFileEntry, ExternalEntry};
 use rockup::{
@@ -65,6 +66,12 @@ pub fn print_lines(lines: &[String]) -> Result<()> {
     written(out.flush())
 }
 
+/// Writes `bytes` on stdout.
+pub fn print_bytes(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    written(out.write_all(bytes).and_then(|()| out.flush()))
+}
+
 /// A closed pipe ends the command quietly: every command writing to stdout
 /// only reads the repository, and holds nothing to clean up.
 fn written(result: std::io::Result<()>) -> Result<()> {
@@ -88,9 +95,13 @@ pub async fn ls(args: LsArgs, json: bool) -> Result<(Value, i32)> {
     .await?;
     lines.summary(&header.stats, &[])?;
     let s = &header.stats;
-    eprintln!(
+    say!(
         "backup {}: {} DB files ({} bytes), {} external files ({} bytes)",
-        header.backup_id, s.db_files, s.db_bytes, s.external_files, s.external_bytes
+        header.backup_id,
+        s.db_files,
+        s.db_bytes,
+        s.external_files,
+        s.external_bytes
     );
     Ok((Value::Null, 0))
 }
@@ -167,12 +178,14 @@ pub async fn find(args: FindArgs, json: bool) -> Result<(Value, i32)> {
     })
     .await?;
     for (id, why) in &report.unreadable {
-        eprintln!("  not searched: backup {id}: {}", escape_controls(why));
+        say!("  not searched: backup {id}: {}", escape_controls(why));
     }
     lines.summary(&report, &[])?;
-    eprintln!(
+    say!(
         "{} file(s) matching {:?} in {} backup(s) searched",
-        report.found, args.pattern, report.backups
+        report.found,
+        args.pattern,
+        report.backups
     );
     Ok((Value::Null, 0))
 }
@@ -236,7 +249,7 @@ pub async fn dump(args: DumpArgs, json: bool) -> Result<(Value, i32)> {
         written(std::io::copy(&mut file, &mut out).and_then(|_| out.flush()))?;
     }
     let e = &report.entry;
-    eprintln!(
+    say!(
         "{} of backup {}: {} bytes, SHA-256 {} verified{}",
         escape_controls(&e.path),
         report.backup_id,
@@ -258,7 +271,7 @@ pub async fn dump(args: DumpArgs, json: bool) -> Result<(Value, i32)> {
     Ok((crate::commands::document(&report), 0))
 }
 
-fn io_error(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Error {
+pub fn io_error(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Error {
     Error::Io {
         path: path.into(),
         source,

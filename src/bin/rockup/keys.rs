@@ -9,6 +9,7 @@ use crate::args::{
     KeyRotateArgs, NewIdentityArgs, RepoArgs,
 };
 use crate::commands::{document, repository, repository_to_create};
+use crate::output::say;
 use crate::secrets::{new_passphrase, write_secret_file, Prompt};
 use rockup::{keys, Identity, InitOptions, KeysReport, NewKey, Result};
 
@@ -26,13 +27,13 @@ pub async fn init(args: InitArgs) -> Result<(Value, i32)> {
     options.recipients = args.recipients.clone();
     let report = rockup::init(&repo, &options).await?;
     match report.encrypted {
-        true => eprintln!(
+        true => say!(
             "created encrypted repository {} ({}); keep a copy of its key: without one, \
              nobody can read it",
             repo.name(),
             report.repository_id.as_deref().unwrap_or_default()
         ),
-        false => eprintln!("created plaintext repository {}", repo.name()),
+        false => say!("created plaintext repository {}", repo.name()),
     }
     print_slots(&report);
     Ok((document(&report), 0))
@@ -105,7 +106,7 @@ async fn rotate(args: KeyRotateArgs) -> Result<(Value, i32)> {
     let repo = repository(&args.repo, Prompt::Once)?;
     let report = keys::rotate(&repo, args.remove_other_passphrases).await?;
     for name in &report.removed {
-        eprintln!("removed passphrase slot {name:?}: add it back with `rockup key add`");
+        say!("removed passphrase slot {name:?}: add it back with `rockup key add`");
     }
     let generation = report.generation.unwrap_or_default();
     changed(
@@ -123,7 +124,7 @@ async fn write_key(args: KeyOutArgs) -> Result<(Value, i32)> {
         key.encode().as_str()
     );
     write_secret_file(&args.out, &text)?;
-    eprintln!(
+    say!(
         "wrote the write key to {}; a host holding it backs up with --write-key and cannot \
          read, restore or prune",
         args.out.display()
@@ -134,7 +135,7 @@ async fn write_key(args: KeyOutArgs) -> Result<(Value, i32)> {
 fn new_identity(args: NewIdentityArgs) -> Result<(Value, i32)> {
     let identity = keys::new_identity();
     let recipient = write_identity(&args.out, &identity)?;
-    eprintln!("wrote a new identity to {}", args.out.display());
+    say!("wrote a new identity to {}", args.out.display());
     eprintln!("public key: {recipient}");
     Ok((
         json!({"identity_file": args.out, "recipient": recipient}),

@@ -1,6 +1,7 @@
 //! The `rockup` binary: parse arguments, set up logging, run one command of the
 //! library under signal handling, print the result (human text on stderr, or one
-//! JSON document on stdout with --json), and exit with the documented code:
+//! JSON document on stdout with --json; a failure's JSON document on stderr),
+//! and exit with the documented code:
 //! 0 clean, 1 operational error, 2 usage, 3 problems found, 4 only unreadable
 //! objects, 5 a key missing, wrong or write-only, 130/143 interrupted.
 
@@ -8,8 +9,12 @@ mod args;
 mod commands;
 mod demo;
 mod follow;
+mod generate;
 mod inspect;
 mod keys;
+mod metrics;
+mod output;
+mod profile;
 mod progress;
 mod secrets;
 
@@ -41,11 +46,24 @@ fn accept_older_variable_names() {
 fn main() {
     return_large_buffers_to_the_system();
     accept_older_variable_names();
+    let args: Vec<String> = std::env::args().collect();
+    // SAFETY: no other thread exists yet.
+    let profile = match unsafe { profile::load(&args) } {
+        Ok(profile) => profile,
+        Err(e) => std::process::exit(report_error(&e, args.iter().any(|a| a == "--json"))),
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_parse_error(e),
     };
-    init_tracing(cli.verbose);
+    let logging = output::Logging {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+        log_file: cli.log_file.as_deref(),
+    };
+    if let Err(e) = logging.init() {
+        std::process::exit(report_error(&e, cli.json));
+    }
     // File I/O, hashing and decoding run as blocking tasks, a few per request
     // in flight; tokio's default of up to 512 threads let a restore of many
     // small files grow to hundreds of threads, each with its own stack and
@@ -56,10 +74,11 @@ fn main() {
         .build()
         .expect("tokio runtime starts");
     let json = cli.json;
-    let display = progress::Display::choose(json);
+    let display = progress::Display::choose(json, cli.quiet || cli.no_progress);
     let result = match cli.command {
         // follow stops itself on a signal, after shipping what it read.
-        Command::Follow(args) => runtime.block_on(follow::follow(args, json)),
+        Command::Follow(args) => runtime.block_on(follow::follow(args, json, display)),
+        Command::Config(_) => profile::show(&profile, json),
         command => runtime.block_on(run_until_signal(command, display, json)),
     };
     if matches!(result, Err(Error::Interrupted(_))) {
@@ -84,14 +103,17 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Usage errors exit 2 (with a JSON document under --json); --help and
-/// --version exit 0.
+/// Usage errors exit 2 (followed by a JSON line on stderr under --json);
+/// --help and --version exit 0.
 fn exit_on_parse_error(e: clap::Error) -> ! {
     let code = if e.use_stderr() { 2 } else { 0 };
     let _ = e.print();
     if code != 0 && std::env::args().any(|a| a == "--json") {
         let message = e.kind().to_string();
-        print_json(&json!({"error": format!("usage: {message}"), "exit_code": code}));
+        eprintln!(
+            "{}",
+            json!({"error": format!("usage: {message}"), "exit_code": code})
+        );
     }
     std::process::exit(code);
 }
@@ -103,8 +125,17 @@ fn print_json(value: &Value) {
     );
 }
 
-/// Prints `error` (and the problems it carries); returns its exit code.
+/// Prints `error` and the problems it carries on stderr (as one JSON line
+/// under --json); returns its exit code.
 fn report_error(error: &Error, json: bool) -> i32 {
+    if json {
+        let mut doc = json!({"error": error.to_string(), "exit_code": error.exit_code()});
+        if let Error::Problems { problems, .. } = error {
+            doc["problems"] = json!(problems);
+        }
+        eprintln!("{doc}");
+        return error.exit_code();
+    }
     eprintln!("rockup: error: {}", escape_controls(&error.to_string()));
     let problems = match error {
         Error::Problems { problems, .. } => problems.as_slice(),
@@ -115,13 +146,6 @@ fn report_error(error: &Error, json: bool) -> i32 {
     }
     if problems.len() > PROBLEMS_SHOWN {
         eprintln!("  … and {} more", problems.len() - PROBLEMS_SHOWN);
-    }
-    if json {
-        let mut doc = json!({"error": error.to_string(), "exit_code": error.exit_code()});
-        if let Error::Problems { problems, .. } = error {
-            doc["problems"] = json!(problems);
-        }
-        print_json(&doc);
     }
     error.exit_code()
 }
@@ -137,22 +161,6 @@ fn return_large_buffers_to_the_system() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "rockup=info,warn",
-        1 => "rockup=debug,info",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 /// Runs `command` until it ends or a signal stops it: SIGINT (exit 130), or

@@ -1,7 +1,8 @@
 //! Progress while a command runs, read from the repository handle's
 //! [`rockup::Progress`]: on a terminal, a bar (bytes, files, rate, ETA when the
 //! totals are known, a spinner while they are not); with `--json` or when
-//! stderr is not a terminal, a log line every [`LOG_EVERY`] instead.
+//! stderr is not a terminal, a log line every [`LOG_EVERY`] instead; nothing
+//! with `--quiet` or `--no-progress`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -20,27 +21,31 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub enum Display {
     Bar,
     Log,
+    Off,
 }
 
 impl Display {
-    /// A bar on a terminal, unless the output is JSON.
-    pub fn choose(json: bool) -> Self {
-        match !json && std::io::stderr().is_terminal() {
-            true => Display::Bar,
-            false => Display::Log,
+    /// A bar on a terminal, unless the output is JSON; nothing when `off`.
+    pub fn choose(json: bool, off: bool) -> Self {
+        match (off, !json && std::io::stderr().is_terminal()) {
+            (true, _) => Display::Off,
+            (false, true) => Display::Bar,
+            (false, false) => Display::Log,
         }
     }
 }
 
 /// Shows progress until dropped.
 pub struct Shown {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     bar: Option<ProgressBar>,
 }
 
 impl Drop for Shown {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -61,12 +66,16 @@ pub fn show(progress: &Arc<Progress>, display: Display) -> Shown {
                 }
             });
             Shown {
-                task,
+                task: Some(task),
                 bar: Some(bar),
             }
         }
         Display::Log => Shown {
-            task: tokio::spawn(log_lines(progress)),
+            task: Some(tokio::spawn(log_lines(progress))),
+            bar: None,
+        },
+        Display::Off => Shown {
+            task: None,
             bar: None,
         },
     }

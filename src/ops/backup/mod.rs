@@ -75,6 +75,9 @@ pub struct BackupOptions {
     /// How long this backup's lock stays live without renewal (`--lease`); it
     /// is renewed every third of that while the backup runs.
     pub lease: std::time::Duration,
+    /// How long to wait for a prune in the way to finish (`--retry-lock`);
+    /// zero fails at once.
+    pub retry_lock: std::time::Duration,
     /// For a `--db` source: hard-link the tree under the blob root into the
     /// work directory the moment the point in time is fixed, so that files the
     /// application deletes meanwhile are still captured (one link per file per
@@ -106,6 +109,7 @@ impl Default for BackupOptions {
             guard: None,
             source: None,
             lease: DEFAULT_LEASE,
+            retry_lock: std::time::Duration::ZERO,
             prelink: true,
             format: Format::NEWEST,
             compression_level: crate::repo::content::DEFAULT_COMPRESSION_LEVEL,
@@ -166,6 +170,7 @@ pub async fn backup(
         operation: "backup",
         id: run.backup_id.clone(),
         lease: options.lease,
+        wait: options.retry_lock,
     };
     let report = locked(repo, request, async |lock| {
         if let Err(skew) = lock.check_clock() {

@@ -39,7 +39,7 @@ use crate::repo::{Repository, Traffic};
 use packs::PackPlan;
 pub use packs::{RepackReport, DEFAULT_REPACK_BELOW};
 use retention::Candidate;
-pub use retention::RetentionPolicy;
+pub use retention::{GroupBy, RetentionPolicy, UNLIMITED};
 
 /// Objects deleted per bulk request batch.
 const DELETE_BATCH: usize = 1000;
@@ -58,8 +58,16 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Apply the policy to this source's backups only.
     pub source: Option<String>,
+    /// How backups are grouped for the policy (`--group-by`; by source).
+    pub group_by: GroupBy,
+    /// Forget these backups (and no others) instead of applying a policy
+    /// (`rockup forget ID…`).
+    pub forget: Vec<BackupId>,
     /// How long the prune's lock stays live without renewal.
     pub lease: Duration,
+    /// How long to wait for the backups or prune in the way to finish
+    /// (`--retry-lock`); zero fails at once.
+    pub retry_lock: Duration,
     /// Packs less than this share (0–1) referenced are repacked
     /// ([`DEFAULT_REPACK_BELOW`]); 0 never repacks.
     pub repack_below: f64,
@@ -72,7 +80,10 @@ impl Default for PruneOptions {
             grace: Duration::from_secs(24 * 3600),
             dry_run: false,
             source: None,
+            group_by: GroupBy::default(),
+            forget: Vec::new(),
             lease: DEFAULT_LEASE,
+            retry_lock: Duration::ZERO,
             repack_below: DEFAULT_REPACK_BELOW,
         }
     }
@@ -115,12 +126,17 @@ pub struct PruneReport {
     pub traffic: Traffic,
 }
 
-/// Applies `options.policy` to the repository and collects its garbage.
+/// Applies `options.policy` (or forgets the backups `options.forget`
+/// names) and collects the repository's garbage.
 pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
-    if options.policy.is_empty() {
-        return Err(Error::Usage(
-            "prune needs a retention rule: --keep-last, --keep-daily, --keep-weekly, --keep-within or --keep-tag".into(),
-        ));
+    match (options.policy.is_empty(), options.forget.is_empty()) {
+        (true, true) => return Err(Error::Usage(
+            "prune needs a retention rule (--keep-last, --keep-hourly/-daily/-weekly/-monthly/-yearly, --keep-within[-*] or --keep-tag), or `rockup forget ID…` the backups to forget".into(),
+        )),
+        (false, false) => return Err(Error::Usage(
+            "name the backups to forget or give a retention rule, not both".into(),
+        )),
+        _ => {}
     }
     let before = repo.traffic();
     repo.check_marker(None).await?;
@@ -132,6 +148,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
         operation: "prune",
         id: BackupId::new(Utc::now()),
         lease: options.lease,
+        wait: options.retry_lock,
     };
     let report = locked(repo, request, async |lock| {
         lock.check_clock()?;
@@ -159,7 +176,8 @@ async fn collect(
     };
     let headers = readable_headers(repo).await?;
     let segments = Segments::list(repo).await?;
-    let kept = keep_per_source(&headers, &segments, options, now);
+    check_named(&headers, options)?;
+    let kept = keep_per_group(&headers, &segments, options);
     let (kept_headers, forgotten): (Vec<Header>, Vec<Header>) = headers
         .into_iter()
         .map(|(header, _)| header)
@@ -218,37 +236,58 @@ async fn collect(
     Ok(report)
 }
 
-/// The backups to keep, by id with their reasons: the policy applied to each
-/// source's backups on their own (every source keeps its newest), and every
-/// backup of another source than `options.source`, when one is named. A
-/// backup that `follow`'s segments continue is as new as its newest segment:
-/// what it is kept for is every point up to there.
-fn keep_per_source(
+/// The backups to keep, by id with their reasons: the backups named to be
+/// forgotten never; every backup of another source than `options.source`,
+/// when one is named; the policy applied to each group on its own (by
+/// source unless `--group-by` says otherwise; every group keeps its newest),
+/// or, where backups are named, every backup not named. A backup that
+/// `follow`'s segments continue is as new as its newest segment: what it is
+/// kept for is every point up to there.
+fn keep_per_group(
     headers: &[(Header, DateTime<Utc>)],
     segments: &Segments,
     options: &PruneOptions,
-    now: DateTime<Utc>,
 ) -> BTreeMap<BackupId, Vec<String>> {
-    let mut by_source: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    let mut kept = BTreeMap::new();
+    let mut groups: BTreeMap<_, Vec<Candidate>> = BTreeMap::new();
     for (header, committed_at) in headers {
-        let newest = segments.newest_of(&header.backup_id).max(*committed_at);
-        by_source
-            .entry(header.source.id())
+        let id = &header.backup_id;
+        let source = header.source.id();
+        if options.forget.contains(id) {
+            continue;
+        }
+        if options.source.as_ref().is_some_and(|only| *only != source) {
+            kept.insert(id.clone(), vec!["other source".into()]);
+            continue;
+        }
+        if !options.forget.is_empty() {
+            kept.insert(id.clone(), vec!["not named".into()]);
+            continue;
+        }
+        let group = options.group_by.key(source, &header.tags);
+        let newest = segments.newest_of(id).max(*committed_at);
+        groups
+            .entry(group)
             .or_default()
             .push(candidate(header, newest));
     }
-    let mut kept = BTreeMap::new();
-    for (source, candidates) in by_source {
-        if options.source.as_ref().is_some_and(|only| *only != source) {
-            let other = candidates
-                .into_iter()
-                .map(|c| (c.backup_id, vec!["other source".into()]));
-            kept.extend(other);
-            continue;
-        }
-        kept.extend(options.policy.keep(&candidates, now));
+    for candidates in groups.values() {
+        kept.extend(options.policy.keep(candidates));
     }
     kept
+}
+
+/// Fails, before anything is forgotten, when a backup named to be forgotten
+/// is not in the repository.
+fn check_named(headers: &[(Header, DateTime<Utc>)], options: &PruneOptions) -> Result<()> {
+    let present: std::collections::HashSet<&BackupId> =
+        headers.iter().map(|(h, _)| &h.backup_id).collect();
+    match options.forget.iter().find(|id| !present.contains(id)) {
+        Some(missing) => Err(Error::BackupNotFound(format!(
+            "{missing} (`rockup list` shows the backups there are)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A backup as the retention policy sees it: dated by the store's clock.

@@ -65,7 +65,14 @@ pub struct LockRequest {
     pub id: BackupId,
     /// How long the lock stays live without renewal.
     pub lease: Duration,
+    /// How long to keep trying while a live lock is in the way (`--retry-lock`;
+    /// zero fails at once).
+    pub wait: Duration,
 }
+
+/// The first pause before trying a lock again; it doubles up to [`RETRY_AT_MOST`].
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Runs `run` under the lock `request` asks for, then releases the lock: a
 /// failed release is logged (the lease runs out; `rockup unlock` removes
@@ -75,7 +82,7 @@ pub async fn locked<T>(
     request: LockRequest,
     run: impl AsyncFnOnce(&RepoLock) -> Result<T>,
 ) -> Result<T> {
-    let lock = RepoLock::acquire(repo, &request).await?;
+    let lock = RepoLock::acquire_waiting(repo, &request).await?;
     let result = run(&lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, operation = request.operation, "could not remove this run's lock; its lease runs out, or `rockup unlock` removes it");
@@ -99,6 +106,27 @@ pub struct RepoLock {
 }
 
 impl RepoLock {
+    /// Takes the lock `request` asks for, trying again (after 2 s, 4 s, … up
+    /// to a minute) while a live lock is in the way, for `request.wait` at most.
+    async fn acquire_waiting(repo: &Repository, request: &LockRequest) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let mut pause = FIRST_RETRY;
+        loop {
+            let error = match Self::acquire(repo, request).await {
+                Err(e @ Error::Locked { .. }) => e,
+                other => return other,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(error);
+            }
+            let wait = pause.min(left);
+            tracing::info!(operation = request.operation, retry_in = ?wait, "{error}: waiting (--retry-lock)");
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(RETRY_AT_MOST);
+        }
+    }
+
     /// Takes the lock `request` asks for, renewed every third of its lease, or
     /// fails naming the live lock that is in the way.
     async fn acquire(repo: &Repository, request: &LockRequest) -> Result<Self> {
@@ -300,6 +328,7 @@ mod tests {
             operation: "test",
             id: BackupId::new(Utc::now()),
             lease: DEFAULT_LEASE,
+            wait: Duration::ZERO,
         }
     }
 

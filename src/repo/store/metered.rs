@@ -1,7 +1,7 @@
 //! Every request to the store passes here: counted by kind with the bytes it
 //! moved ([`Traffic`]), the HTTP status of a failed one attached to its error
-//! (`status`), and — with a rate limit — paced so that uploads and downloads
-//! together stay at or under it over the run. Pacing is a virtual
+//! (`status`), and — with rate limits — paced so that uploads and downloads
+//! together, and each direction, stay at or under theirs over the run. Pacing is a virtual
 //! clock: each transfer of `n` bytes is scheduled `n / rate` after the
 //! previous one, waiting for its slot before it is sent (uploads) or before the
 //! next chunk is read (downloads, where TCP's back-pressure slows the sender).
@@ -73,15 +73,60 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-/// A byte rate shared by uploads and downloads.
+/// The byte rates a repository handle keeps to (`--rate-limit`,
+/// `--limit-upload`, `--limit-download`), each optional: uploads count
+/// against the total and the upload rate, downloads against the total and
+/// the download rate. Handles given clones of one limiter share its budget
+/// (`copy`'s two repositories).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimiter {
+    total: Option<Arc<Pace>>,
+    upload: Option<Arc<Pace>>,
+    download: Option<Arc<Pace>>,
+}
+
+impl RateLimiter {
+    /// A limiter of these rates in bytes per second (`None`: unlimited).
+    pub fn new(total: Option<u64>, upload: Option<u64>, download: Option<u64>) -> Self {
+        let pace = |rate: Option<u64>| rate.map(|r| Arc::new(Pace::new(r)));
+        Self {
+            total: pace(total),
+            upload: pace(upload),
+            download: pace(download),
+        }
+    }
+
+    /// Whether no rate is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.total.is_none() && self.upload.is_none() && self.download.is_none()
+    }
+
+    async fn sent(&self, bytes: u64) {
+        take(&self.total, bytes).await;
+        take(&self.upload, bytes).await;
+    }
+
+    async fn received(&self, bytes: u64) {
+        take(&self.total, bytes).await;
+        take(&self.download, bytes).await;
+    }
+}
+
+async fn take(pace: &Option<Arc<Pace>>, bytes: u64) {
+    if let Some(pace) = pace {
+        pace.take(bytes).await;
+    }
+}
+
+/// One byte rate, as a virtual clock.
 #[derive(Debug)]
-pub(crate) struct Pace {
+struct Pace {
     bytes_per_sec: f64,
     next_slot: Mutex<Option<Instant>>,
 }
 
 impl Pace {
-    pub fn new(bytes_per_sec: u64) -> Self {
+    fn new(bytes_per_sec: u64) -> Self {
         Self {
             bytes_per_sec: bytes_per_sec.max(1) as f64,
             next_slot: Mutex::new(None),
@@ -106,25 +151,15 @@ impl Pace {
 pub(super) struct Metered {
     inner: Arc<dyn ObjectStore>,
     counters: Arc<Counters>,
-    pace: Option<Arc<Pace>>,
+    limits: RateLimiter,
 }
 
 impl Metered {
-    pub fn new(
-        inner: Arc<dyn ObjectStore>,
-        counters: Arc<Counters>,
-        pace: Option<Arc<Pace>>,
-    ) -> Self {
+    pub fn new(inner: Arc<dyn ObjectStore>, counters: Arc<Counters>, limits: RateLimiter) -> Self {
         Self {
             inner,
             counters,
-            pace,
-        }
-    }
-
-    async fn pace(&self, bytes: u64) {
-        if let Some(pace) = &self.pace {
-            pace.take(bytes).await;
+            limits,
         }
     }
 }
@@ -144,7 +179,7 @@ impl ObjectStore for Metered {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let bytes = payload.content_length() as u64;
-        self.pace(bytes).await;
+        self.limits.sent(bytes).await;
         add(&self.counters.put, 1);
         add(&self.counters.uploaded, bytes);
         observed(self.inner.put_opts(location, payload, opts)).await
@@ -160,7 +195,7 @@ impl ObjectStore for Metered {
         Ok(Box::new(MeteredUpload {
             inner,
             counters: self.counters.clone(),
-            pace: self.pace.clone(),
+            limits: self.limits.clone(),
         }))
     }
 
@@ -178,18 +213,16 @@ impl ObjectStore for Metered {
             1,
         );
         let mut result = observed(self.inner.get_opts(location, options)).await?;
-        let (counters, pace) = (self.counters.clone(), self.pace.clone());
+        let (counters, limits) = (self.counters.clone(), self.limits.clone());
         let (meta, range) = (result.meta.clone(), result.range.clone());
         let attributes = std::mem::take(&mut result.attributes);
         let extensions = std::mem::take(&mut result.extensions);
         let metered = result.into_stream().then(move |chunk| {
-            let (counters, pace) = (counters.clone(), pace.clone());
+            let (counters, limits) = (counters.clone(), limits.clone());
             async move {
                 if let Ok(bytes) = &chunk {
                     add(&counters.downloaded, bytes.len() as u64);
-                    if let Some(pace) = pace {
-                        pace.take(bytes.len() as u64).await;
-                    }
+                    limits.received(bytes.len() as u64).await;
                 }
                 chunk
             }
@@ -238,19 +271,17 @@ impl ObjectStore for Metered {
 struct MeteredUpload {
     inner: Box<dyn MultipartUpload>,
     counters: Arc<Counters>,
-    pace: Option<Arc<Pace>>,
+    limits: RateLimiter,
 }
 
 #[async_trait::async_trait]
 impl MultipartUpload for MeteredUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let bytes = data.content_length() as u64;
-        let (counters, pace) = (self.counters.clone(), self.pace.clone());
+        let (counters, limits) = (self.counters.clone(), self.limits.clone());
         let part = self.inner.put_part(data);
         Box::pin(async move {
-            if let Some(pace) = pace {
-                pace.take(bytes).await;
-            }
+            limits.sent(bytes).await;
             add(&counters.put, 1);
             add(&counters.uploaded, bytes);
             observed(part).await
@@ -294,8 +325,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn uploads_and_downloads_together_keep_to_the_rate() {
         let counters = Arc::new(Counters::default());
-        let pace = Some(Arc::new(Pace::new(100_000)));
-        let store = Metered::new(Arc::new(InMemory::new()), counters.clone(), pace);
+        let limits = RateLimiter::new(Some(100_000), None, None);
+        let store = Metered::new(Arc::new(InMemory::new()), counters.clone(), limits);
         let start = Instant::now();
         for i in 0..5 {
             let key = Path::from(format!("k{i}"));
@@ -312,5 +343,29 @@ mod tests {
             (traffic.uploaded_bytes, traffic.downloaded_bytes),
             (250_000, 250_000)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_direction_keeps_to_its_own_rate() {
+        let counters = Arc::new(Counters::default());
+        let limits = RateLimiter::new(None, Some(100_000), Some(25_000));
+        let store = Metered::new(Arc::new(InMemory::new()), counters, limits);
+        let start = Instant::now();
+        for i in 0..5 {
+            let key = Path::from(format!("k{i}"));
+            store.put(&key, vec![7u8; 50_000].into()).await.unwrap();
+        }
+        // 250,000 bytes up at 100,000 bytes/s: the last slot at 2 s.
+        let uploaded = start.elapsed().as_secs_f64();
+        assert!((2.0..2.1).contains(&uploaded), "{uploaded} s");
+        let start = Instant::now();
+        for i in 0..2 {
+            let key = Path::from(format!("k{i}"));
+            store.get(&key).await.unwrap().bytes().await.unwrap();
+        }
+        // 100,000 bytes down at 25,000 bytes/s: the second read's slot at
+        // 2 s, and the last chunk's wait after it.
+        let downloaded = start.elapsed().as_secs_f64();
+        assert!((2.0..4.1).contains(&downloaded), "{downloaded} s");
     }
 }

@@ -31,8 +31,8 @@ use crate::repo::crypto::{Credentials, Crypt};
 
 use crate::error::{Error, Result, StoreErrorKind};
 use errors::{kind_of, BULK_DELETE_UNSUPPORTED};
-pub use metered::Traffic;
-use metered::{Counters, Metered, Pace};
+use metered::{Counters, Metered};
+pub use metered::{RateLimiter, Traffic};
 pub(crate) use reading::{Fetched, RangeFetched, RangeKey};
 
 /// A backup repository: an object store scoped to the repository URL's prefix.
@@ -86,7 +86,11 @@ impl Repository {
     pub fn from_store(store: Arc<dyn ObjectStore>, name: impl Into<String>) -> Self {
         let counters = Arc::new(Counters::default());
         Self {
-            store: Arc::new(Metered::new(store.clone(), counters.clone(), None)),
+            store: Arc::new(Metered::new(
+                store.clone(),
+                counters.clone(),
+                RateLimiter::default(),
+            )),
             unmetered: store,
             counters,
             progress: Arc::default(),
@@ -123,7 +127,11 @@ impl Repository {
     /// when the main store's bulk delete is not implemented by the server
     /// (`open` sets it up for S3).
     pub(crate) fn with_single_deletes(mut self, store: Arc<dyn ObjectStore>) -> Self {
-        self.single_deletes = Some(Arc::new(Metered::new(store, self.counters.clone(), None)));
+        self.single_deletes = Some(Arc::new(Metered::new(
+            store,
+            self.counters.clone(),
+            RateLimiter::default(),
+        )));
         self
     }
 
@@ -132,7 +140,11 @@ impl Repository {
     /// only the overlay; requests are counted as they would be sent.
     pub(crate) fn dry_run(mut self) -> Self {
         let overlay: Arc<dyn ObjectStore> = Arc::new(dryrun::DryRun::new(self.unmetered.clone()));
-        self.store = Arc::new(Metered::new(overlay.clone(), self.counters.clone(), None));
+        self.store = Arc::new(Metered::new(
+            overlay.clone(),
+            self.counters.clone(),
+            RateLimiter::default(),
+        ));
         self.unmetered = overlay;
         self.single_deletes = None;
         self.local_root = None;
@@ -145,14 +157,13 @@ impl Repository {
         self.dry_run
     }
 
-    /// Paces uploads and downloads together to at most `bytes_per_sec` over
-    /// the run (`--rate-limit`).
-    pub fn with_rate_limit(mut self, bytes_per_sec: u64) -> Self {
-        let pace = Arc::new(Pace::new(bytes_per_sec));
+    /// Paces uploads and downloads to the rates of `limits` over the run
+    /// (`--rate-limit`, `--limit-upload`, `--limit-download`).
+    pub fn with_rate_limits(mut self, limits: RateLimiter) -> Self {
         self.store = Arc::new(Metered::new(
             self.unmetered.clone(),
             self.counters.clone(),
-            Some(pace),
+            limits,
         ));
         self
     }
