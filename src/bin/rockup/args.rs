@@ -150,6 +150,7 @@ pub struct SecretArgs {
         long,
         env = "ROCKUP_PASSWORD_COMMAND",
         value_name = "COMMAND",
+        hide_env_values = true,
         conflicts_with = "password_file"
     )]
     pub password_command: Option<String>,
@@ -362,6 +363,7 @@ pub struct TargetSecretArgs {
         long,
         env = "ROCKUP_TO_PASSWORD_COMMAND",
         value_name = "COMMAND",
+        hide_env_values = true,
         conflicts_with = "to_password_file"
     )]
     pub to_password_command: Option<String>,
@@ -771,8 +773,8 @@ pub struct VerifyArgs {
 pub struct PruneArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Apply the retention rules to this source only (each source keeps its
-    /// own newest backups either way; garbage collection is repository-wide).
+    /// Apply the retention rules to this source's backups only (garbage
+    /// collection is repository-wide either way).
     #[arg(long, env = "ROCKUP_SOURCE", value_name = "NAME")]
     pub source: Option<String>,
     #[command(flatten)]
@@ -804,23 +806,23 @@ pub struct RetentionArgs {
     /// Keep the newest backup of each of the N most recent years that have one.
     #[arg(long, env = "ROCKUP_KEEP_YEARLY", value_name = "N", value_parser = parse_count)]
     pub keep_yearly: Option<usize>,
-    /// Keep every backup made within this long before the newest (e.g. 7d,
+    /// Keep every backup made less than this long before the newest (e.g. 7d,
     /// 36h, 2months; `m` is minutes).
     #[arg(long, env = "ROCKUP_KEEP_WITHIN", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
-    /// Keep the newest backup of each hour within this long before the newest.
+    /// Keep the newest backup of each hour less than this long before the newest.
     #[arg(long, env = "ROCKUP_KEEP_WITHIN_HOURLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within_hourly: Option<std::time::Duration>,
-    /// Keep the newest backup of each day within this long before the newest.
+    /// Keep the newest backup of each day less than this long before the newest.
     #[arg(long, env = "ROCKUP_KEEP_WITHIN_DAILY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within_daily: Option<std::time::Duration>,
-    /// Keep the newest backup of each week within this long before the newest.
+    /// Keep the newest backup of each week less than this long before the newest.
     #[arg(long, env = "ROCKUP_KEEP_WITHIN_WEEKLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within_weekly: Option<std::time::Duration>,
-    /// Keep the newest backup of each month within this long before the newest.
+    /// Keep the newest backup of each month less than this long before the newest.
     #[arg(long, env = "ROCKUP_KEEP_WITHIN_MONTHLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within_monthly: Option<std::time::Duration>,
-    /// Keep the newest backup of each year within this long before the newest.
+    /// Keep the newest backup of each year less than this long before the newest.
     #[arg(long, env = "ROCKUP_KEEP_WITHIN_YEARLY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_within_yearly: Option<std::time::Duration>,
     /// Keep every backup with this tag (repeatable).
@@ -937,7 +939,8 @@ pub enum ConfigCommand {
     ///
     /// A profile is TOML. At the top: repository, store-options (a table),
     /// rate-limit, limit-upload, limit-download, password-file, password-command, identity, write-key,
-    /// cache-dir, source, lease, retry-lock, log-file. [backup]: db,
+    /// cache-dir, source, lease, retry-lock, log-file, quiet, no-progress.
+    /// [backup]: db,
     /// blob-root, blob-cf, blob-ref, blob-key-prefix, blob-sha256,
     /// blob-size, tags (a list), jobs, memory-budget, work-dir,
     /// compression-level, no-prelink, allow-missing-blobs. [follow]:
@@ -990,28 +993,10 @@ fn parse_json_pointer(text: &str) -> std::result::Result<String, String> {
 /// `20M`, `512K`, `1.5G`, `100000` (bytes per second; an optional `B`, `iB`
 /// or `/s` is accepted).
 fn parse_rate(text: &str) -> std::result::Result<u64, String> {
-    let bare = text
-        .trim()
-        .trim_end_matches("/s")
-        .trim_end_matches('B')
-        .trim_end_matches('i');
-    let (number, unit) = match bare.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => (&bare[..at], c.to_ascii_uppercase()),
-        _ => (bare, ' '),
-    };
-    let scale = match unit {
-        ' ' => 1u64,
-        'K' => 1 << 10,
-        'M' => 1 << 20,
-        'G' => 1 << 30,
-        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
-    };
-    match number.trim().parse::<f64>() {
-        Ok(n) if n >= 1.0 && n.is_finite() => Ok((n * scale as f64) as u64),
-        _ => Err(format!(
-            "{text:?} is not a rate in bytes per second (e.g. 20M)"
-        )),
-    }
+    let bytes = rockup::parse_bytes(text.trim().trim_end_matches("/s"));
+    bytes
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{text:?} is not a rate in bytes per second (e.g. 20M, 512KiB/s)"))
 }
 
 fn parse_store_option(text: &str) -> std::result::Result<(String, String), String> {

@@ -33,17 +33,17 @@ pub struct RetentionPolicy {
     pub keep_monthly: Option<usize>,
     /// The newest backup of each of the N most recent years that have one.
     pub keep_yearly: Option<usize>,
-    /// Every backup made within this long before the newest.
+    /// Every backup made less than this long before the newest.
     pub keep_within: Option<Duration>,
-    /// The newest backup of each hour within this long before the newest.
+    /// The newest backup of each hour less than this long before the newest.
     pub keep_within_hourly: Option<Duration>,
-    /// The newest backup of each day within this long before the newest.
+    /// The newest backup of each day less than this long before the newest.
     pub keep_within_daily: Option<Duration>,
-    /// The newest backup of each ISO week within this long before the newest.
+    /// The newest backup of each ISO week less than this long before the newest.
     pub keep_within_weekly: Option<Duration>,
-    /// The newest backup of each month within this long before the newest.
+    /// The newest backup of each month less than this long before the newest.
     pub keep_within_monthly: Option<Duration>,
-    /// The newest backup of each year within this long before the newest.
+    /// The newest backup of each year less than this long before the newest.
     pub keep_within_yearly: Option<Duration>,
     /// Every backup carrying one of these tags.
     pub keep_tags: Vec<(String, String)>,
@@ -77,11 +77,13 @@ impl std::str::FromStr for GroupBy {
             source: false,
             tags: false,
         };
+        if text.trim() == "none" {
+            return Ok(group);
+        }
         for part in text.split(',').map(str::trim) {
             match part {
                 "source" => group.source = true,
                 "tags" => group.tags = true,
-                "none" | "" => {}
                 _ => {
                     return Err(format!(
                         "{text:?}: group by source, tags, source,tags or none"
@@ -119,11 +121,16 @@ pub(crate) struct Candidate {
 type Period = fn(&DateTime<Utc>) -> (i32, u32, u32);
 
 impl RetentionPolicy {
-    /// True when no rule is set (pruning would then have no policy to follow).
+    /// True when no rule is set, or only rules of zero (restic refuses those
+    /// too: pruning would then have no policy to follow).
     pub fn is_empty(&self) -> bool {
-        self.keep_last.is_none()
-            && self.counted().iter().all(|(_, n, _)| n.is_none())
-            && self.within().iter().all(|(_, d, _)| d.is_none())
+        let unset = |n: Option<usize>| n.is_none_or(|n| n == 0);
+        unset(self.keep_last)
+            && self.counted().iter().all(|(_, n, _)| unset(*n))
+            && self
+                .within()
+                .iter()
+                .all(|(_, d, _)| d.is_none_or(|d| d.is_zero()))
             && self.keep_tags.is_empty()
     }
 
@@ -204,10 +211,7 @@ impl RetentionPolicy {
                     .to_std()
                     .unwrap_or_default()
             };
-            let inside = newest_first
-                .iter()
-                .copied()
-                .take_while(|b| age(b) <= within);
+            let inside = newest_first.iter().copied().take_while(|b| age(b) < within);
             let inside: Vec<&Candidate> = inside.collect();
             let chosen = match period {
                 Some(period) => newest_of_periods(&inside, period),
@@ -325,7 +329,8 @@ mod tests {
         };
         assert_eq!(
             kept_as(&within_all, &monthly, ymd),
-            ["2026-10-15", "2026-11-01", "2026-11-15"]
+            ["2026-11-01", "2026-11-15"],
+            "October 15 is exactly 31 days before: not less than that"
         );
     }
 
@@ -355,7 +360,8 @@ mod tests {
         };
         assert_eq!(
             kept(&within, &backups),
-            ["24-01", "24-13", "25-01", "25-13"]
+            ["24-13", "25-01", "25-13"],
+            "made less than 36 h before the newest (restic's rule)"
         );
         let mut tagged = backups.clone();
         tagged[0].tags.insert("keep".into(), "forever".into());
