@@ -12,7 +12,7 @@
 # real bucket, otherwise the GCS test is reported as ignored.
 
 ROCKUP_TOOLS_DIR="${ROCKUP_TOOLS_DIR:-$HOME/.cache/rockup-test-tools}"
-MOTO_REQUIREMENTS=("moto[server]>=5.1,<6" "azure-storage-blob>=12.19,<13")
+VENV_REQUIREMENTS=("moto[server]>=5.1,<6" "azure-storage-blob>=12.19,<13" "prometheus_client>=0.20,<1")
 AZURITE_PACKAGE="azurite@3"
 EMULATOR_PIDS=()
 EMULATOR_DIR=""
@@ -27,15 +27,15 @@ apt_install() {
 
 install_python_tools() {
   local venv="$ROCKUP_TOOLS_DIR/venv" stamp="$ROCKUP_TOOLS_DIR/venv/.rockup-requirements"
-  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${MOTO_REQUIREMENTS[*]}" ]; then
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${VENV_REQUIREMENTS[*]}" ]; then
     return
   fi
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3 python3-venv python3-pip
-  echo "rockup test: installing ${MOTO_REQUIREMENTS[*]} into $venv" >&2
+  echo "rockup test: installing ${VENV_REQUIREMENTS[*]} into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "${MOTO_REQUIREMENTS[@]}"
-  echo "${MOTO_REQUIREMENTS[*]}" >"$stamp"
+  "$venv/bin/pip" install -q "${VENV_REQUIREMENTS[@]}"
+  echo "${VENV_REQUIREMENTS[*]}" >"$stamp"
 }
 
 install_azurite() {
@@ -119,8 +119,10 @@ start_emulators() {
   else
     want_azure=1
   fi
-  # The venv also provides the port helper and the bucket/container clients.
-  if [ $want_s3 = 1 ] || [ $want_azure = 1 ]; then install_python_tools; fi
+  # The venv also provides the port helper, the bucket/container clients and
+  # the Prometheus text parser the metrics tests check files with.
+  install_python_tools
+  export ROCKUP_TEST_PYTHON="$ROCKUP_TOOLS_DIR/venv/bin/python"
   if [ $want_s3 = 1 ]; then start_moto; fi
   if [ $want_azure = 1 ]; then
     install_azurite

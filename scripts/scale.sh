@@ -2,7 +2,8 @@
 # The scale run (README: Benchmark): rockup alone on many tiny external files
 # (default 1,000,000 of ~1 KiB beside a 64 MiB database) to a local repository:
 # time, peak RSS and requests of the first backup, the unchanged backup, the
-# restore, a verify and a prune. Asserts nothing; prints figures.
+# restore, the restore of one file (--include), a verify and a prune. Asserts
+# nothing; prints figures.
 #   bash scripts/scale.sh [FILES] [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +36,6 @@ step "backup (unchanged)" "${backup[@]}"
 echo "repository: $(find "$WORK/repo" -type f | wc -l) objects, $(du -sh "$WORK/repo" | cut -f1)"
 step "verify" "$BIN/rockup" verify --repo "$WORK/repo"
 step "restore" "$BIN/rockup" restore --repo "$WORK/repo" --db-dir "$WORK/out/db" --blob-root "$WORK/out/files"
+step "restore one file" "$BIN/rockup" restore --repo "$WORK/repo" --no-db --blob-root "$WORK/one" --include 007/7.bin
+cmp "$WORK/src/files/007/7.bin" "$WORK/one/007/7.bin"
 step "prune --keep-last 1" "$BIN/rockup" prune --repo "$WORK/repo" --keep-last 1 --grace 0s

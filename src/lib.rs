@@ -108,6 +108,7 @@ pub use common::cleanup::wait as wait_for_cleanup;
 pub use common::progress::{Progress, ProgressSnapshot};
 pub use common::references::{RefSource, Reference, ReferenceExtractor, ResolverConfig};
 pub use common::tasks::Jobs;
+pub use common::units::parse_bytes;
 pub use digest::Sha256;
 pub use error::{
     escape_controls, Error, LockLoss, Problem, ProblemKind, Result, StoreErrorKind, StoreSource,

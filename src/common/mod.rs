@@ -14,3 +14,4 @@ pub mod references;
 pub mod rocks;
 pub mod spool;
 pub mod tasks;
+pub mod units;

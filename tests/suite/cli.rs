@@ -246,11 +246,13 @@ fn sighup_and_sigquit_are_handled_like_sigterm() {
 }
 
 /// Sends `signal` to a backup in the middle of pinning: it exits 143 having
-/// removed its work directory and its lock, and commits nothing.
+/// removed its work directory and its lock, commits nothing, and says so in
+/// its metrics file.
 fn signal_mid_backup(signal: i32) {
     let fx = Fixture::new(3000);
     let work = fx.path("work");
     let repo = fx.path("repo");
+    let metrics = fx.path("backup.prom");
     let mut child = rockup_command()
         .args([
             "backup",
@@ -270,6 +272,7 @@ fn signal_mid_backup(signal: i32) {
             "json:/path",
         ])
         .args(["--work-dir", work.to_str().unwrap()])
+        .args(["--metrics-file", metrics.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -297,6 +300,16 @@ fn signal_mid_backup(signal: i32) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert!(entries(&repo.join("locks")).is_empty(), "lock removed");
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
+    let exit_code = metrics
+        .lines()
+        .find(|l| l.starts_with("rockup_last_exit_code{"))
+        .unwrap_or_else(|| panic!("exit code in the metrics: {metrics}"));
+    assert!(exit_code.ends_with(" 143"), "{exit_code}");
+    assert!(
+        !metrics.contains("rockup_last_success_timestamp_seconds{"),
+        "no success yet: {metrics}"
+    );
     assert!(
         entries(&work).is_empty(),
         "work directory removed: {:?}",

@@ -2,6 +2,7 @@
 //! cron, logs kept in a file, shell completions and man pages.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use super::cli::{rockup, stderr};
 use super::fixture::*;
@@ -79,6 +80,7 @@ fn completions_and_man_pages_come_from_the_binary() {
             "{shell} knows verify's flags"
         );
     }
+    completes_in_bash();
     let page = rockup(&["man"]);
     assert_eq!(page.status.code(), Some(0));
     let page = String::from_utf8(page.stdout).unwrap();
@@ -94,6 +96,26 @@ fn completions_and_man_pages_come_from_the_binary() {
     assert!(rockup(&["completions", "tcsh"]).status.code() == Some(2));
 }
 
+/// Loads the bash completions into bash and completes `rockup verify
+/// --read-d` with them.
+fn completes_in_bash() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("rockup.bash");
+    std::fs::write(&script, rockup(&["completions", "bash"]).stdout).unwrap();
+    let complete = r#"source "$1" && complete -p rockup >/dev/null &&
+        COMP_WORDS=(rockup verify --read-d) && COMP_CWORD=2 &&
+        COMP_LINE="rockup verify --read-d" && COMP_POINT=${#COMP_LINE} &&
+        _rockup rockup --read-d verify && printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", complete, "bash"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let offered = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(offered.trim(), "--read-data-subset", "{offered}");
+}
+
 /// The value of the metric line starting with `name{` in Prometheus text.
 fn metric(text: &str, name: &str) -> f64 {
     let line = text
@@ -101,6 +123,48 @@ fn metric(text: &str, name: &str) -> f64 {
         .find(|l| l.starts_with(&format!("{name}{{")))
         .unwrap_or_else(|| panic!("no {name} in {text}"));
     line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Parses `file` with the Prometheus project's own Python parser
+/// (`prometheus_client`, installed by scripts/test.sh): every family is
+/// rockup's and has a sample, one HELP per name.
+fn check_with_prometheus_parser(file: &Path) {
+    let Ok(python) = std::env::var("ROCKUP_TEST_PYTHON") else {
+        eprintln!(
+            "metrics parser check SKIPPED: ROCKUP_TEST_PYTHON unset (scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    print(family.name, family.type, len(family.samples))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let families = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = families
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"rockup_last_success_timestamp_seconds"),
+        "{families}"
+    );
+    assert!(names.contains(&"rockup_last_requests"), "{families}");
+    for line in families.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert!(
+            fields[0].starts_with("rockup_") && fields[1] == "gauge",
+            "{line}"
+        );
+        assert_ne!(fields[2], "0", "{line}: a family without samples");
+    }
 }
 
 #[test]
@@ -114,6 +178,7 @@ fn metrics_files_keep_the_last_success_across_a_failure() {
     let out = run(&args);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let first = std::fs::read_to_string(&metrics).unwrap();
+    check_with_prometheus_parser(&metrics);
     assert!(
         first.contains(r#"{command="backup",source="app\"1"}"#),
         "{first}"

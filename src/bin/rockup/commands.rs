@@ -27,11 +27,7 @@ pub async fn run(command: Command, display: Display, json: bool) -> Result<(Valu
     match command {
         Command::Init(args) => keys::init(args).await,
         Command::Key(args) => keys::key(args).await,
-        Command::Backup(args) => {
-            let source = args.source.as_deref().or(args.source_path());
-            let run = Run::start("backup", args.metrics_file.as_deref(), source);
-            run.finish(backup(args, display).await)
-        }
+        Command::Backup(args) => backup(args, display).await,
         Command::Follow(_) => unreachable!("main runs follow under its own signal handling"),
         Command::Config(_) => unreachable!("main shows the settings it loaded"),
         Command::List(args) => list(args, json).await,
@@ -40,31 +36,41 @@ pub async fn run(command: Command, display: Display, json: bool) -> Result<(Valu
         Command::Diff(args) => inspect::diff(args, json).await,
         Command::Dump(args) => inspect::dump(args, json).await,
         Command::Restore(args) => restore(args, display).await,
-        Command::Verify(args) => {
-            let source = args.which.source.as_deref();
-            let run = Run::start("verify", args.metrics_file.as_deref(), source);
-            run.finish(verify(args, display).await)
-        }
-        Command::Prune(args) => {
-            let metrics = args.collect.metrics_file.as_deref();
-            let run = Run::start("prune", metrics, args.source.as_deref());
-            let options = args.options();
-            run.finish(prune(&args.repo, options, display).await)
-        }
-        Command::Forget(args) => {
-            let run = Run::start("forget", args.collect.metrics_file.as_deref(), None);
-            let options = args.options();
-            run.finish(prune(&args.repo, options, display).await)
-        }
+        Command::Verify(args) => verify(args, display).await,
+        Command::Prune(args) => prune(&args.repo, args.options(), display).await,
+        Command::Forget(args) => prune(&args.repo, args.options(), display).await,
         Command::Unlock(args) => unlock(args).await,
-        Command::Copy(args) => {
-            let run = Run::start("copy", args.metrics_file.as_deref(), args.source.as_deref());
-            run.finish(copy(args).await)
-        }
+        Command::Copy(args) => copy(args).await,
         Command::Demo(args) => demo(args.dir).await,
         Command::Completions(args) => crate::generate::completions(args),
         Command::Man(args) => crate::generate::man(args),
     }
+}
+
+/// The measurement of `command`'s run for `--metrics-file`, for the commands
+/// that take it; started outside the command so that a run a signal ends is
+/// recorded too.
+pub fn measured(command: &Command) -> Option<Run> {
+    let (name, file, source) = match command {
+        Command::Backup(a) => {
+            let source = a.source.as_deref().or(a.source_path());
+            ("backup", a.metrics_file.as_deref(), source)
+        }
+        Command::Verify(a) => (
+            "verify",
+            a.metrics_file.as_deref(),
+            a.which.source.as_deref(),
+        ),
+        Command::Prune(a) => (
+            "prune",
+            a.collect.metrics_file.as_deref(),
+            a.source.as_deref(),
+        ),
+        Command::Forget(a) => ("forget", a.collect.metrics_file.as_deref(), None),
+        Command::Copy(a) => ("copy", a.metrics_file.as_deref(), a.source.as_deref()),
+        _ => return None,
+    };
+    Some(Run::start(name, file, source))
 }
 
 /// The repository `args` name, with its secrets; `prompt` says whether a
@@ -151,7 +157,8 @@ fn print_backup(report: &BackupReport, dry_run: bool) {
     );
     print_traffic(&report.traffic);
     for problem in &report.problems {
-        say!("  recorded problem: {problem}");
+        // Warnings, shown under --quiet too (it exits 3 for them).
+        tracing::warn!("recorded problem: {problem}");
     }
 }
 
@@ -257,7 +264,7 @@ async fn restore(args: RestoreArgs, display: Display) -> Result<(Value, i32)> {
         );
     }
     for problem in &report.unrestorable {
-        say!("  not restored (the backup could not capture it): {problem}");
+        tracing::warn!("not restored (the backup could not capture it): {problem}");
     }
     Ok((document(&report), 0))
 }
@@ -358,7 +365,7 @@ async fn unlock(args: UnlockArgs) -> Result<(Value, i32)> {
         say!("removed {key}");
     }
     for refused in &report.refused {
-        say!("left {}: {}", refused.lock, refused.reason);
+        tracing::warn!("left {}: {}", refused.lock, refused.reason);
     }
     say!("{} lock(s) removed", report.removed.len());
     if report.refused.is_empty() {

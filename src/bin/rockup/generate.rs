@@ -32,7 +32,16 @@ pub fn man(args: ManArgs) -> Result<(Value, i32)> {
     clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| io_error(&dir, e))?;
     let pages = std::fs::read_dir(&dir)
         .map_err(|e| io_error(&dir, e))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("rockup") && name.ends_with(".1")
+        })
         .count();
-    say!("man pages written to {} ({pages} files)", dir.display());
+    say!(
+        "man pages written to {} ({pages} rockup pages)",
+        dir.display()
+    );
     Ok((Value::Null, 0))
 }

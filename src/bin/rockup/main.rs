@@ -3,7 +3,8 @@
 //! JSON document on stdout with --json; a failure's JSON document on stderr),
 //! and exit with the documented code:
 //! 0 clean, 1 operational error, 2 usage, 3 problems found, 4 only unreadable
-//! objects, 5 a key missing, wrong or write-only, 130/143 interrupted.
+//! objects, 5 a key missing, wrong or write-only, 6 no repository there, 7 the
+//! repository locked, 130/143 interrupted.
 
 mod args;
 mod commands;
@@ -175,11 +176,16 @@ async fn run_until_signal(
     let mut terminate = handler(SignalKind::terminate(), "SIGTERM");
     let mut hangup = handler(SignalKind::hangup(), "SIGHUP");
     let mut quit = handler(SignalKind::quit(), "SIGQUIT");
-    tokio::select! {
+    let measured = commands::measured(&command);
+    let result = tokio::select! {
         result = commands::run(command, display, json) => result,
         _ = interrupt.recv() => Err(Error::Interrupted("SIGINT")),
         _ = terminate.recv() => Err(Error::Interrupted("SIGTERM")),
         _ = hangup.recv() => Err(Error::Interrupted("SIGHUP")),
         _ = quit.recv() => Err(Error::Interrupted("SIGQUIT")),
+    };
+    match measured {
+        Some(run) => run.finish(result),
+        None => result,
     }
 }

@@ -89,10 +89,19 @@ impl Run {
             Err(Error::Problems { problems, .. }) => Some(problems.len() as f64),
             _ => figures.problems,
         };
-        let (files_help, bytes_help) = figures_help(self.command);
+        // One HELP text per metric name whatever the command: collectors
+        // reject files that give one metric two (node_exporter does).
         gauges.extend([
-            ("last_files", files_help, figures.files),
-            ("last_bytes", bytes_help, figures.bytes),
+            (
+                "last_files",
+                "what the last run handled: files backed up; objects deleted, checked or copied",
+                figures.files,
+            ),
+            (
+                "last_bytes",
+                "bytes the last run uploaded, deleted, re-hashed or copied",
+                figures.bytes,
+            ),
             (
                 "last_problems",
                 "problems the last run found or recorded",
@@ -133,22 +142,6 @@ struct Figures {
     files: Option<f64>,
     bytes: Option<f64>,
     problems: Option<f64>,
-}
-
-/// What `last_files` and `last_bytes` count for `command`.
-fn figures_help(command: &str) -> (&'static str, &'static str) {
-    match command {
-        "backup" => (
-            "database and external files in the last backup",
-            "bytes the last backup uploaded",
-        ),
-        "prune" | "forget" => ("objects the last run deleted", "bytes the last run deleted"),
-        "verify" => (
-            "objects the last verify checked",
-            "bytes the last verify read and re-hashed",
-        ),
-        _ => ("objects the last copy sent", "bytes the last copy sent"),
-    }
 }
 
 fn figures(command: &str, report: &Value) -> Figures {
@@ -221,6 +214,9 @@ fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
         temporary.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
+    // On disk before the rename, so a crash leaves the old file or the new
+    // one, never an empty one.
+    temporary.as_file().sync_all()?;
     temporary.persist(file).map_err(|e| e.error)?;
     Ok(())
 }

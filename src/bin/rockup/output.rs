@@ -80,16 +80,26 @@ fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// The log file, appended to (created with mode 0600: logs name paths and keys).
+/// The log file, appended to (created with mode 0600: logs name paths and
+/// keys). A symlink is not followed, and anything but a regular file (a FIFO
+/// would block, a device take the logs elsewhere) is refused.
 fn open_log(path: &Path) -> Result<std::fs::File> {
-    OpenOptions::new()
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(Error::Usage(format!(
+            "--log-file {}: not a regular file; give the path of a file to append the logs to",
+            path.display()
+        )));
+    }
+    Ok(file)
 }

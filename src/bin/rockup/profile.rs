@@ -46,6 +46,8 @@ const SETTINGS: &[Setting] = settings![
     "" "lease" => "ROCKUP_LEASE",
     "" "retry-lock" => "ROCKUP_RETRY_LOCK",
     "" "log-file" => "ROCKUP_LOG_FILE",
+    "" "quiet" => "ROCKUP_QUIET",
+    "" "no-progress" => "ROCKUP_NO_PROGRESS",
     "backup" "db" => "ROCKUP_DB",
     "backup" "blob-root" => "ROCKUP_BLOB_ROOT",
     "backup" "blob-cf" => "ROCKUP_BLOB_CF",
@@ -83,6 +85,15 @@ const SETTINGS: &[Setting] = settings![
     "prune" "repack-below" => "ROCKUP_REPACK_BELOW",
 ];
 
+/// Settings that exclude one another (clap refuses both at once): the
+/// profile's is left out when the command line or the environment gives its
+/// rival, so `--password-command` overrides a profile's `password-file`.
+const RIVALS: &[(&str, &str)] = &[
+    ("password-file", "password-command"),
+    ("password-command", "password-file"),
+    ("db", "checkpoint"),
+];
+
 /// The table of free-form hints for the scheduler (`config show` prints them).
 const SCHEDULE: &str = "schedule";
 /// The largest profile read.
@@ -118,7 +129,8 @@ pub unsafe fn load(args: &[String]) -> Result<Loaded> {
         let file = find(&name)?;
         let table = read(&file)?;
         for (setting, value) in settings_of(&table, &file)? {
-            let overridden = std::env::var_os(setting.variable).is_some();
+            let overridden =
+                std::env::var_os(setting.variable).is_some() || rival_given(setting, args);
             if !overridden {
                 // SAFETY: the caller guarantees no other thread exists.
                 unsafe { std::env::set_var(setting.variable, &value) };
@@ -130,6 +142,21 @@ pub unsafe fn load(args: &[String]) -> Result<Loaded> {
     }
     loaded.settings = effective(&in_profile);
     Ok(loaded)
+}
+
+/// Whether the command line or the environment gives a setting that excludes
+/// `setting`.
+fn rival_given(setting: &Setting, args: &[String]) -> bool {
+    let rivals = RIVALS.iter().filter(|(key, _)| *key == setting.key);
+    rivals.map(|(_, rival)| *rival).any(|rival| {
+        let flag = format!("--{rival}");
+        let on_command_line = args
+            .iter()
+            .take_while(|a| *a != "--")
+            .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let variable = SETTINGS.iter().find(|s| s.key == rival);
+        on_command_line || variable.is_some_and(|s| std::env::var_os(s.variable).is_some())
+    })
 }
 
 /// `--profile NAME` (or `--profile=NAME`) before any `--`, else `ROCKUP_PROFILE`.
@@ -191,7 +218,17 @@ fn read(file: &Path) -> Result<toml::Table> {
         source,
     };
     let opened = std::fs::File::open(file).map_err(io)?;
-    refuse_writable_by_others(file, &opened.metadata().map_err(io)?)?;
+    refuse_unsafe_ownership(file, &opened.metadata().map_err(io)?)?;
+    // Whoever may write the directory may replace the file.
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir_io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    refuse_unsafe_ownership(dir, &std::fs::metadata(dir).map_err(dir_io)?)?;
     let mut text = String::new();
     opened
         .take(PROFILE_LIMIT + 1)
@@ -208,14 +245,24 @@ fn read(file: &Path) -> Result<toml::Table> {
 }
 
 /// A profile names commands rockup runs (`password-command`) and where keys
-/// are: one that others may write is refused, as ssh refuses such configs.
-fn refuse_writable_by_others(file: &Path, meta: &std::fs::Metadata) -> Result<()> {
+/// are: one that another user owns or that others may write is refused, as
+/// ssh refuses such configs.
+fn refuse_unsafe_ownership(file: &Path, meta: &std::fs::Metadata) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(Error::Usage(format!(
+            "{}: owned by user {}, neither root nor the user running rockup ({euid}), and a profile says which commands rockup runs; `chown` it",
+            file.display(),
+            meta.uid()
+        )));
+    }
     if meta.mode() & 0o022 == 0 {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "{}: writable by group or others (mode {:o}), and a profile says which commands rockup runs and which keys it reads; `chmod go-w` it",
+        "{}: writable by group or others (mode {:o}), and a profile says which commands rockup runs and which keys it reads (whoever may write its directory may replace it); `chmod go-w` it",
         file.display(),
         meta.mode() & 0o7777
     )))

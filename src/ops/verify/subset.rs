@@ -41,7 +41,7 @@ impl DataSubset {
                 _ => Err(bad("give a group n/m with 1 <= n <= m, e.g. 1/7")),
             };
         }
-        size(text)
+        crate::common::units::parse_bytes(text)
             .filter(|&bytes| bytes > 0)
             .map(Self::Bytes)
             .ok_or_else(|| bad("give N%, n/m or a size such as 500M or 2G"))
@@ -75,19 +75,6 @@ impl Chooser {
             }
         }
     }
-}
-
-/// `500M`, `2G`, `1024`: bytes, suffixes K/M/G/T as powers of 1024.
-fn size(text: &str) -> Option<u64> {
-    let text = text.trim().trim_end_matches(['B', 'i']);
-    let (number, scale) = match text.char_indices().last()? {
-        (at, c) if c.is_ascii_alphabetic() => {
-            let power = "KMGT".find(c.to_ascii_uppercase())? as u32 + 1;
-            (&text[..at], 1u64 << (10 * power))
-        }
-        _ => (text, 1),
-    };
-    number.trim().parse::<u64>().ok()?.checked_mul(scale)
 }
 
 #[cfg(test)]

@@ -106,8 +106,9 @@ pub struct RepoLock {
 }
 
 impl RepoLock {
-    /// Takes the lock `request` asks for, trying again (after 2 s, 4 s, … up
-    /// to a minute) while a live lock is in the way, for `request.wait` at most.
+    /// Takes the lock `request` asks for, trying again (after about 2 s, 4 s,
+    /// … up to a minute, each pause stretched by up to a quarter at random so
+    /// hosts that collided do not retry in step) while a live lock is in the way, for `request.wait` at most.
     async fn acquire_waiting(repo: &Repository, request: &LockRequest) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + request.wait;
         let mut pause = FIRST_RETRY;
@@ -120,7 +121,8 @@ impl RepoLock {
             if left.is_zero() {
                 return Err(error);
             }
-            let wait = pause.min(left);
+            let jitter = pause.mul_f64(rand::random::<f64>() / 4.0);
+            let wait = (pause + jitter).min(left);
             tracing::info!(operation = request.operation, retry_in = ?wait, "{error}: waiting (--retry-lock)");
             tokio::time::sleep(wait).await;
             pause = (pause * 2).min(RETRY_AT_MOST);
