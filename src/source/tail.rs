@@ -79,6 +79,16 @@ impl Held {
     }
 }
 
+/// What one poll read.
+#[derive(Debug)]
+pub struct Polled {
+    /// The batches, in order.
+    pub batches: Vec<Batch>,
+    /// Whether every complete batch in the WAL files was read (else the
+    /// budget stopped the poll: there is more to read at once).
+    pub reached_end: bool,
+}
+
 /// The WAL files of one database directory, followed from a sequence number.
 pub struct WalTail {
     dirs: Vec<PathBuf>,
@@ -118,7 +128,7 @@ impl WalTail {
     /// The batches written since the last poll, in order, about `budget`
     /// bytes at most; `Err(Gap)` when they do not continue from
     /// [`WalTail::next_sequence`].
-    pub fn poll(&mut self, budget: usize) -> Result<std::result::Result<Vec<Batch>, Gap>> {
+    pub fn poll(&mut self, budget: usize) -> Result<std::result::Result<Polled, Gap>> {
         self.hold_new()?;
         let mut taken = Vec::new();
         let mut bytes = 0;
@@ -126,8 +136,10 @@ impl WalTail {
         let numbers: Vec<u64> = files.keys().copied().collect();
         for number in numbers {
             let wal = files.get_mut(&number).expect("listed");
-            let read = wal::read_batches(&wal.file, number, wal.read_to, READ_BUDGET)?;
+            let file_budget = budget.saturating_sub(bytes).clamp(1, READ_BUDGET);
+            let read = wal::read_batches(&wal.file, number, wal.read_to, file_budget)?;
             wal.read_to = read.end;
+            let read_bytes: usize = read.batches.iter().map(|b| b.data.len()).sum();
             for batch in read.batches {
                 if batch.end() <= self.next {
                     continue; // shipped before (or in the base)
@@ -142,8 +154,13 @@ impl WalTail {
                 bytes += batch.data.len();
                 taken.push(batch);
             }
-            if bytes >= budget {
-                return Ok(Ok(taken));
+            // A file read only up to the budget goes on at the next poll,
+            // before any newer file (whose batches come after its rest).
+            if read_bytes >= file_budget {
+                return Ok(Ok(Polled {
+                    batches: taken,
+                    reached_end: false,
+                }));
             }
         }
         // Every WAL but the newest was read to its end after a newer one
@@ -151,7 +168,10 @@ impl WalTail {
         while files.len() > 1 {
             files.pop_first();
         }
-        Ok(Ok(taken))
+        Ok(Ok(Polled {
+            batches: taken,
+            reached_end: true,
+        }))
     }
 
     /// Opens the WALs that appeared since the last look (the watcher opens
@@ -239,14 +259,14 @@ mod tests {
         write(&db, 0, 10);
         let mut tail = WalTail::open(dir.path()).unwrap();
         tail.start_at(1);
-        let first = tail.poll(usize::MAX).unwrap().unwrap();
+        let first = tail.poll(usize::MAX).unwrap().unwrap().batches;
         assert_eq!(first.len(), 10);
         assert_eq!((first[0].sequence, first[9].end()), (1, 21));
-        assert!(tail.poll(usize::MAX).unwrap().unwrap().is_empty());
+        assert!(tail.poll(usize::MAX).unwrap().unwrap().batches.is_empty());
         write(&db, 10, 5);
         db.flush().unwrap(); // a new WAL; the old one is deleted once read
         write(&db, 15, 5);
-        let next = tail.poll(usize::MAX).unwrap().unwrap();
+        let next = tail.poll(usize::MAX).unwrap().unwrap().batches;
         let sequences: Vec<u64> = next.iter().map(|b| b.sequence).collect();
         assert_eq!(sequences, (21..41).step_by(2).collect::<Vec<_>>());
         let mut written = WriteBatch::default();
@@ -260,6 +280,30 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_stopped_by_its_budget_goes_on_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, dir.path()).unwrap();
+        let mut tail = WalTail::open(dir.path()).unwrap();
+        tail.start_at(1);
+        write(&db, 0, 40); // 120 KB: several 32 KiB blocks
+        db.flush().unwrap();
+        write(&db, 40, 5);
+        let (mut sequences, mut stopped) = (vec![], 0);
+        loop {
+            let polled = tail.poll(1).unwrap().expect("no gap");
+            sequences.extend(polled.batches.iter().map(|b| b.sequence));
+            if polled.reached_end {
+                break;
+            }
+            stopped += 1;
+        }
+        assert!(stopped >= 3, "the budget stopped {stopped} polls");
+        assert_eq!(sequences, (1..91).step_by(2).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_wal_deleted_unseen_is_a_gap() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = Options::default();
@@ -268,7 +312,7 @@ mod tests {
         write(&db, 0, 3);
         let mut tail = WalTail::open(dir.path()).unwrap();
         tail.start_at(1);
-        assert_eq!(tail.poll(usize::MAX).unwrap().unwrap().len(), 3);
+        assert_eq!(tail.poll(usize::MAX).unwrap().unwrap().batches.len(), 3);
         // Written, flushed and deleted while nothing watched.
         drop(tail);
         write(&db, 3, 3);

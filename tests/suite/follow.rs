@@ -73,6 +73,10 @@ impl ShippedLog {
         format!("{}.shipped", db.display()).into()
     }
 
+    fn exists(db: &Path) -> bool {
+        Self::path(db).exists()
+    }
+
     fn open(db: &Path) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -92,7 +96,9 @@ impl ShippedLog {
     /// The (time, sequence number) pairs recorded.
     fn read(db: &Path) -> Vec<(chrono::DateTime<chrono::Utc>, u64)> {
         let text = std::fs::read_to_string(Self::path(db)).unwrap();
-        text.lines()
+        // Whole lines only: follow may be writing the next.
+        text.split_inclusive('\n')
+            .filter_map(|line| line.strip_suffix('\n'))
             .map(|line| {
                 let (at, n) = line.split_once(' ').unwrap();
                 let at = chrono::DateTime::from_timestamp_nanos(at.parse().unwrap());
@@ -157,6 +163,40 @@ async fn restore_and_check(
     reached
 }
 
+/// Waits until `follow` (its [`ShippedLog`]) has shipped sequence number
+/// `last`: a loaded machine may take long to work through what the writer
+/// wrote at full speed.
+async fn wait_until_shipped(db: &Path, last: u64) {
+    for _ in 0..1200 {
+        let shipped = ShippedLog::read(db).last().map_or(0, |(_, n)| *n);
+        if shipped >= last {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("follow did not ship sequence number {last} within two minutes");
+}
+
+/// Waits until a `follow` run just started reports (its base backup is
+/// committed or resumed): more lines in the [`ShippedLog`] than `before`.
+async fn wait_for_a_status(db: &Path, before: usize) {
+    for _ in 0..1200 {
+        if ShippedLog::read(db).len() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("follow reported nothing within two minutes");
+}
+
+/// Starts `follow` and returns once it has reported.
+async fn started_follow(repo: &Repository, writer: &Writer, work: &Path) -> Following {
+    let before = ShippedLog::exists(&writer.db).then(|| ShippedLog::read(&writer.db).len());
+    let following = start_follow(repo, writer, work);
+    wait_for_a_status(&writer.db, before.unwrap_or(0)).await;
+    following
+}
+
 /// The writer's last step, read from its database as RocksDB recovers it.
 fn last_step(db: &Path) -> u64 {
     read_all(db)["meta"]
@@ -180,11 +220,13 @@ async fn kill_and_check(
 ) -> FollowStatus {
     let db = writer.db.clone();
     drop(writer);
+    let written = last_step(&db);
+    wait_until_shipped(&db, last_sequence_of(written)).await;
+    // A second of an idle database, whose polls report too.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let last = stop_follow(stop, task).await;
     assert_eq!(last.lag_sequences, 0, "{last:?}");
     eprintln!("follow's last status: {last:?}");
-    let written = last_step(&db);
     std::fs::remove_dir_all(&db).unwrap();
 
     let latest = restore_and_check(repo, dir, PointInTime::Latest, 0).await;
@@ -380,20 +422,20 @@ async fn follow_resumes_after_a_restart() {
     let writer = Writer::start_variant(dir.path(), "wal-archive");
     let repo = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
     let work = dir.path().join("work");
-    let (stop, task) = start_follow(&repo, &writer, &work);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (stop, task) = started_follow(&repo, &writer, &work).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let first = stop_follow(stop, task).await;
     assert_eq!(first.bases, 1);
     for _ in 0..2 {
         // Down for a moment while the writer goes on.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (stop, task) = start_follow(&repo, &writer, &work);
+        let (stop, task) = started_follow(&repo, &writer, &work).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let again = stop_follow(stop, task).await;
         assert_eq!((again.bases, &again.base), (0, &first.base), "resumed");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let following = start_follow(&repo, &writer, &work);
+    let following = started_follow(&repo, &writer, &work).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second = kill_and_check(&repo, dir.path(), writer, following, 100).await;
     assert_eq!(second.bases, 0, "resumed, not a new base: {second:?}");
@@ -423,7 +465,8 @@ async fn follow_waits_out_a_store_outage() {
     let following = start_follow_with(&repo, &writer, &dir.path().join("work"), |o| {
         o.metrics_file = Some(metrics.clone())
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_a_status(&writer.db, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     use super::stores::{Fault, Op};
     store.inject(Op::Put, "segments/", Fault::Error, usize::MAX);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -464,27 +507,28 @@ fn the_cli_follows_restarts_and_restores() {
             .unwrap()
     };
     let mut first = follow();
-    std::thread::sleep(Duration::from_secs(5));
+    let mut statuses = StatusLines::of(&mut first);
+    statuses.wait_for("with a segment", |s| s["segments"].as_u64() > Some(0));
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    let second = follow();
-    std::thread::sleep(Duration::from_secs(3));
+    let mut second = follow();
+    let mut statuses = StatusLines::of(&mut second);
+    statuses.wait_for("of the second run", |_| true);
+    std::thread::sleep(Duration::from_secs(2));
     let db = writer.db.clone();
     drop(writer);
-    std::thread::sleep(Duration::from_secs(1));
+    let written = last_step(&db);
+    let shipped_all =
+        |s: &serde_json::Value| s["shipped_sequence"].as_u64() >= Some(last_sequence_of(written));
+    statuses.wait_for("with the writer's last batch", shipped_all);
     // SAFETY: signals our own child.
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let out = second.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "follow exits 0 on SIGTERM");
-    let statuses: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let code = second.wait().unwrap().code();
+    assert_eq!(code, Some(0), "follow exits 0 on SIGTERM");
+    let statuses = statuses.rest();
     let last = statuses.last().expect("status lines");
     assert_eq!(last["bases"], 0, "resumed after SIGKILL: {last}");
     assert_eq!(last["lag_sequences"], 0, "{last}");
-    let written = last_step(&db);
     std::fs::remove_dir_all(&db).unwrap();
 
     let target = dir.path().join("restored");
@@ -514,4 +558,57 @@ fn the_cli_follows_restarts_and_restores() {
         listed["restorable"][0]["last_sequence"],
         last["shipped_sequence"]
     );
+}
+
+/// The `--json` status lines of a `rockup follow` process, read as they come.
+struct StatusLines {
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl StatusLines {
+    fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let status = serde_json::from_str(&line.unwrap()).expect("a JSON line");
+                if send.send(status).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            seen: vec![],
+        }
+    }
+
+    /// Waits (two minutes at most: a loaded machine is slow) for a status
+    /// that `wanted` accepts.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(status) if wanted(&status) => {
+                    self.seen.push(status.clone());
+                    return status;
+                }
+                Ok(status) => self.seen.push(status),
+                Err(e) => panic!("no status {what} ({e}); the last: {:?}", self.seen.last()),
+            }
+        }
+    }
+
+    /// Every status line, up to the end of the output.
+    fn rest(mut self) -> Vec<serde_json::Value> {
+        self.seen.extend(self.lines.iter());
+        self.seen
+    }
 }

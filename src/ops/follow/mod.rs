@@ -103,7 +103,8 @@ pub struct FollowStatus {
     pub read_sequence: u64,
     /// Sequence numbers read but not shipped yet.
     pub lag_sequences: u64,
-    /// Seconds since the shipped state was the newest `follow` had read.
+    /// Seconds since everything the WAL held was shipped: what a host
+    /// lost now would lose at most.
     pub lag_seconds: f64,
     /// When everything up to `shipped_sequence` had been read.
     pub shipped_at: DateTime<Utc>,
@@ -229,15 +230,18 @@ impl<'a> Run<'a> {
         loop {
             let polled_at = Instant::now();
             let mut read_at = Utc::now();
+            // Whether everything in the WAL was read (the lag ends only then).
+            let mut read_all = false;
             if pending.bytes() < PENDING_BYTES {
                 let polled = tail.poll(SEGMENT_BYTES)?;
                 // Every batch polled was written by now: a mark taken after
                 // the read never claims a batch written later than its time.
                 read_at = Utc::now();
                 match polled {
-                    Ok(batches) => {
+                    Ok(polled) => {
+                        read_all = polled.reached_end;
                         let taken = (&timeline, &mut pending, &mut next);
-                        self.take(taken, batches, read_at).await?
+                        self.take(taken, polled.batches, read_at).await?
                     }
                     Err(gap) => {
                         tracing::warn!(%gap, timeline = %timeline.base, "starting a new base backup");
@@ -252,7 +256,7 @@ impl<'a> Run<'a> {
                 Err(e) => return Err(e),
             };
             if waiting.is_none() && pending.is_empty() {
-                timeline.caught_up(read_at);
+                timeline.shipped_read(read_at, read_all);
                 if let Some((successor, carried)) =
                     next.take_if(|(s, _)| timeline.shipped >= s.base_sequence)
                 {
@@ -277,7 +281,11 @@ impl<'a> Run<'a> {
                 next = Some((base, Pending::default()));
                 continue;
             }
-            let wait = self.options.interval.saturating_sub(polled_at.elapsed());
+            // Behind, the next poll starts at once.
+            let wait = match read_all {
+                true => self.options.interval.saturating_sub(polled_at.elapsed()),
+                false => Duration::ZERO,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.as_mut() => stopping = true,
@@ -358,7 +366,7 @@ impl<'a> Run<'a> {
             .clone()
             .unwrap_or_else(|| FollowStatus::empty(timeline));
         let read = tail.next_sequence() - 1;
-        let lag = (Utc::now() - timeline.shipped_at).num_milliseconds().max(0);
+        let lag = (Utc::now() - timeline.current_at).num_milliseconds().max(0);
         status.base = timeline.base.clone();
         status.shipped_sequence = timeline.shipped;
         status.read_sequence = read;

@@ -31,8 +31,10 @@ pub(super) struct Timeline {
     pub base_sequence: u64,
     /// The last sequence number shipped (the base's, then each segment's).
     pub shipped: u64,
-    /// When the shipped state was the newest read.
+    /// When everything up to `shipped` had been read.
     pub shipped_at: DateTime<Utc>,
+    /// When `shipped` was everything the WAL held (the lag counts from it).
+    pub current_at: DateTime<Utc>,
     /// Level-0 segments (and higher) not merged yet, oldest first.
     pub unmerged: Vec<SegmentRef>,
     /// The id of the external-files column family in write batches.
@@ -93,15 +95,20 @@ impl Timeline {
             base_sequence: header.sequence_number,
             shipped,
             shipped_at: Utc::now(),
+            current_at: Utc::now(),
             unmerged,
             files_cf: None,
             started: Instant::now(),
         }
     }
 
-    /// Everything read up to `at` is shipped.
-    pub fn caught_up(&mut self, at: DateTime<Utc>) {
+    /// Everything read up to `at` is shipped; `whole`: and that was all
+    /// the WAL held.
+    pub fn shipped_read(&mut self, at: DateTime<Utc>, whole: bool) {
         self.shipped_at = at;
+        if whole {
+            self.current_at = at;
+        }
     }
 
     /// Whether a new base backup is due: `every` has passed and something
