@@ -138,6 +138,11 @@ pub use repo::manifest::{list, ListedBackup};
 pub use repo::{Created, RateLimiter, Repository, Traffic};
 pub use source::{CheckpointStats, DeletionGuard, ExternalFiles, Source};
 
+/// Files the command line writes as the library does: replaced atomically.
+pub mod files {
+    pub use crate::common::durable::{parent_dir, replace_file, STATUS_FILE_MODE};
+}
+
 /// Key management of an encrypted repository (`rockup key`).
 pub mod keys {
     pub use crate::ops::keys::{add, list, new_identity, passwd, remove, rotate, write_key};

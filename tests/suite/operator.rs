@@ -208,7 +208,7 @@ fn metrics_files_keep_the_last_success_across_a_failure() {
     let leftovers: Vec<_> = std::fs::read_dir(fx.path(""))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(".rockup-metrics-"))
+        .filter(|name| name.starts_with(".rockup-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 

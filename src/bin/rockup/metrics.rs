@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use rockup::{Error, Result};
+use rockup::{files, Error, Result};
 
 /// The metric carried over from run to run (after `rockup_`).
 const LAST_SUCCESS: &str = "last_success_timestamp_seconds";
@@ -48,7 +48,7 @@ impl Run {
     pub fn finish(self, result: Result<(Value, i32)>) -> Result<(Value, i32)> {
         if let Some(file) = &self.file {
             let text = self.render(&result, previous_success(file));
-            if let Err(e) = write_atomically(file, &text) {
+            if let Err(e) = files::replace_file(file, text.as_bytes(), files::STATUS_FILE_MODE) {
                 tracing::warn!(file = %file.display(), error = %e, "metrics not written");
             }
         }
@@ -197,26 +197,4 @@ fn previous_success(file: &Path) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(&name))?;
     let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
     (value.is_finite() && value > 0.0).then_some(value)
-}
-
-/// Writes `text` to a new file beside `file`, then renames it over `file`.
-fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".rockup-metrics-")
-        .tempfile_in(dir)?;
-    std::io::Write::write_all(&mut temporary, text.as_bytes())?;
-    // Readable by the collector (node_exporter often runs as another user).
-    std::fs::set_permissions(
-        temporary.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
-    // On disk before the rename, so a crash leaves the old file or the new
-    // one, never an empty one.
-    temporary.as_file().sync_all()?;
-    temporary.persist(file).map_err(|e| e.error)?;
-    Ok(())
 }

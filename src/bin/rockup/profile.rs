@@ -220,10 +220,7 @@ fn read(file: &Path) -> Result<toml::Table> {
     let opened = std::fs::File::open(file).map_err(io)?;
     refuse_unsafe_ownership(file, &opened.metadata().map_err(io)?)?;
     // Whoever may write the directory may replace the file.
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = rockup::files::parent_dir(file);
     let dir_io = |source| Error::Io {
         path: dir.to_path_buf(),
         source,

@@ -5,13 +5,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::common::durable::replace_file;
+use crate::common::durable::{replace_file, STATUS_FILE_MODE};
 
 use super::FollowStatus;
 
 /// Writes `status` to `path` atomically.
 pub(super) fn write(path: &Path, status: &FollowStatus) -> std::io::Result<()> {
-    replace_file(path, render(status).as_bytes())
+    replace_file(path, render(status).as_bytes(), STATUS_FILE_MODE)
 }
 
 fn render(status: &FollowStatus) -> String {

@@ -84,7 +84,7 @@ pub async fn dump(repo: &Repository, options: &DumpOptions) -> Result<DumpReport
                 backup: header.backup_id.to_string(),
                 path: path.clone(),
             })?;
-    let parent = parent_of(&options.target);
+    let parent = durable::parent_dir(&options.target);
     let staging = tempfile::Builder::new()
         .prefix(".rockup-dump-")
         .tempdir_in(parent)
@@ -138,13 +138,6 @@ async fn external_entry(
     Ok(None)
 }
 
-fn parent_of(target: &Path) -> &Path {
-    match target.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
 /// Refuses a target that is a directory, or that exists when `overwrite`
 /// is not set — before anything is downloaded.
 fn check_target(target: &Path, overwrite: bool) -> Result<()> {
@@ -176,5 +169,5 @@ fn place(staged: &Path, target: &Path, overwrite: bool) -> Result<()> {
         false => nofollow::rename_no_replace(staged, target),
     };
     renamed.map_err(|e| Error::io(target, e))?;
-    durable::sync_dir(parent_of(target)).map_err(|e| Error::io(target, e))
+    durable::sync_dir(durable::parent_dir(target)).map_err(|e| Error::io(target, e))
 }
