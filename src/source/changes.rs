@@ -1,7 +1,8 @@
 //! What a write batch changes in the external-files column family: the
 //! references its puts make, each with its record key, read from RocksDB's own
-//! batch bytes (`WriteBatch::iterate_cf`). Deletions need nothing here: a
-//! restore to a point reads the records alive there.
+//! batch bytes (`WriteBatch::iterate_cf`), and which column families it
+//! writes. Deletions need nothing here: a restore to a point reads the
+//! records alive there.
 
 use crate::common::references::Reference;
 use crate::error::{Error, Problem, Result};
@@ -18,6 +19,26 @@ pub fn column_family_id(db: &rocksdb::DB, name: &str) -> Result<u32> {
     })?;
     // SAFETY: the handle is valid while `db` is borrowed; the call only reads it.
     Ok(unsafe { librocksdb_sys::rocksdb_column_family_handle_get_id(cf.inner()) })
+}
+
+/// The ids of the column families `batch` writes to (puts, deletions,
+/// merges).
+pub fn column_families_written(batch: &[u8]) -> std::collections::BTreeSet<u32> {
+    struct Written(std::collections::BTreeSet<u32>);
+    impl rocksdb::WriteBatchIteratorCf for Written {
+        fn put_cf(&mut self, cf_id: u32, _: &[u8], _: &[u8]) {
+            self.0.insert(cf_id);
+        }
+        fn delete_cf(&mut self, cf_id: u32, _: &[u8]) {
+            self.0.insert(cf_id);
+        }
+        fn merge_cf(&mut self, cf_id: u32, _: &[u8], _: &[u8]) {
+            self.0.insert(cf_id);
+        }
+    }
+    let mut written = Written(Default::default());
+    rocksdb::WriteBatch::from_data(batch).iterate_cf(&mut written);
+    written.0
 }
 
 /// One reference a batch makes, or why its record has none that can be read.
@@ -91,6 +112,11 @@ mod tests {
             dir.path(),
             "files",
             ResolverConfig::new(RefSource::Json("/path".into())),
+        );
+        let other_id = column_family_id(&db, "other").unwrap();
+        assert_eq!(
+            column_families_written(batch.data()),
+            [files_id, other_id].into()
         );
         let found = references(batch.data(), files_id, &external);
         assert_eq!(found.len(), 2);

@@ -31,7 +31,7 @@ mod wal;
 mod watch;
 mod workdir;
 
-pub use changes::{column_family_id, references};
+pub use changes::{column_families_written, column_family_id, references};
 pub use checkpoint::{
     permission_bits, prepare, CheckpointStats, Origin, Prepared, Snapshot, Source,
 };

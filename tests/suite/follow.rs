@@ -612,3 +612,70 @@ impl StatusLines {
         self.seen
     }
 }
+
+/// A column family created while `follow` runs lives in the MANIFEST, not
+/// the WAL: the first batch writing to it ends the timeline (its batches
+/// could not be replayed onto the base), a new base takes it in, and a
+/// restore to the latest point holds its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_family_created_meanwhile_starts_a_new_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    let mut db = rocksdb::DB::open(&db_options(), &db_dir).unwrap();
+    db.put(b"before", b"1").unwrap();
+    let repo = Repository::open(&dir.path().join("repo").display().to_string(), &[]).unwrap();
+    let options = with(FollowOptions::default(), |o| {
+        o.backup.work_dir = Some(dir.path().join("work"));
+        o.interval = Duration::from_millis(100);
+    });
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<FollowStatus>::new()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let (repo, db_dir, statuses) = (repo.clone(), db_dir.clone(), statuses.clone());
+        async move {
+            let record = |s: &FollowStatus| statuses.lock().unwrap().push(s.clone());
+            let stop = async {
+                let _ = stopped.await;
+            };
+            rockup::follow(&repo, &db_dir, &options, record, stop).await
+        }
+    });
+    let shipped = async |db: &rocksdb::DB, bases: u64| {
+        let last = db.latest_sequence_number();
+        for _ in 0..1200 {
+            let reached = statuses.lock().unwrap().last().cloned();
+            if reached.is_some_and(|s| s.shipped_sequence >= last && s.bases >= bases) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("follow did not ship {last} on base {bases} within two minutes");
+    };
+    db.put(b"followed", b"2").unwrap();
+    shipped(&db, 1).await;
+
+    db.create_cf("later", &rocksdb::Options::default()).unwrap();
+    let later = db.cf_handle("later").unwrap();
+    db.put_cf(&later, b"in-later", b"3").unwrap();
+    db.put(b"after", b"4").unwrap();
+    shipped(&db, 2).await;
+    let _ = stop.send(());
+    let last = task.await.unwrap().unwrap();
+    assert_eq!(
+        last.bases, 2,
+        "a new base for the new column family: {last:?}"
+    );
+    drop(db);
+
+    let target = dir.path().join("restored");
+    let mut restore = restoring("latest", target.clone(), None);
+    restore.to = Some(PointInTime::Latest);
+    rockup::restore(&repo, &restore).await.unwrap();
+    let records = read_all(&target);
+    let keys = |cf: &str| -> Vec<Vec<u8>> { records[cf].iter().map(|(k, _)| k.clone()).collect() };
+    assert_eq!(keys("later"), [b"in-later".to_vec()]);
+    assert_eq!(
+        keys("default"),
+        [b"after".to_vec(), b"before".to_vec(), b"followed".to_vec()]
+    );
+}

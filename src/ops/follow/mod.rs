@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::common::durable::replace_file;
+use crate::common::durable::{replace_file, STATUS_FILE_MODE};
 use crate::error::{Error, Result};
 use crate::ops::backup::BackupOptions;
 use crate::repo::content::{ContentOptions, ContentStore};
@@ -241,7 +241,11 @@ impl<'a> Run<'a> {
                     Ok(polled) => {
                         read_all = polled.reached_end;
                         let taken = (&timeline, &mut pending, &mut next);
-                        self.take(taken, polled.batches, read_at).await?
+                        if let Some(foreign) = self.take(taken, polled.batches, read_at).await? {
+                            tracing::warn!(timeline = %timeline.base, "{foreign}: starting a new base backup");
+                            self.ship_all(&mut timeline, &mut pending).await?;
+                            return Ok(Ended::NewTimeline);
+                        }
                     }
                     Err(gap) => {
                         tracing::warn!(%gap, timeline = %timeline.base, "starting a new base backup");
@@ -294,24 +298,33 @@ impl<'a> Run<'a> {
     }
 
     /// Captures polled batches: those up to the next timeline's base
-    /// into the current one, the rest into the next.
+    /// into the current one, the rest into the next — up to the first batch
+    /// its timeline's base cannot take (it writes to a column family created
+    /// since): that ends the timeline, and what it says why is returned.
     async fn take(
         &mut self,
         (timeline, pending, next): (&Timeline, &mut Pending, &mut Option<(Timeline, Pending)>),
         batches: Vec<crate::source::Batch>,
         read_at: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let boundary = next.as_ref().map(|(successor, _)| successor.base_sequence);
-        let (old, new): (Vec<_>, Vec<_>) = batches
+        let (mut old, mut new): (Vec<_>, Vec<_>) = batches
             .into_iter()
             .partition(|b| boundary.is_none_or(|base| b.end() - 1 <= base));
+        let mut foreign = cut_at_foreign(timeline, &mut old);
+        if foreign.is_some() {
+            new.clear();
+        }
         if !old.is_empty() {
             pending.append(self.capture(timeline, old, read_at).await?);
         }
-        if let (Some((successor, carried)), false) = (next.as_mut(), new.is_empty()) {
-            carried.append(self.capture(successor, new, read_at).await?);
+        if let Some((successor, carried)) = next.as_mut() {
+            foreign = foreign.or_else(|| cut_at_foreign(successor, &mut new));
+            if !new.is_empty() {
+                carried.append(self.capture(successor, new, read_at).await?);
+            }
         }
-        Ok(())
+        Ok(foreign)
     }
 
     fn keep_new_files(&self) -> Duration {
@@ -401,7 +414,7 @@ impl<'a> Run<'a> {
         }
         if let Some(path) = &self.options.safepoint_file {
             let line = format!("{}\n", status.shipped_sequence);
-            if let Err(e) = replace_file(path, line.as_bytes()) {
+            if let Err(e) = replace_file(path, line.as_bytes(), STATUS_FILE_MODE) {
                 tracing::warn!(error = %e, "the safepoint file could not be written");
             }
         }
@@ -428,6 +441,18 @@ impl FollowStatus {
             traffic: Traffic::default(),
         }
     }
+}
+
+/// Cuts `batches` before the first that `timeline`'s base cannot take; says
+/// which and why.
+fn cut_at_foreign(timeline: &Timeline, batches: &mut Vec<crate::source::Batch>) -> Option<String> {
+    let (at, cf_id) = timeline.foreign_batch(batches)?;
+    let sequence = batches[at].sequence;
+    batches.truncate(at);
+    Some(format!(
+        "batch {sequence} writes to column family id {cf_id}, which base {} does not have (created since)",
+        timeline.base
+    ))
 }
 
 /// The content writer of the run: packs small files as a backup does.

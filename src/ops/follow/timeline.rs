@@ -6,6 +6,7 @@
 //! meanwhile, so the batches after the base's point in time are still there
 //! to ship.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use crate::repo::ids::BackupId;
 use crate::repo::manifest::{self, Header};
 use crate::repo::segment::{self, covers, SegmentRef};
 use crate::repo::Repository;
-use crate::source::{column_family_id, Source, WalTail};
+use crate::source::{column_families_written, column_family_id, Batch, Source, WalTail};
 
 use super::{FollowOptions, Run};
 
@@ -39,6 +40,11 @@ pub(super) struct Timeline {
     pub unmerged: Vec<SegmentRef>,
     /// The id of the external-files column family in write batches.
     pub files_cf: Option<u32>,
+    /// The ids of the base's column families: a batch writing to another
+    /// cannot be replayed onto the base.
+    pub column_families: BTreeSet<u32>,
+    /// Their names, as the base's manifest records them.
+    base_column_families: Vec<String>,
     started: Instant,
 }
 
@@ -60,7 +66,7 @@ impl Timeline {
         };
         let timeline = match resumed {
             Some(mut timeline) => {
-                timeline.files_cf = files_cf(db_dir, options).await?;
+                timeline.learn_column_families(db_dir, options).await?;
                 timeline
             }
             None => Self::new_base(repo, db_dir, options, run).await?,
@@ -79,7 +85,7 @@ impl Timeline {
     ) -> Result<Self> {
         run.bases += 1;
         let mut timeline = take_base(repo, db_dir, options).await?;
-        timeline.files_cf = files_cf(db_dir, options).await?;
+        timeline.learn_column_families(db_dir, options).await?;
         Ok(timeline)
     }
 
@@ -98,8 +104,35 @@ impl Timeline {
             current_at: Utc::now(),
             unmerged,
             files_cf: None,
+            column_families: BTreeSet::new(),
+            base_column_families: header.column_families.clone(),
             started: Instant::now(),
         }
+    }
+
+    /// Reads the ids the database gives the base's column families.
+    async fn learn_column_families(
+        &mut self,
+        db_dir: &Path,
+        options: &FollowOptions,
+    ) -> Result<()> {
+        let names = self.base_column_families.clone();
+        (self.files_cf, self.column_families) = column_family_ids(db_dir, options, names).await?;
+        Ok(())
+    }
+
+    /// The first of `batches` that writes to a column family the base does
+    /// not have (created since), with that column family's id.
+    pub fn foreign_batch(&self, batches: &[Batch]) -> Option<(usize, u32)> {
+        if self.column_families.is_empty() {
+            return None; // a manifest that names none: nothing to check against
+        }
+        batches.iter().enumerate().find_map(|(i, batch)| {
+            column_families_written(&batch.data)
+                .into_iter()
+                .find(|id| !self.column_families.contains(id))
+                .map(|id| (i, id))
+        })
     }
 
     /// Everything read up to `at` is shipped; `whole`: and that was all
@@ -164,21 +197,25 @@ async fn take_base(repo: &Repository, db_dir: &Path, options: &FollowOptions) ->
     Ok(Timeline::new(&report.header, &[]))
 }
 
-/// Times the database is opened read-only to read a column family's id: an
+/// Times the database is opened read-only to read column families' ids: an
 /// open races the writer's compactions (a table deleted while it is opened).
 const OPEN_ATTEMPTS: usize = 10;
 
-/// The id of the external-files column family, read from the database.
-async fn files_cf(db_dir: &Path, options: &FollowOptions) -> Result<Option<u32>> {
-    let Some(external) = options.backup.external.clone() else {
-        return Ok(None);
-    };
+/// The ids, in the database now, of the column families named `base` (the
+/// base backup's), and the id of the external-files column family.
+async fn column_family_ids(
+    db_dir: &Path,
+    options: &FollowOptions,
+    base: Vec<String>,
+) -> Result<(Option<u32>, BTreeSet<u32>)> {
+    let files = options.backup.external.as_ref();
+    let files = files.map(|external| external.column_family.clone());
     let db_dir = db_dir.to_path_buf();
     blocking(move || {
         let mut attempt = 1;
-        loop {
+        let db = loop {
             match open_read_only(&db_dir, None, WalSource::Live) {
-                Ok((db, _)) => return column_family_id(&db, &external.column_family).map(Some),
+                Ok((db, _)) => break db,
                 Err(e) if attempt < OPEN_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "opening the database again");
                     std::thread::sleep(Duration::from_millis(50));
@@ -186,7 +223,15 @@ async fn files_cf(db_dir: &Path, options: &FollowOptions) -> Result<Option<u32>>
                 }
                 Err(e) => return Err(e),
             }
-        }
+        };
+        let files_cf = files.map(|name| column_family_id(&db, &name)).transpose()?;
+        // A column family of the base dropped since has no id now (and no
+        // batch writes to it).
+        let known = base
+            .iter()
+            .filter_map(|name| column_family_id(&db, name).ok())
+            .collect();
+        Ok((files_cf, known))
     })
     .await
 }
