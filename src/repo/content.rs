@@ -78,13 +78,26 @@ impl ContentStore {
         dir: &Path,
         options: ContentOptions,
     ) -> Result<Self> {
-        Ok(Self {
-            index: ContentIndex::load(repo, dir, true).await?,
-            packer: Packer::new(repo),
+        let index = ContentIndex::load(repo, dir, true).await?;
+        Ok(Self::with_index(index, uploader, options))
+    }
+
+    /// A store that takes for stored only what it stored itself (its
+    /// scratch index in `dir`): for a writer that holds no lock against
+    /// `prune`, which may delete content no backup references.
+    pub fn own_only(uploader: Uploader, dir: &Path, options: ContentOptions) -> Result<Self> {
+        let index = ContentIndex::empty(uploader.repository(), dir)?;
+        Ok(Self::with_index(index, uploader, options))
+    }
+
+    fn with_index(index: ContentIndex, uploader: Uploader, options: ContentOptions) -> Self {
+        Self {
+            index,
+            packer: Packer::new(uploader.repository()),
             uploader,
             claims: Mutex::default(),
             options,
-        })
+        }
     }
 
     /// The uploader whole files go through.

@@ -628,39 +628,16 @@ async fn a_column_family_created_meanwhile_starts_a_new_base() {
         o.backup.work_dir = Some(dir.path().join("work"));
         o.interval = Duration::from_millis(100);
     });
-    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<FollowStatus>::new()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let (repo, db_dir, statuses) = (repo.clone(), db_dir.clone(), statuses.clone());
-        async move {
-            let record = |s: &FollowStatus| statuses.lock().unwrap().push(s.clone());
-            let stop = async {
-                let _ = stopped.await;
-            };
-            rockup::follow(&repo, &db_dir, &options, record, stop).await
-        }
-    });
-    let shipped = async |db: &rocksdb::DB, bases: u64| {
-        let last = db.latest_sequence_number();
-        for _ in 0..1200 {
-            let reached = statuses.lock().unwrap().last().cloned();
-            if reached.is_some_and(|s| s.shipped_sequence >= last && s.bases >= bases) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("follow did not ship {last} on base {bases} within two minutes");
-    };
+    let follow = InProcess::start(&repo, &db_dir, options);
     db.put(b"followed", b"2").unwrap();
-    shipped(&db, 1).await;
+    follow.wait_until_shipped(&db, 1).await;
 
     db.create_cf("later", &rocksdb::Options::default()).unwrap();
     let later = db.cf_handle("later").unwrap();
     db.put_cf(&later, b"in-later", b"3").unwrap();
     db.put(b"after", b"4").unwrap();
-    shipped(&db, 2).await;
-    let _ = stop.send(());
-    let last = task.await.unwrap().unwrap();
+    follow.wait_until_shipped(&db, 2).await;
+    let last = follow.stop().await;
     assert_eq!(
         last.bases, 2,
         "a new base for the new column family: {last:?}"
@@ -678,4 +655,102 @@ async fn a_column_family_created_meanwhile_starts_a_new_base() {
         keys("default"),
         [b"after".to_vec(), b"before".to_vec(), b"followed".to_vec()]
     );
+}
+
+/// A file whose content the repository held only for another source's
+/// backup, forgotten and pruned while `follow` runs (it holds no lock
+/// between its bases), is stored by follow, not taken for stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_stores_content_it_did_not_see_referenced() {
+    let other = Fixture::new(3);
+    // Large enough to be a content object of its own, not a pack entry.
+    let size = 2 << 20;
+    add_file(&open_rw(&other.db), &other.files, 7, size);
+    let repo = other.local_repo();
+    let other_options = with(other.options(), |o| o.source = Some("other".into()));
+    let other_backup = rockup::backup(&repo, rockup::Source::Db(other.db.clone()), &other_options)
+        .await
+        .unwrap();
+
+    let db_dir = other.path("db2");
+    let files = other.path("files2");
+    std::fs::create_dir_all(&files).unwrap();
+    let db = open_rw(&db_dir);
+    db.put(b"before", b"1").unwrap();
+    let options = with(FollowOptions::default(), |o| {
+        o.backup.external = Some(rockup::ExternalFiles::new(&files, "files", resolver()));
+        o.backup.work_dir = Some(other.path("work2"));
+        o.interval = Duration::from_millis(100);
+    });
+    let follow = InProcess::start(&repo, &db_dir, options);
+    follow.wait_until_shipped(&db, 1).await;
+    // While follow runs (no lock between its bases), the other backup is
+    // forgotten and its content, unreferenced, deleted.
+    let forget = with(rockup::PruneOptions::default(), |o| {
+        o.forget = vec![other_backup.header.backup_id.clone()];
+        o.grace = Duration::ZERO;
+    });
+    let pruned = rockup::prune(&repo, &forget).await.unwrap();
+    assert!(pruned.deleted_objects > 0, "{pruned:?}");
+    add_file(&db, &files, 7, size); // the same content
+
+    follow.wait_until_shipped(&db, 1).await;
+    let last = follow.stop().await;
+    assert_eq!(last.files, 1, "{last:?}");
+    drop(db);
+
+    let target = other.path("restored");
+    let mut restore = restoring("latest", target.join("db"), Some(target.join("files")));
+    restore.to = Some(PointInTime::Latest);
+    let report = rockup::restore(&repo, &restore).await.unwrap();
+    assert!(report.unrestorable.is_empty(), "{:?}", report.unrestorable);
+    let restored = std::fs::read(target.join("files/d2/f-7.bin")).unwrap();
+    assert_eq!(restored, content(7, size));
+}
+
+/// `follow` run in this process on a database this test writes.
+struct InProcess {
+    statuses: std::sync::Arc<std::sync::Mutex<Vec<FollowStatus>>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<rockup::Result<FollowStatus>>,
+}
+
+impl InProcess {
+    fn start(repo: &Repository, db_dir: &Path, options: FollowOptions) -> Self {
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<FollowStatus>::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let (repo, db_dir, statuses) = (repo.clone(), db_dir.to_path_buf(), statuses.clone());
+            async move {
+                let record = |s: &FollowStatus| statuses.lock().unwrap().push(s.clone());
+                let stop = async {
+                    let _ = stopped.await;
+                };
+                rockup::follow(&repo, &db_dir, &options, record, stop).await
+            }
+        });
+        Self {
+            statuses,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until follow has shipped everything `db` holds, on its
+    /// `bases`-th base.
+    async fn wait_until_shipped(&self, db: &rocksdb::DB, bases: u64) {
+        let last = db.latest_sequence_number();
+        for _ in 0..1200 {
+            let reached = self.statuses.lock().unwrap().last().cloned();
+            if reached.is_some_and(|s| s.shipped_sequence >= last && s.bases >= bases) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("follow did not ship {last} on base {bases} within two minutes");
+    }
+
+    async fn stop(self) -> FollowStatus {
+        stop_follow(self.stop, self.task).await
+    }
 }

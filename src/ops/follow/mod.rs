@@ -148,8 +148,7 @@ pub async fn follow(
         )?),
         None => None,
     };
-    let content = content_store(repo, options, &work).await?;
-    let mut run = Run::new(repo, db_dir, options, &work, new_files.as_ref(), content);
+    let mut run = Run::new(repo, db_dir, options, &work, new_files.as_ref());
     loop {
         let mut tail = WalTail::open(&timeline::wal_dir(db_dir)?)?;
         // A base backup can take long: a stop meanwhile ends the run (the
@@ -181,9 +180,8 @@ struct Run<'a> {
     options: &'a FollowOptions,
     work: &'a WorkDir,
     new_files: Option<&'a NewFiles>,
-    /// Where the content of captured files goes (the repository's index,
-    /// loaded once).
-    content: ContentStore,
+    /// Where the content of captured files goes: a store per timeline.
+    content: Option<TimelineContent>,
     status: Option<FollowStatus>,
     pins: u64,
     timelines: u64,
@@ -197,7 +195,6 @@ impl<'a> Run<'a> {
         options: &'a FollowOptions,
         work: &'a WorkDir,
         new_files: Option<&'a NewFiles>,
-        content: ContentStore,
     ) -> Self {
         Self {
             repo,
@@ -205,7 +202,7 @@ impl<'a> Run<'a> {
             options,
             work,
             new_files,
-            content,
+            content: None,
             status: None,
             pins: 0,
             timelines: 0,
@@ -356,7 +353,9 @@ impl<'a> Run<'a> {
     async fn ship_all(&mut self, timeline: &mut Timeline, pending: &mut Pending) -> Result<()> {
         while !pending.is_empty() {
             let jobs = self.options.backup.jobs.get();
-            let shipped = capture::ship(self.repo, &self.content, timeline, pending, jobs).await?;
+            let repo = self.repo;
+            let content = self.content_of(timeline)?;
+            let shipped = capture::ship(repo, content, timeline, pending, jobs).await?;
             let totals = self
                 .status
                 .get_or_insert_with(|| FollowStatus::empty(timeline));
@@ -365,6 +364,31 @@ impl<'a> Run<'a> {
             totals.problems += shipped.problems;
         }
         Ok(())
+    }
+
+    /// The content store of `timeline`. Each timeline has its own, which
+    /// takes for stored only what that timeline stored: follow holds no lock
+    /// between base backups, so content it did not see referenced (the
+    /// repository's, or an earlier timeline's once its base is forgotten)
+    /// may be deleted by a prune, while what its own segments reference is
+    /// kept as long as its base — the source's newest — is.
+    fn content_of(&mut self, timeline: &Timeline) -> Result<&ContentStore> {
+        if self
+            .content
+            .as_ref()
+            .is_none_or(|c| c.base != timeline.base)
+        {
+            if let Some(old) = self.content.take() {
+                old.remove();
+            }
+            self.content = Some(TimelineContent::new(
+                self.repo,
+                self.options,
+                self.work,
+                &timeline.base,
+            )?);
+        }
+        Ok(&self.content.as_ref().expect("just made").store)
     }
 
     fn report(
@@ -455,20 +479,43 @@ fn cut_at_foreign(timeline: &Timeline, batches: &mut Vec<crate::source::Batch>) 
     ))
 }
 
-/// The content writer of the run: packs small files as a backup does.
-async fn content_store(
-    repo: &Repository,
-    options: &FollowOptions,
-    work: &WorkDir,
-) -> Result<ContentStore> {
-    let backup = &options.backup;
-    let content_options = ContentOptions {
-        compression_level: backup.compression_level,
-        pack: backup.format.packs(),
-    };
-    let uploader = Uploader::new(repo.clone(), backup.memory_budget);
-    let index = work.path().join("content-index");
-    ContentStore::open(repo, uploader, &index, content_options).await
+/// The content writer of one timeline: packs small files as a backup does.
+struct TimelineContent {
+    base: BackupId,
+    store: ContentStore,
+    dir: PathBuf,
+}
+
+impl TimelineContent {
+    fn new(
+        repo: &Repository,
+        options: &FollowOptions,
+        work: &WorkDir,
+        base: &BackupId,
+    ) -> Result<Self> {
+        let backup = &options.backup;
+        let content_options = ContentOptions {
+            compression_level: backup.compression_level,
+            pack: backup.format.packs(),
+        };
+        let uploader = Uploader::new(repo.clone(), backup.memory_budget);
+        let dir = work.path().join(format!("content-{base}"));
+        let store = ContentStore::own_only(uploader, &dir, content_options)?;
+        Ok(Self {
+            base: base.clone(),
+            store,
+            dir,
+        })
+    }
+
+    /// Closes the store and removes its scratch index.
+    fn remove(self) {
+        let Self { store, dir, .. } = self;
+        drop(store);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::debug!(error = %e, dir = %dir.display(), "a scratch index stays until the run ends");
+        }
+    }
 }
 
 /// The process's work directory: links of new files and pins, on the blob

@@ -218,16 +218,7 @@ impl ContentIndex {
     /// (`READS_IN_FLIGHT` at a time); `objects` also records the content
     /// objects present (one LIST), for a writer's deduplication.
     pub async fn load(repo: &Repository, dir: &Path, objects: bool) -> Result<Self> {
-        let places = Spool::create(dir)?;
-        let mut index = Self {
-            repo: repo.clone(),
-            entries: places.beside(1),
-            held: places.beside(2),
-            places,
-            packs: HashMap::new(),
-            damaged: Vec::new(),
-            dangling: Vec::new(),
-        };
+        let mut index = Self::empty(repo, dir)?;
         for meta in repo.list(layout::PACKS).await? {
             if let Some(id) = layout::parse_pack_key(meta.location.as_ref()) {
                 let info = PackInfo {
@@ -262,6 +253,21 @@ impl ContentIndex {
             }
         }
         Ok(index)
+    }
+
+    /// An index of nothing yet (in scratch spools in `dir`): it comes to
+    /// hold only what this run stores.
+    pub fn empty(repo: &Repository, dir: &Path) -> Result<Self> {
+        let places = Spool::create(dir)?;
+        Ok(Self {
+            repo: repo.clone(),
+            entries: places.beside(1),
+            held: places.beside(2),
+            places,
+            packs: HashMap::new(),
+            damaged: Vec::new(),
+            dangling: Vec::new(),
+        })
     }
 
     fn add(&mut self, id: PackId, read: std::result::Result<IndexRead, String>) -> Result<()> {
